@@ -1,0 +1,2 @@
+DROP TABLE trans_branch_op;
+DROP TABLE trans_global;

@@ -1,0 +1,709 @@
+//! The DTM-compatible HTTP API under `/api/dtmsvr` (design §2).
+//!
+//! Answers follow DTM: `200 {"dtm_result":"SUCCESS", ...}`, `409 {"dtm_result":"FAILURE", ...}`
+//! for a refusal, 4xx with `{"error","message"}` for malformed requests. Two rules deliberately
+//! differ from DTM: `submit` of an unknown gid is a 409 (DTM creates and succeeds an empty
+//! transaction), and a repeated `submit` still drives pending Confirms (DTM returns at once).
+//!
+//! Extensions beyond DTM's protocol: `POST /api/dtmsvr/reportTry` ([`TryReportBody`]), through
+//! which this project's AP client reports each Try it made, and the read-only views of a
+//! transaction's event log: `GET /api/admin/transactions/{gid}/diagram` (text/plain Mermaid,
+//! [`crate::diagram`]) and `GET /api/admin/transactions/{gid}/events` (JSON,
+//! [`crate::events::Event`]). DTM clients never call the former, and nothing else depends on it:
+//! their Trys are simply drawn as not reported.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::{http::header, web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use service_kit::db::blocking;
+use tcc::protocol::{validate_branch_id, validate_gid, GlobalStatus, SUCCESS};
+
+use crate::configuration::{BranchHosts, TransDefaults};
+use crate::engine::Engine;
+use crate::error::CoordinatorError;
+use crate::events::{self, TryReport, TryReportRefusal};
+use crate::store::{self, NewBranch, NewTrans, PrepareOutcome, RegisterOutcome, Transition};
+
+/// Longest accepted option value, seconds (one day): longer timeouts are almost surely a unit
+/// mistake (milliseconds given as seconds).
+pub const MAX_OPTION_SECS: i64 = 86_400;
+/// Longest stored rollback reason, in characters.
+pub const MAX_REASON_LEN: usize = 1024;
+/// Default and largest page size of `all`.
+pub const DEFAULT_PAGE: i64 = 100;
+/// Largest page size of `all`.
+pub const MAX_PAGE: i64 = 1000;
+/// Largest `latency_ms` a Try report may carry (one day): anything longer is a unit mistake.
+pub const MAX_REPORTED_LATENCY_MS: u64 = 86_400_000;
+
+/// Mounts the coordinator's routes: the DTM API (with the `reportTry` extension), the event log
+/// views under `/api/admin/transactions/{gid}/` and `GET /api/metrics`. The admin routes are
+/// registered one by one, not as a scope, so they coexist with [`crate::admin`]'s.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/metrics", web::get().to(metrics));
+    cfg.route(
+        "/api/admin/transactions/{gid}/diagram",
+        web::get().to(diagram),
+    );
+    cfg.route(
+        "/api/admin/transactions/{gid}/events",
+        web::get().to(events),
+    );
+    cfg.service(
+        web::scope("/api/dtmsvr")
+            .route("/newGid", web::get().to(new_gid))
+            .route("/prepare", web::post().to(prepare))
+            .route("/registerBranch", web::post().to(register_branch))
+            .route("/registerTccBranch", web::post().to(register_branch))
+            .route("/reportTry", web::post().to(report_try))
+            .route("/submit", web::post().to(submit))
+            .route("/abort", web::post().to(abort))
+            .route("/query", web::get().to(query))
+            .route("/all", web::get().to(all)),
+    );
+}
+
+type Result<T> = std::result::Result<T, CoordinatorError>;
+
+/// `GET /api/metrics`: Prometheus text format. The unfinished-transaction gauges are refreshed
+/// first from the database (one grouped query); if it fails, the counters are still served and
+/// the gauges keep their last values.
+async fn metrics(engine: web::Data<Engine>) -> HttpResponse {
+    match blocking(engine.pool(), store::unfinished_summary).await {
+        Ok(Ok(summary)) => engine.metrics().set_unfinished(&summary),
+        Ok(Err(e)) => log::error!("metrics: reading the unfinished transactions failed: {e}"),
+        Err(e) => log::error!("metrics: reading the unfinished transactions failed: {e}"),
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(engine.metrics().render())
+}
+
+fn success(extra: serde_json::Value) -> HttpResponse {
+    let mut body = json!({ "dtm_result": SUCCESS });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    HttpResponse::Ok().json(body)
+}
+
+fn check_gid(gid: &str) -> Result<()> {
+    validate_gid(gid).map_err(|e| CoordinatorError::bad_request("invalid_gid", e.0))
+}
+
+fn check_trans_type(trans_type: &Option<String>) -> Result<()> {
+    match trans_type.as_deref() {
+        None | Some("tcc") => Ok(()),
+        Some(other) => Err(CoordinatorError::bad_request(
+            "unsupported_trans_type",
+            format!("this coordinator runs TCC only; trans_type {other:?} is not supported"),
+        )),
+    }
+}
+
+/// `GET newGid`: `{"gid": "<32 hex digits>", "dtm_result": "SUCCESS"}`.
+async fn new_gid() -> HttpResponse {
+    success(json!({ "gid": uuid::Uuid::new_v4().simple().to_string() }))
+}
+
+/// Body of `prepare`: the gid and DTM's transaction options (seconds). Unknown fields that
+/// DTM clients send (`custom_data`, `passthrough_headers`, ...) are ignored.
+#[derive(Debug, Deserialize)]
+pub struct PrepareBody {
+    /// Global transaction id.
+    pub gid: String,
+    /// Must be `tcc` when given.
+    pub trans_type: Option<String>,
+    /// Seconds; default `TIMEOUT_TO_FAIL`.
+    pub timeout_to_fail: Option<i64>,
+    /// Seconds; default `RETRY_INTERVAL`.
+    pub retry_interval: Option<i64>,
+    /// Seconds; default `REQUEST_TIMEOUT`.
+    pub request_timeout: Option<i64>,
+    /// Headers sent with every branch call.
+    #[serde(default)]
+    pub branch_headers: BTreeMap<String, String>,
+}
+
+fn option_secs(name: &str, value: Option<i64>, default: u32) -> Result<i32> {
+    match value {
+        None | Some(0) => Ok(default as i32),
+        Some(v) if (1..=MAX_OPTION_SECS).contains(&v) => Ok(v as i32),
+        Some(v) => Err(CoordinatorError::bad_request(
+            "invalid_option",
+            format!("{name} must be between 1 and {MAX_OPTION_SECS} seconds, got {v}"),
+        )),
+    }
+}
+
+async fn prepare(
+    body: web::Json<PrepareBody>,
+    defaults: web::Data<TransDefaults>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    check_gid(&body.gid)?;
+    check_trans_type(&body.trans_type)?;
+    for (name, value) in &body.branch_headers {
+        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            && reqwest::header::HeaderValue::from_str(value).is_ok();
+        if !valid {
+            return Err(CoordinatorError::bad_request(
+                "invalid_branch_headers",
+                format!("branch header {name:?} is not a valid HTTP header"),
+            ));
+        }
+    }
+    let new = NewTrans {
+        gid: body.gid.clone(),
+        timeout_to_fail: option_secs(
+            "timeout_to_fail",
+            body.timeout_to_fail,
+            defaults.timeout_to_fail,
+        )?,
+        retry_interval: option_secs(
+            "retry_interval",
+            body.retry_interval,
+            defaults.retry_interval,
+        )?,
+        request_timeout: option_secs(
+            "request_timeout",
+            body.request_timeout,
+            defaults.request_timeout,
+        )?,
+        branch_headers: serde_json::to_string(&body.branch_headers)
+            .expect("a string map serializes"),
+    };
+    match blocking(engine.pool(), move |conn| store::prepare(conn, &new)).await?? {
+        PrepareOutcome::Created => {
+            log::info!("gid={} prepared", body.gid);
+            Ok(success(json!({ "gid": body.gid })))
+        }
+        PrepareOutcome::AlreadyPrepared => Ok(success(json!({ "gid": body.gid }))),
+        PrepareOutcome::Conflict(status) => Err(CoordinatorError::Conflict(format!(
+            "global transaction {} is already {status}; it cannot be prepared again",
+            body.gid
+        ))),
+    }
+}
+
+/// Body of `registerBranch`: DTM's flat map of strings. `status` (sent by DTM clients as
+/// `prepared`) and other keys are ignored.
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    /// Global transaction id.
+    pub gid: String,
+    /// Must be `tcc` when given.
+    pub trans_type: Option<String>,
+    /// The branch id the AP chose ("01", "02", ...).
+    pub branch_id: String,
+    /// The branch data: the body Confirm and Cancel receive, stored raw.
+    #[serde(default)]
+    pub data: String,
+    /// The Confirm URL (http or https).
+    pub confirm: String,
+    /// The Cancel URL (http or https).
+    pub cancel: String,
+}
+
+fn check_url(name: &str, value: &str) -> Result<()> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(CoordinatorError::bad_request(
+            "invalid_url",
+            format!("{name} must be an absolute http(s) URL"),
+        )),
+    }
+}
+
+/// Refuses a URL whose host is not on the allowlist: 400 `url_not_allowed`.
+fn check_allowed(name: &str, value: &str, hosts: &BranchHosts) -> Result<()> {
+    let host = url::Url::parse(value)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    if hosts.allows(&host) {
+        return Ok(());
+    }
+    Err(CoordinatorError::bad_request(
+        "url_not_allowed",
+        format!(
+            "{name}: host {:?} is not on this coordinator's branch host allowlist \
+             (BRANCH_HOST_ALLOWLIST)",
+            host.chars().take(64).collect::<String>()
+        ),
+    ))
+}
+
+async fn register_branch(
+    body: web::Json<RegisterBody>,
+    hosts: web::Data<BranchHosts>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    check_gid(&body.gid)?;
+    check_trans_type(&body.trans_type)?;
+    validate_branch_id(&body.branch_id)
+        .map_err(|e| CoordinatorError::bad_request("invalid_branch_id", e.0))?;
+    check_url("confirm", &body.confirm)?;
+    check_url("cancel", &body.cancel)?;
+    check_allowed("confirm", &body.confirm, &hosts)?;
+    check_allowed("cancel", &body.cancel, &hosts)?;
+    let new = NewBranch {
+        gid: body.gid.clone(),
+        branch_id: body.branch_id.clone(),
+        data: body.data,
+        confirm: body.confirm,
+        cancel: body.cancel,
+    };
+    let (gid, branch_id) = (body.gid, body.branch_id);
+    match blocking(engine.pool(), move |conn| store::register_branch(conn, &new)).await?? {
+        RegisterOutcome::Registered => {
+            log::info!("gid={gid} branch_id={branch_id} registered");
+            Ok(success(json!({})))
+        }
+        RegisterOutcome::AlreadyRegistered => Ok(success(json!({}))),
+        RegisterOutcome::UnknownGid => Err(CoordinatorError::Conflict(format!(
+            "no global transaction {gid}; prepare it first"
+        ))),
+        RegisterOutcome::NotPrepared(status) => Err(CoordinatorError::Conflict(format!(
+            "global transaction {gid} is {status}; branches can only be registered while it is prepared"
+        ))),
+        RegisterOutcome::Mismatch => Err(CoordinatorError::Conflict(format!(
+            "branch {branch_id} of {gid} is already registered with other URLs or data"
+        ))),
+    }
+}
+
+/// Body of `submit` and `abort`.
+#[derive(Debug, Deserialize)]
+pub struct FinishBody {
+    /// Global transaction id.
+    pub gid: String,
+    /// Must be `tcc` when given.
+    pub trans_type: Option<String>,
+    /// Answer only when the second phase finished or `request_timeout` passed.
+    #[serde(default)]
+    pub wait_result: bool,
+    /// `abort` only: why the AP rolls back; stored (at most 1024 characters) and shown by `query`.
+    pub rollback_reason: Option<String>,
+}
+
+async fn submit(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    finish(
+        body.into_inner(),
+        engine.get_ref().clone(),
+        GlobalStatus::Submitted,
+    )
+    .await
+}
+
+async fn abort(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    finish(
+        body.into_inner(),
+        engine.get_ref().clone(),
+        GlobalStatus::Aborting,
+    )
+    .await
+}
+
+/// `submit` (`phase` = submitted) or `abort` (`phase` = aborting): the transition, then the
+/// second phase, waited for when `wait_result`.
+async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result<HttpResponse> {
+    check_gid(&body.gid)?;
+    check_trans_type(&body.trans_type)?;
+    let gid = body.gid.clone();
+    let reason: String = body
+        .rollback_reason
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_REASON_LEN)
+        .collect();
+    let g = gid.clone();
+    let transition = blocking(engine.pool(), move |conn| match phase {
+        GlobalStatus::Submitted => store::submit(conn, &g),
+        _ => store::abort(conn, &g, &reason),
+    })
+    .await??;
+    let verb = if phase == GlobalStatus::Submitted {
+        "submitted"
+    } else {
+        "aborted"
+    };
+    match transition {
+        Transition::Unknown => {
+            return Err(CoordinatorError::Conflict(format!(
+                "no global transaction {gid}; nothing to be {verb}"
+            )))
+        }
+        Transition::Refused(status) => {
+            return Err(CoordinatorError::Conflict(format!(
+                "global transaction {gid} is {status}; it cannot be {verb}"
+            )))
+        }
+        Transition::Changed => log::info!("gid={gid} prepared -> {phase}"),
+        Transition::AlreadyThere(status) if status.is_final() => {
+            return Ok(success(json!({ "gid": gid, "status": status })));
+        }
+        Transition::AlreadyThere(_) => {}
+    }
+    // The wait of `wait_result` is measured from here, the pass included.
+    let started = tokio::time::Instant::now();
+    // The pass runs in its own task: if the AP hangs up, the second phase carries on.
+    let pass = {
+        let (engine, gid) = (engine.clone(), gid.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine.drive(&gid).await {
+                log::error!("gid={gid} second phase pass failed: {e}");
+            }
+        })
+    };
+    if !body.wait_result {
+        return Ok(success(json!({ "gid": gid, "status": phase })));
+    }
+    let status = wait_final(&engine, &gid, started, pass).await?;
+    Ok(success(json!({ "gid": gid, "status": status })))
+}
+
+/// Waits for `pass`, then polls `gid`, until its status is final or its `request_timeout` has
+/// passed since `started` (the pass is not cancelled; it goes on in its task); returns the last
+/// status seen.
+async fn wait_final(
+    engine: &Engine,
+    gid: &str,
+    started: tokio::time::Instant,
+    pass: tokio::task::JoinHandle<()>,
+) -> Result<GlobalStatus> {
+    let g = gid.to_owned();
+    let (trans, _) = blocking(engine.pool(), move |conn| store::find(conn, &g))
+        .await??
+        .ok_or_else(|| CoordinatorError::NotFound(format!("no global transaction {gid}")))?;
+    let deadline = started + Duration::from_secs(trans.request_timeout.max(1) as u64);
+    let _ = tokio::time::timeout_at(deadline, pass).await;
+    let g = gid.to_owned();
+    let mut status = blocking(engine.pool(), move |conn| store::status_of(conn, &g))
+        .await??
+        .unwrap_or(trans.global_status());
+    while !status.is_final() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let g = gid.to_owned();
+        status = blocking(engine.pool(), move |conn| store::status_of(conn, &g))
+            .await??
+            .unwrap_or(status);
+    }
+    Ok(status)
+}
+
+/// Body of `POST /api/dtmsvr/reportTry`, an extension of this project (DTM has no such call):
+/// the AP's client reports one Try call it made, after reading its answer, so that the
+/// transaction's diagram shows the Try as it happened.
+///
+/// ```json
+/// {"gid": "4d3c...", "branch_id": "01", "url": "http://127.0.0.1:8081/api/TransOutTry",
+///  "outcome": "success", "http_status": 200, "latency_ms": 3, "message": null}
+/// ```
+///
+/// * `gid`, `branch_id`: as in `registerBranch` (same validation); the branch must be registered
+///   (the client registers before it tries), else `409`; an unknown gid is `409` too.
+/// * `url`: the Try URL called, absolute http(s); its last path segment names the service.
+/// * `outcome`: `success`, `failure` (409/FAILURE), `ongoing` (425/ONGOING) or `error` (anything
+///   else, no answer included), as [`tcc::protocol::BranchOutcome`] reads the answer.
+/// * `http_status` (optional): the answer's status, 100..=599; absent when none was read.
+/// * `latency_ms`: milliseconds from sending the Try to reading its answer (or giving up), at
+///   most one day.
+/// * `message` (optional): the branch's message or the AP's error text; cut to 1024 characters.
+///
+/// Answers `200 {"dtm_result":"SUCCESS"}`; malformed input is `400 {"error","message"}` (`error`
+/// = `invalid_gid`, `invalid_branch_id`, `invalid_url`, `invalid_outcome`, `invalid_http_status`,
+/// `invalid_latency`), or a JSON extractor error for a body that does not parse. Reports are
+/// accepted in any status of the transaction and repeated reports are all kept (the diagram draws
+/// the first). Reporting is best-effort for the client: a refused report never fails its branch.
+#[derive(Debug, Deserialize)]
+pub struct TryReportBody {
+    /// Global transaction id.
+    pub gid: String,
+    /// The branch whose Try was called.
+    pub branch_id: String,
+    /// The Try URL.
+    pub url: String,
+    /// `success`, `failure`, `ongoing` or `error`.
+    pub outcome: String,
+    /// HTTP status of the Try's answer, if one was read.
+    pub http_status: Option<u16>,
+    /// Milliseconds the Try took at the AP.
+    pub latency_ms: u64,
+    /// The branch's message or the AP's error.
+    pub message: Option<String>,
+}
+
+/// Checks a [`TryReportBody`] and turns it into what [`events::record_try`] stores.
+fn check_try_report(body: TryReportBody) -> Result<TryReport> {
+    check_gid(&body.gid)?;
+    validate_branch_id(&body.branch_id)
+        .map_err(|e| CoordinatorError::bad_request("invalid_branch_id", e.0))?;
+    check_url("url", &body.url)?;
+    if !["success", "failure", "ongoing", "error"].contains(&body.outcome.as_str()) {
+        return Err(CoordinatorError::bad_request(
+            "invalid_outcome",
+            "outcome must be success, failure, ongoing or error",
+        ));
+    }
+    if let Some(status) = body.http_status {
+        if !(100..=599).contains(&status) {
+            return Err(CoordinatorError::bad_request(
+                "invalid_http_status",
+                format!("http_status must be an HTTP status code (100-599), got {status}"),
+            ));
+        }
+    }
+    if body.latency_ms > MAX_REPORTED_LATENCY_MS {
+        return Err(CoordinatorError::bad_request(
+            "invalid_latency",
+            format!("latency_ms must be at most {MAX_REPORTED_LATENCY_MS} (one day)"),
+        ));
+    }
+    Ok(TryReport {
+        gid: body.gid,
+        branch_id: body.branch_id,
+        url: body.url,
+        outcome: body.outcome,
+        http_status: body.http_status.map(i32::from),
+        latency_ms: body.latency_ms as i32,
+        message: body
+            .message
+            .filter(|m| !m.is_empty())
+            .map(|m| m.chars().take(MAX_REASON_LEN).collect()),
+    })
+}
+
+/// `POST reportTry`: records a Try report (see [`TryReportBody`]).
+async fn report_try(
+    body: web::Json<TryReportBody>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse> {
+    let report = check_try_report(body.into_inner())?;
+    let (gid, branch_id) = (report.gid.clone(), report.branch_id.clone());
+    match blocking(engine.pool(), move |conn| events::record_try(conn, &report)).await?? {
+        Ok(()) => Ok(success(json!({}))),
+        Err(TryReportRefusal::UnknownGid) => Err(CoordinatorError::Conflict(format!(
+            "no global transaction {gid}; nothing to report a Try for"
+        ))),
+        Err(TryReportRefusal::UnknownBranch) => Err(CoordinatorError::Conflict(format!(
+            "branch {branch_id} of {gid} is not registered; register it before its Try"
+        ))),
+    }
+}
+
+/// The event log of `gid`, or 404 when no such transaction exists (a transaction created before
+/// the event log existed has an empty one).
+async fn load_events(engine: &Engine, gid: String) -> Result<Vec<events::Event>> {
+    check_gid(&gid)?;
+    let g = gid.clone();
+    let found = blocking(engine.pool(), move |conn| {
+        Ok::<_, diesel::result::Error>(match store::status_of(conn, &g)? {
+            Some(_) => Some(events::load(conn, &g)?),
+            None => None,
+        })
+    })
+    .await??;
+    found.ok_or_else(|| CoordinatorError::NotFound(format!("no global transaction {gid}")))
+}
+
+/// `GET /api/admin/transactions/{gid}/diagram`: `text/plain` Mermaid `sequenceDiagram` of the
+/// transaction as it happened ([`crate::diagram`]), drawn from its event log. `404 {"error":
+/// "not_found"}` for an unknown gid, `400` for a malformed one.
+async fn diagram(gid: web::Path<String>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    let gid = gid.into_inner();
+    let events = load_events(&engine, gid.clone()).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(crate::diagram::render(&gid, &events)))
+}
+
+/// `GET /api/admin/transactions/{gid}/events`: `{"gid": "...", "events": [...]}`, the event log in
+/// order, each event as [`events::Event`] serializes it: `id`, `gid`, `kind`, `actor`, `status`,
+/// `branch_id`, `op`, `target`, `url`, `outcome`, `http_status`, `latency_ms`, `attempt`,
+/// `retry_in_ms`, `detail` (null when absent) and `create_time` (RFC 3339, milliseconds).
+/// `404` for an unknown gid.
+async fn events(gid: web::Path<String>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    let gid = gid.into_inner();
+    let events = load_events(&engine, gid.clone()).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "gid": gid, "events": events })))
+}
+
+/// Query of `query`.
+#[derive(Debug, Deserialize)]
+pub struct QueryParams {
+    /// Global transaction id.
+    pub gid: String,
+}
+
+async fn query(params: web::Query<QueryParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    let gid = params.into_inner().gid;
+    check_gid(&gid)?;
+    let g = gid.clone();
+    match blocking(engine.pool(), move |conn| store::find(conn, &g)).await?? {
+        Some((transaction, branches)) => Ok(
+            HttpResponse::Ok().json(json!({ "transaction": transaction, "branches": branches }))
+        ),
+        None => Err(CoordinatorError::NotFound(format!(
+            "no global transaction {gid}"
+        ))),
+    }
+}
+
+/// Query of `all`: keyset paging, newest first.
+#[derive(Debug, Deserialize)]
+pub struct AllParams {
+    /// Only transactions in this status.
+    pub status: Option<String>,
+    /// The `next_position` of the previous page; empty for the first page.
+    pub position: Option<String>,
+    /// Page size, 1..=1000, default 100.
+    pub limit: Option<i64>,
+}
+
+async fn all(params: web::Query<AllParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    let params = params.into_inner();
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<GlobalStatus>()
+                .map_err(|e| CoordinatorError::bad_request("invalid_status", e.0))?,
+        ),
+    };
+    let position = match params.position.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(p.parse::<i64>().map_err(|_| {
+            CoordinatorError::bad_request(
+                "invalid_position",
+                "position must be the next_position of a previous page",
+            )
+        })?),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(CoordinatorError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let page = blocking(engine.pool(), move |conn| {
+        store::list(conn, status, position, limit)
+    })
+    .await??;
+    let next_position = if page.len() as i64 == limit {
+        page.last().map(|t| t.id.to_string()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(HttpResponse::Ok().json(json!({ "transactions": page, "next_position": next_position })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcc::protocol::TransType;
+
+    #[test]
+    fn unset_or_zero_options_take_the_default_and_out_of_range_ones_are_refused() {
+        assert_eq!(option_secs("x", None, 35).unwrap(), 35);
+        assert_eq!(option_secs("x", Some(0), 35).unwrap(), 35);
+        assert_eq!(option_secs("x", Some(5), 35).unwrap(), 5);
+        assert!(option_secs("x", Some(-1), 35).is_err());
+        assert!(option_secs("x", Some(MAX_OPTION_SECS + 1), 35).is_err());
+    }
+
+    #[test]
+    fn only_absolute_http_urls_are_accepted_as_branch_targets() {
+        assert!(check_url("confirm", "http://localhost:8081/api/TransOutConfirm").is_ok());
+        assert!(check_url("confirm", "https://bank.example/api/x").is_ok());
+        for bad in [
+            "",
+            "/api/x",
+            "ftp://host/x",
+            "file:///etc/passwd",
+            "http//x",
+        ] {
+            assert!(check_url("confirm", bad).is_err(), "{bad}");
+        }
+    }
+
+    fn report(outcome: &str) -> TryReportBody {
+        TryReportBody {
+            gid: "g1".into(),
+            branch_id: "01".into(),
+            url: "http://127.0.0.1:8081/api/TransOutTry".into(),
+            outcome: outcome.into(),
+            http_status: Some(200),
+            latency_ms: 3,
+            message: Some(String::new()),
+        }
+    }
+
+    #[test]
+    fn a_try_report_is_checked_field_by_field() {
+        let ok = check_try_report(report("success")).unwrap();
+        assert_eq!(ok.message, None);
+        assert_eq!(ok.http_status, Some(200));
+        let refused = |body: TryReportBody| match check_try_report(body) {
+            Err(CoordinatorError::BadRequest { code, .. }) => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(report("maybe")), "invalid_outcome");
+        assert_eq!(
+            refused(TryReportBody {
+                gid: "bad gid".into(),
+                ..report("success")
+            }),
+            "invalid_gid"
+        );
+        assert_eq!(
+            refused(TryReportBody {
+                branch_id: String::new(),
+                ..report("success")
+            }),
+            "invalid_branch_id"
+        );
+        assert_eq!(
+            refused(TryReportBody {
+                url: "/api/TransOutTry".into(),
+                ..report("success")
+            }),
+            "invalid_url"
+        );
+        assert_eq!(
+            refused(TryReportBody {
+                http_status: Some(42),
+                ..report("error")
+            }),
+            "invalid_http_status"
+        );
+        assert_eq!(
+            refused(TryReportBody {
+                latency_ms: MAX_REPORTED_LATENCY_MS + 1,
+                ..report("error")
+            }),
+            "invalid_latency"
+        );
+        let long = check_try_report(TryReportBody {
+            message: Some("m".repeat(MAX_REASON_LEN + 5)),
+            ..report("failure")
+        })
+        .unwrap();
+        assert_eq!(long.message.unwrap().len(), MAX_REASON_LEN);
+    }
+
+    #[test]
+    fn only_tcc_is_accepted_as_trans_type() {
+        assert!(check_trans_type(&None).is_ok());
+        assert!(check_trans_type(&Some(TransType::Tcc.as_str().into())).is_ok());
+        assert!(check_trans_type(&Some("saga".into())).is_err());
+    }
+}

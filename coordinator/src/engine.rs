@@ -1,0 +1,497 @@
+//! The second phase: drive every Confirm (after `submit`) or every Cancel (after `abort` or a
+//! timeout) of a transaction until each has succeeded (design §3-§5).
+//!
+//! One pass over a transaction, by whoever holds its lease:
+//!
+//! 1. a `prepared` transaction claimed by the worker has passed `timeout_to_fail`: move it to
+//!    `aborting` with reason `Timeout after N seconds` (this frees what a crashed AP reserved);
+//! 2. call the pending ops in order (Confirms in registration order, Cancels in reverse), each
+//!    `POST <url>?gid=&trans_type=tcc&branch_id=&op=` with the registered data as body (signed
+//!    with `BRANCH_SIGNING_SECRET` when set: [`tcc::signing`]), and record
+//!    each attempt with its `branch_called` event (HTTP status or error, latency, attempt number:
+//!    [`crate::events`]); renew the lease before each call (writing the call's `branch_calling`
+//!    event in the same statement, so a call cut short by a crash still shows) and stop if the
+//!    lease was lost;
+//! 3. all succeeded: `submitted -> succeed` / `aborting -> failed`;
+//!    a branch answered ONGOING: ask again after `retry_interval`, no backoff growth;
+//!    anything else (5xx, timeout, refused connection, and FAILURE too, since a Confirm or Cancel
+//!    must eventually succeed): retry after the current backoff step plus jitter, double the step
+//!    up to the cap, and raise an alert once a branch op has failed `alert_after_attempts` times.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::Rng;
+use service_kit::db::{blocking, DbPool};
+use tcc::protocol::{BranchOutcome, GlobalStatus, Op};
+use tcc::signing::{self, SigningSecret};
+
+use crate::configuration::Settings;
+use crate::error::CoordinatorError;
+use crate::metrics::Metrics;
+use crate::store::{self, BranchCall, BranchOp, RetryNote, TransGlobal};
+
+/// Adds the signature headers of [`tcc::signing`] to `request`, over its method, its target as it
+/// goes on the wire (path and query, percent-encoded) and its body; after the branch's own
+/// headers, so that those cannot override them.
+fn sign_request(secret: &SigningSecret, request: &mut reqwest::Request) {
+    let url = request.url();
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let body = request
+        .body()
+        .and_then(|body| body.as_bytes())
+        .unwrap_or_default();
+    let (timestamp, signature) = signing::sign(
+        secret,
+        request.method().as_str(),
+        &target,
+        body,
+        signing::now_unix(),
+    );
+    let headers = request.headers_mut();
+    for (name, value) in [
+        (signing::TIMESTAMP_HEADER, timestamp),
+        (signing::SIGNATURE_HEADER, signature),
+    ] {
+        headers.insert(
+            name,
+            reqwest::header::HeaderValue::from_str(&value)
+                .expect("hex and digits are valid header values"),
+        );
+    }
+}
+
+/// Runs second phases. Cheap to clone: one HTTP client (keep-alive) and one pool, shared.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: DbPool,
+    metrics: Metrics,
+    http: reqwest::Client,
+    coordinator_id: String,
+    lease_secs: i64,
+    retry_max_interval: u32,
+    alert_after_attempts: u32,
+    worker_batch: u32,
+    /// Signs each Confirm/Cancel call when set (`BRANCH_SIGNING_SECRET`).
+    signing_secret: Option<SigningSecret>,
+}
+
+impl Engine {
+    /// An engine for `pool`, identified as `coordinator_id` in lease tokens.
+    pub fn new(pool: DbPool, settings: &Settings, coordinator_id: String) -> Engine {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("the HTTP client's TLS backend initialises");
+        Engine {
+            inner: Arc::new(Inner {
+                pool,
+                metrics: Metrics::new(),
+                http,
+                coordinator_id,
+                lease_secs: settings.lease.as_secs().max(1) as i64,
+                retry_max_interval: settings.retry_max_interval.max(1),
+                alert_after_attempts: settings.alert_after_attempts.max(1),
+                worker_batch: settings.worker_batch.max(1),
+                signing_secret: settings.branch_signing_secret.clone(),
+            }),
+        }
+    }
+
+    /// This replica's id, the prefix of its lease tokens.
+    pub fn coordinator_id(&self) -> &str {
+        &self.inner.coordinator_id
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &DbPool {
+        &self.inner.pool
+    }
+
+    /// The second phase's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Runs one pass of `gid`'s second phase now, if nobody else holds its lease.
+    /// Returns `false` when it was not claimed (leased elsewhere, or not in a second phase).
+    pub async fn drive(&self, gid: &str) -> Result<bool, CoordinatorError> {
+        let owner = self.new_token();
+        let (g, o, lease) = (gid.to_owned(), owner.clone(), self.inner.lease_secs);
+        let claimed = blocking(&self.inner.pool, move |conn| {
+            store::claim_one(conn, &g, &o, lease)
+        })
+        .await??;
+        match claimed {
+            Some(trans) => {
+                self.run(trans, owner).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Claims the due transactions (up to the batch size) and runs one pass of each,
+    /// concurrently. Returns how many were claimed.
+    pub async fn run_due(&self) -> Result<usize, CoordinatorError> {
+        let token = self.new_token();
+        let (lease, limit) = (self.inner.lease_secs, i64::from(self.inner.worker_batch));
+        let claimed = blocking(&self.inner.pool, move |conn| {
+            store::claim_due(conn, &token, lease, limit)
+        })
+        .await??;
+        let count = claimed.len();
+        let passes = claimed.into_iter().map(|trans| {
+            let owner = trans.owner.clone().expect("claim_due sets the owner");
+            async move {
+                let gid = trans.gid.clone();
+                if let Err(e) = self.run(trans, owner).await {
+                    log::error!("gid={gid} second-phase pass failed: {e}");
+                }
+            }
+        });
+        futures_util::future::join_all(passes).await;
+        Ok(count)
+    }
+
+    fn new_token(&self) -> String {
+        format!(
+            "{}:{}",
+            self.inner.coordinator_id,
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+
+    async fn db<T, F>(&self, f: F) -> Result<T, CoordinatorError>
+    where
+        F: FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        Ok(blocking(&self.inner.pool, f).await??)
+    }
+
+    /// One pass over a claimed transaction (see the module docs).
+    async fn run(&self, mut trans: TransGlobal, owner: String) -> Result<(), CoordinatorError> {
+        let gid = trans.gid.clone();
+        if trans.global_status() == GlobalStatus::Prepared {
+            let (t, o) = (trans.clone(), owner.clone());
+            if self
+                .db(move |conn| store::abort_timed_out(conn, &t, &o))
+                .await?
+            {
+                log::warn!(
+                    "gid={gid} op=cancel prepared for more than {} s: aborting (Timeout after {} seconds)",
+                    trans.timeout_to_fail,
+                    trans.timeout_to_fail
+                );
+            }
+            let g = gid.clone();
+            trans = self.db(move |conn| store::reload(conn, &g)).await?;
+            if trans.owner.as_deref() != Some(owner.as_str()) {
+                return Ok(());
+            }
+        }
+        let status = trans.global_status();
+        let (op, end) = match status {
+            GlobalStatus::Submitted => (Op::Confirm, GlobalStatus::Succeed),
+            GlobalStatus::Aborting => (Op::Cancel, GlobalStatus::Failed),
+            // Submitted meanwhile by its AP, or finished: release what we claimed.
+            _ => {
+                let (g, o, when, step) = (
+                    gid.clone(),
+                    owner.clone(),
+                    trans.next_cron_time,
+                    trans.next_cron_interval,
+                );
+                self.db(move |conn| store::reschedule(conn, &g, &o, when, step))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let headers: BTreeMap<String, String> =
+            serde_json::from_str(&trans.branch_headers).unwrap_or_default();
+        let g = gid.clone();
+        let ops = self
+            .db(move |conn| store::pending_ops(conn, &g, op))
+            .await?;
+
+        for branch in ops {
+            let (g, o, lease, b) = (
+                gid.clone(),
+                owner.clone(),
+                self.inner.lease_secs,
+                branch.clone(),
+            );
+            if !self
+                .db(move |conn| store::renew_lease_for_call(conn, &g, &o, lease, &b))
+                .await?
+            {
+                log::warn!(
+                    "gid={gid} lease lost before branch_id={} op={op}; another replica continues",
+                    branch.branch_id
+                );
+                return Ok(());
+            }
+            let call = self.call_branch(&trans, &branch, op, &headers).await;
+            let outcome = call.outcome;
+            let succeeded = outcome == BranchOutcome::Success;
+            let metrics = &self.inner.metrics;
+            metrics
+                .branch_calls
+                .with_label_values(&[op.as_str(), outcome.kind()])
+                .inc();
+            let result = describe(&outcome);
+            let event = BranchCall {
+                gid: gid.clone(),
+                branch_id: branch.branch_id.clone(),
+                op,
+                url: branch.url.clone(),
+                outcome: outcome.kind(),
+                http_status: call.http_status,
+                latency_ms: call.latency.as_millis() as u64,
+                detail: event_detail(&outcome, call.http_status),
+            };
+            let (id, r) = (branch.id, result.clone());
+            let attempts = self
+                .db(move |conn| store::record_attempt(conn, id, succeeded, &r, &event))
+                .await?;
+            if succeeded {
+                log::info!(
+                    "gid={gid} branch_id={} op={op} succeeded (attempt {attempts})",
+                    branch.branch_id
+                );
+                continue;
+            }
+            let (next_in, next_step) = match outcome {
+                // ONGOING: polled at a fixed interval, the backoff does not grow.
+                BranchOutcome::Ongoing => (
+                    Duration::from_secs(trans.retry_interval as u64),
+                    trans.next_cron_interval,
+                ),
+                _ => {
+                    let step = trans.next_cron_interval.max(1) as u32;
+                    (
+                        with_jitter(step.min(self.inner.retry_max_interval)),
+                        step.saturating_mul(2).min(self.inner.retry_max_interval) as i32,
+                    )
+                }
+            };
+            metrics.retries.with_label_values(&[op.as_str()]).inc();
+            let alert = attempts as u32 >= self.inner.alert_after_attempts
+                && outcome != BranchOutcome::Ongoing;
+            if alert {
+                metrics.alerts.with_label_values(&[op.as_str()]).inc();
+                log::error!(
+                    "ALERT gid={gid} branch_id={} op={op} has failed {attempts} attempts, last: {result}; retrying in {:.1} s",
+                    branch.branch_id,
+                    next_in.as_secs_f64()
+                );
+            } else {
+                log::warn!(
+                    "gid={gid} branch_id={} op={op} attempt {attempts}: {result}; retrying in {:.1} s",
+                    branch.branch_id,
+                    next_in.as_secs_f64()
+                );
+            }
+            let note = RetryNote {
+                branch_id: branch.branch_id.clone(),
+                op,
+                url: branch.url.clone(),
+                retry_in_ms: next_in.as_millis() as u64,
+                detail: match (&outcome, alert) {
+                    (BranchOutcome::Ongoing, _) => {
+                        format!(
+                            "ongoing: polled again after retry_interval ({} s)",
+                            trans.retry_interval
+                        )
+                    }
+                    (_, true) => {
+                        format!("ALERT: {attempts} failed attempts, backoff step now {next_step} s")
+                    }
+                    (_, false) => format!("backoff step now {next_step} s"),
+                },
+            };
+            let when = Utc::now() + chrono::Duration::from_std(next_in).unwrap_or_default();
+            let (g, o) = (gid.clone(), owner.clone());
+            self.db(move |conn| store::schedule_retry(conn, &g, &o, when, next_step, &note))
+                .await?;
+            return Ok(());
+        }
+
+        let (g, o) = (gid.clone(), owner.clone());
+        if let Some(finished) = self
+            .db(move |conn| store::finish(conn, &g, &o, status, end))
+            .await?
+        {
+            self.inner.metrics.observe_finished(
+                &finished.trans_type,
+                end,
+                finished.second_phase_secs,
+            );
+            log::info!("gid={gid} {status} -> {end}");
+        }
+        Ok(())
+    }
+
+    /// Calls one branch op as DTM does (design §3) and reads its answer, timing the call.
+    async fn call_branch(
+        &self,
+        trans: &TransGlobal,
+        branch: &BranchOp,
+        op: Op,
+        headers: &BTreeMap<String, String>,
+    ) -> Call {
+        let mut request = self
+            .inner
+            .http
+            .post(&branch.url)
+            .query(&[
+                ("gid", trans.gid.as_str()),
+                ("trans_type", "tcc"),
+                ("branch_id", branch.branch_id.as_str()),
+                ("op", op.as_str()),
+            ])
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(Duration::from_secs(trans.request_timeout.max(1) as u64))
+            .body(branch.data.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.build().map(|mut request| {
+            if let Some(secret) = &self.inner.signing_secret {
+                sign_request(secret, &mut request);
+            }
+            request
+        });
+        log::debug!(
+            "gid={} branch_id={} op={op} POST {}",
+            trans.gid,
+            branch.branch_id,
+            branch.url
+        );
+        let started = Instant::now();
+        let sent = match request {
+            Ok(request) => self.inner.http.execute(request).await,
+            Err(e) => Err(e),
+        };
+        let (outcome, http_status) = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.text().await {
+                    Ok(body) => (BranchOutcome::from_http(status, &body), Some(status)),
+                    Err(e) => (
+                        BranchOutcome::Error(format!("reading the answer failed: {e}")),
+                        Some(status),
+                    ),
+                }
+            }
+            Err(e) if e.is_timeout() => (
+                BranchOutcome::Error(format!("timed out after {} s", trans.request_timeout)),
+                None,
+            ),
+            Err(e) if e.is_connect() => (
+                BranchOutcome::Error("connection refused or unreachable".into()),
+                None,
+            ),
+            Err(e) => (BranchOutcome::Error(e.to_string()), None),
+        };
+        Call {
+            outcome,
+            http_status,
+            latency: started.elapsed(),
+        }
+    }
+}
+
+/// One branch call as [`Engine::call_branch`] saw it.
+struct Call {
+    outcome: BranchOutcome,
+    /// `None` when no answer was read (timeout, refused connection).
+    http_status: Option<u16>,
+    latency: Duration,
+}
+
+/// The `detail` of a `branch_called` event: the branch's message or the error, without the
+/// `HTTP <status>: ` prefix that the event's own `http_status` already says; `None` for a success
+/// or an ONGOING.
+fn event_detail(outcome: &BranchOutcome, http_status: Option<u16>) -> Option<String> {
+    match outcome {
+        BranchOutcome::Success | BranchOutcome::Ongoing => None,
+        BranchOutcome::Failure(m) | BranchOutcome::Error(m) => {
+            let prefix = http_status.map(|s| format!("HTTP {s}: "));
+            let m = match prefix {
+                Some(p) => m.strip_prefix(p.as_str()).unwrap_or(m),
+                None => m,
+            };
+            (!m.is_empty()).then(|| m.to_owned())
+        }
+    }
+}
+
+/// `success`, `ongoing`, `failure: <message>` or `error: <detail>`, as stored in `last_result`.
+fn describe(outcome: &BranchOutcome) -> String {
+    match outcome {
+        BranchOutcome::Success | BranchOutcome::Ongoing => outcome.kind().to_owned(),
+        BranchOutcome::Failure(m) | BranchOutcome::Error(m) => format!("{}: {m}", outcome.kind()),
+    }
+}
+
+/// `step` seconds plus up to 20% random jitter, so that transactions failing together (an RM
+/// restarting) do not retry in lockstep.
+fn with_jitter(step: u32) -> Duration {
+    let base = Duration::from_secs(step.into());
+    let jitter_ms = rand::rng().random_range(0..=(base.as_millis() as u64 / 5));
+    base + Duration::from_millis(jitter_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_fifth_of_the_step() {
+        for _ in 0..200 {
+            let d = with_jitter(10);
+            assert!(
+                d >= Duration::from_secs(10) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_details_drop_the_http_status_the_event_already_has() {
+        assert_eq!(
+            event_detail(&BranchOutcome::Error("HTTP 500: boom".into()), Some(500)),
+            Some("boom".into())
+        );
+        assert_eq!(
+            event_detail(&BranchOutcome::Error("timed out after 3 s".into()), None),
+            Some("timed out after 3 s".into())
+        );
+        assert_eq!(event_detail(&BranchOutcome::Success, Some(200)), None);
+        assert_eq!(
+            event_detail(&BranchOutcome::Failure(String::new()), Some(409)),
+            None
+        );
+    }
+
+    #[test]
+    fn stored_results_name_the_outcome_kind() {
+        assert_eq!(describe(&BranchOutcome::Success), "success");
+        assert_eq!(
+            describe(&BranchOutcome::Error("HTTP 500".into())),
+            "error: HTTP 500"
+        );
+    }
+}

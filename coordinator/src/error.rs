@@ -1,0 +1,89 @@
+//! The coordinator's one error type, mapped once to HTTP in DTM's vocabulary.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+use service_kit::db::BlockingError;
+
+/// Everything a coordinator endpoint can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The request is malformed: bad gid, `trans_type` other than `tcc`, a URL that is not
+    /// http(s), an option out of range. 400 with `error` = `code`.
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable code, e.g. `invalid_gid`.
+        code: &'static str,
+        /// What is wrong, for a human.
+        message: String,
+    },
+    /// The request is well formed but the transaction's state forbids it: unknown gid on
+    /// `submit`/`abort`/`registerBranch`, `submit` of an aborting transaction, `registerBranch` after
+    /// `submit`. 409 with `dtm_result` FAILURE, which DTM clients read as a refusal.
+    #[error("{0}")]
+    Conflict(String),
+    /// `query` of an unknown gid. 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database is unreachable or failed. 503/500 with a generic message; details are logged.
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    /// No pooled connection, or the blocking task failed. 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl CoordinatorError {
+    /// Shorthand for [`CoordinatorError::BadRequest`].
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        CoordinatorError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BlockingError> for CoordinatorError {
+    fn from(e: BlockingError) -> Self {
+        match e {
+            BlockingError::Query(e) => CoordinatorError::Database(e),
+            other => CoordinatorError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl ResponseError for CoordinatorError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            CoordinatorError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            CoordinatorError::Conflict(_) => StatusCode::CONFLICT,
+            CoordinatorError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoordinatorError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CoordinatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let body = match self {
+            CoordinatorError::BadRequest { code, message } => {
+                json!({ "error": code, "message": message })
+            }
+            CoordinatorError::Conflict(message) => {
+                json!({ "dtm_result": tcc::protocol::FAILURE, "error": "conflict", "message": message })
+            }
+            CoordinatorError::NotFound(message) => {
+                json!({ "error": "not_found", "message": message })
+            }
+            CoordinatorError::Database(e) => {
+                log::error!("database error: {e}");
+                json!({ "error": "internal", "message": "the coordinator's database failed; retry later" })
+            }
+            CoordinatorError::Unavailable(e) => {
+                log::error!("database unavailable: {e}");
+                json!({ "error": "unavailable", "message": "the coordinator's database is unavailable; retry later" })
+            }
+        };
+        HttpResponse::build(status).json(body)
+    }
+}

@@ -1,0 +1,551 @@
+//! The request flow every RM branch endpoint shares, so that the bank and the stock services
+//! differ only in their business code:
+//!
+//! 0. on the Confirm and Cancel endpoints, when the RM has a `BRANCH_SIGNING_SECRET`, the call
+//!    must carry the coordinator's signature ([`tcc::signing`]) over its method, path, query and
+//!    raw body; an unsigned, stale or tampered call is answered `401` (`missing_signature`,
+//!    `stale_signature`, `bad_signature`) before anything else is read or done, and counted as
+//!    `bad_request`. Try calls come from the AP and are never checked ([`BranchSigning`]);
+//! 1. the query's `op` must be the one the endpoint serves (`TransOutTry` with `op=confirm` is a
+//!    client bug, answered 400 rather than silently run as a Try);
+//! 2. when fault injection is off, a Try whose body carries a `fault` is refused with 400, and
+//!    a Confirm/Cancel ignores it (it carries the data of a Try that was refused that way, and
+//!    must still succeed);
+//! 3. the fault injector runs ([`crate::fault::inject`]): it may answer 425 or 500 without doing
+//!    anything, or turn the business code into a refusal;
+//! 4. the business code runs inside the sub-transaction barrier
+//!    ([`tcc::barrier::BranchBarrier::call`]), on a pooled connection off the async workers;
+//! 5. any barrier outcome (applied, empty compensation, duplicate, hanging) is `200 SUCCESS`; an
+//!    error is handed back to the service, whose `ResponseError` maps business refusals to
+//!    `409 FAILURE` and the rest to 4xx/5xx;
+//! 6. what happened is logged (`gid= branch_id= op= <endpoint>: <outcome>`) and counted in
+//!    `tcc_rm_branch_requests_total{op, outcome}` ([`crate::metrics::RmMetrics`]).
+//!
+//! The service's error type only needs `From` conversions for [`FlowError`], Diesel's error and
+//! [`BlockingError`]; [`FlowError`] carries its own HTTP mapping so services delegate to it.
+//!
+//! An RM plugs in with three pieces: its body type implements [`BranchBody`], its routes call
+//! [`configure`] with its three [`Business`] functions, and its error type sorts its variants
+//! into [`ErrorClass`]es, which answer every RM's shared cases (refusal, bad value, unknown row,
+//! flow error, outage, bug) the same way.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError, Route};
+use diesel::PgConnection;
+use serde::de::DeserializeOwned;
+use tcc::actix::{BranchQueryError, BranchReply};
+use tcc::barrier::BranchBarrier;
+use tcc::protocol::{BranchQuery, Op};
+use tcc::signing::{self, SignatureError, SignatureHeaders, SigningSecret};
+
+use crate::db::{blocking, BlockingError, DbPool};
+use crate::fault::{inject, BranchFaults, Injected};
+use crate::http::error_response;
+use crate::metrics::{RequestOutcome, RmMetrics};
+
+/// The states of what a Try reserved (a bank hold, a stock reservation). The CHECK constraints of
+/// the services' migrations list the same three words.
+pub mod state {
+    /// Reserved by Try; Confirm or Cancel will settle it.
+    pub const TENTATIVE: &str = "tentative";
+    /// Used by Confirm. Final.
+    pub const CONFIRMED: &str = "confirmed";
+    /// Released by Cancel. Final.
+    pub const CANCELLED: &str = "cancelled";
+}
+
+/// Whether this RM checks the coordinator's signature on Confirm and Cancel (step 0 of the module
+/// docs): the shared `BRANCH_SIGNING_SECRET`, or `None` in demo mode (unsigned calls accepted).
+/// Registered as `web::Data<BranchSigning>` by [`crate::startup::run`]; without it the branch
+/// endpoints answer 500 rather than run unchecked.
+#[derive(Debug, Clone)]
+pub struct BranchSigning {
+    secret: Option<SigningSecret>,
+    max_skew_secs: u64,
+}
+
+impl BranchSigning {
+    /// Checks Confirm/Cancel calls against `secret` when it is set, allowing
+    /// [`signing::DEFAULT_MAX_SKEW_SECS`] of clock skew.
+    pub fn new(secret: Option<SigningSecret>) -> BranchSigning {
+        BranchSigning {
+            secret,
+            max_skew_secs: signing::DEFAULT_MAX_SKEW_SECS,
+        }
+    }
+
+    /// `true` when a secret is set and Confirm/Cancel calls must be signed.
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// Checks the signature of `req` with raw body `body`; `Ok` when no secret is set.
+    pub fn check(&self, req: &HttpRequest, body: &[u8]) -> Result<(), SignatureError> {
+        let Some(secret) = &self.secret else {
+            return Ok(());
+        };
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        };
+        let target = match req.query_string() {
+            "" => req.path().to_owned(),
+            query => format!("{}?{query}", req.path()),
+        };
+        signing::verify(
+            secret,
+            req.method().as_str(),
+            &target,
+            body,
+            SignatureHeaders {
+                timestamp: header(signing::TIMESTAMP_HEADER),
+                signature: header(signing::SIGNATURE_HEADER),
+            },
+            signing::now_unix(),
+            self.max_skew_secs,
+        )
+    }
+}
+
+/// The errors of the flow itself, around the business code.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The query's op is not the endpoint's. 400 `op_mismatch`.
+    #[error("this endpoint serves op={endpoint}, but the query says op={query}")]
+    OpMismatch {
+        /// The op the endpoint serves.
+        endpoint: Op,
+        /// The op in the query.
+        query: Op,
+    },
+    /// A Try's body carries a fault but `FAULT_INJECTION=off`. 400 `fault_injection_disabled`.
+    #[error("the body carries a fault, but fault injection is off (FAULT_INJECTION=off)")]
+    FaultInjectionDisabled,
+    /// An `error` fault fired: 500 `injected_error`, nothing done.
+    #[error("fault injection: this call fails on purpose")]
+    InjectedError,
+    /// A `failure` fault fired: a business refusal decided inside the barrier, so the barrier
+    /// row rolls back with it. 409 FAILURE.
+    #[error("fault injection: this branch refuses on purpose")]
+    InjectedFailure,
+}
+
+impl ResponseError for FlowError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            FlowError::OpMismatch { .. } | FlowError::FaultInjectionDisabled => {
+                StatusCode::BAD_REQUEST
+            }
+            FlowError::InjectedError => StatusCode::INTERNAL_SERVER_ERROR,
+            FlowError::InjectedFailure => StatusCode::CONFLICT,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            FlowError::OpMismatch { .. } => "op_mismatch",
+            FlowError::FaultInjectionDisabled => "fault_injection_disabled",
+            FlowError::InjectedError => "injected_error",
+            FlowError::InjectedFailure => {
+                return BranchReply::Failure(self.to_string()).to_response()
+            }
+        };
+        error_response(self.status_code(), code, self.to_string())
+    }
+}
+
+/// How an RM's error answers over HTTP. Each RM's error type sorts its variants into these
+/// classes in one `match`, and its `ResponseError` impl answers with [`ErrorClass::status_code`]
+/// and [`ErrorClass::error_response`].
+#[derive(Debug, Clone, Copy)]
+pub enum ErrorClass<'a> {
+    /// A business refusal: `409 {"dtm_result":"FAILURE","message":<the error>}`. From a Try it
+    /// makes the AP abort; from Confirm/Cancel it is a protocol violation, which the TM retries
+    /// and alerts on.
+    Refusal,
+    /// A well-formed body with a value out of range: 400 `invalid_request`, the error as message.
+    InvalidRequest,
+    /// A view of a row that does not exist: 404 with this code (`account_not_found`), the error
+    /// as message.
+    NotFound(&'static str),
+    /// The flow's own errors, which answer for themselves.
+    Flow(&'a FlowError),
+    /// No pooled connection, or the blocking task failed: 503 `unavailable` with this message
+    /// (generic: it tells the caller to retry, nothing about the internals).
+    Unavailable(&'static str),
+    /// Anything else (a failed query, rows contradicting an invariant): 500 `internal` with this
+    /// generic message; the error itself is logged (with the gid, by the branch flow), never
+    /// answered.
+    Internal(&'static str),
+}
+
+impl ErrorClass<'_> {
+    /// The HTTP status of the class: 409, 400, 404, the flow error's, 503 or 500.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ErrorClass::Refusal => StatusCode::CONFLICT,
+            ErrorClass::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorClass::NotFound(_) => StatusCode::NOT_FOUND,
+            ErrorClass::Flow(e) => e.status_code(),
+            ErrorClass::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The answer to `error`, which belongs to this class: the FAILURE reply for a refusal, the
+    /// JSON error body (`{"error": "<code>", "message": "..."}`) otherwise.
+    pub fn error_response(&self, error: &dyn std::fmt::Display) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            ErrorClass::Refusal => BranchReply::Failure(error.to_string()).to_response(),
+            ErrorClass::InvalidRequest => {
+                error_response(status, "invalid_request", error.to_string())
+            }
+            ErrorClass::NotFound(code) => error_response(status, code, error.to_string()),
+            ErrorClass::Flow(e) => e.error_response(),
+            ErrorClass::Unavailable(message) => error_response(status, "unavailable", *message),
+            // Not logged here, where the gid is unknown: the branch flow ([`run`]) and
+            // [`crate::http::view_route`] log every 5xx with what it was about.
+            ErrorClass::Internal(message) => error_response(status, "internal", *message),
+        }
+    }
+}
+
+/// The business code of one branch op: runs inside the barrier's database transaction, on the
+/// request's query and body; an `Err` rolls the transaction (barrier row included) back.
+pub type Business<B> =
+    fn(&mut PgConnection, &BranchQuery, &B) -> Result<(), <B as BranchBody>::Error>;
+
+/// The JSON body of an RM's three branch endpoints (Confirm and Cancel get the same body as Try:
+/// the TM sends the data the AP registered).
+pub trait BranchBody: DeserializeOwned + Send + 'static {
+    /// The RM's one error type.
+    type Error: From<FlowError>
+        + From<diesel::result::Error>
+        + From<BlockingError>
+        + ResponseError
+        + Send
+        + 'static;
+
+    /// Checks the values a Try relies on (ids and amounts > 0).
+    ///
+    /// Only a Try is validated: Confirm and Cancel act on what their Try reserved, and a Cancel
+    /// must succeed even for a Try refused for a bad value, or the TM would retry it forever.
+    fn validate(&self) -> Result<(), Self::Error>;
+
+    /// The body's demo `fault` ([`crate::fault`]), if any.
+    fn faults(&self) -> Option<&BranchFaults>;
+}
+
+/// Registers an RM's three branch endpoints, `POST /api/{name}` for each `(name, op, business)`:
+/// the body is `B` as JSON, the query a [`BranchQuery`]; each call runs through [`run`] with
+/// the service's `FAULT_INJECTION` setting. The Try endpoint is rate-limited per client
+/// address ([`crate::rate_limit::limited_try`]: 429 over the quota), Confirm and Cancel never.
+///
+/// Every request is counted in the [`RmMetrics`] of the app data (`web::Data<RmMetrics>`,
+/// registered by [`crate::startup::run`]; without it the endpoints answer 500), under the op the
+/// endpoint serves: malformed queries and bodies and refused values as `bad_request`, the rest as
+/// [`run`] decides. Malformed requests are logged at warn with the raw `gid` and `branch_id` of
+/// the query string (`-` when absent).
+pub fn configure<B: BranchBody>(
+    cfg: &mut web::ServiceConfig,
+    fault_injection: bool,
+    endpoints: [(&'static str, Op, Business<B>); 3],
+) {
+    for (endpoint, op, business) in endpoints {
+        let path = format!("/api/{endpoint}");
+        let route = route(endpoint, op, business, fault_injection);
+        // Only Try is rate-limited per client address (crate::rate_limit). Confirm and Cancel
+        // come from the coordinator and are never throttled: a throttled one would only be
+        // retried later, keeping funds frozen longer.
+        if op == Op::Try {
+            cfg.service(crate::rate_limit::limited_try(&path, route));
+        } else {
+            cfg.route(&path, route);
+        }
+    }
+}
+
+/// A `POST` route running `business` through [`run`].
+fn route<B: BranchBody>(
+    endpoint: &'static str,
+    op: Op,
+    business: Business<B>,
+    fault_injection: bool,
+) -> Route {
+    web::post().to(
+        move |req: HttpRequest,
+              pool: web::Data<DbPool>,
+              metrics: web::Data<RmMetrics>,
+              signing: web::Data<BranchSigning>,
+              query: Result<BranchQuery, BranchQueryError>,
+              raw: Result<web::Bytes, actix_web::Error>| async move {
+            // Extracted as `Result`s so that malformed requests are counted and logged too.
+            // The body is read raw first: the signature covers its exact bytes.
+            let raw = raw.map_err(|e| malformed(&req, endpoint, op, &metrics, payload_error(e)))?;
+            if op != Op::Try {
+                if let Err(e) = signing.check(&req, &raw) {
+                    return Err(unauthorized(&req, endpoint, op, &metrics, e));
+                }
+            }
+            let query = query.map_err(|e| malformed(&req, endpoint, op, &metrics, e.into()))?;
+            // The JSON extractor over the buffered bytes: same limit, content-type check and
+            // JSON error answers as before (`crate::http::json_config`).
+            let body = web::Json::<B>::from_request(&req, &mut raw.into())
+                .await
+                .map_err(|e| malformed(&req, endpoint, op, &metrics, e))?
+                .into_inner();
+            let faults = body.faults().cloned();
+            let call = BranchCall {
+                endpoint,
+                op,
+                query: &query,
+                faults: faults.as_ref(),
+                fault_injection,
+                metrics: Some(&metrics),
+            };
+            if op == Op::Try {
+                if let Err(e) = body.validate() {
+                    return report(call, Err(e)).map_err(actix_web::Error::from);
+                }
+            }
+            let q = query.clone();
+            run(&pool, call, move |conn| business(conn, &q, &body))
+                .await
+                .map_err(|e: B::Error| actix_web::Error::from(e))
+        },
+    )
+}
+
+/// A body that could not be read (over actix's payload limit, 256 KiB unless configured, or cut
+/// short), answered with the JSON error body: 413 `body_too_large` or 400 `invalid_body`.
+fn payload_error(error: actix_web::Error) -> actix_web::Error {
+    let status = error.as_response_error().status_code();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "invalid_body"
+    };
+    let response = error_response(status, code, error.to_string());
+    actix_web::error::InternalError::from_response(error.to_string(), response).into()
+}
+
+/// Counts (as `bad_request`) and logs a Confirm/Cancel refused for its signature, and answers it:
+/// `401 {"error": "missing_signature"|"bad_signature"|"stale_signature", "message": ...}`.
+fn unauthorized(
+    req: &HttpRequest,
+    endpoint: &str,
+    op: Op,
+    metrics: &RmMetrics,
+    error: SignatureError,
+) -> actix_web::Error {
+    metrics.record(op, RequestOutcome::BadRequest);
+    let raw = |name| raw_query_value(req.query_string(), name).unwrap_or("-");
+    log::warn!(
+        "gid={} branch_id={} op={op} {endpoint} answered 401 ({}): {error}; peer {}",
+        raw("gid"),
+        raw("branch_id"),
+        error.code(),
+        req.peer_addr()
+            .map_or_else(|| "-".to_owned(), |a| a.ip().to_string())
+    );
+    let response = error_response(StatusCode::UNAUTHORIZED, error.code(), error.to_string());
+    actix_web::error::InternalError::from_response(error, response).into()
+}
+
+/// Counts and logs a request whose query or body could not be extracted, and hands back the
+/// extractor's error (its JSON 4xx answer).
+fn malformed(
+    req: &HttpRequest,
+    endpoint: &str,
+    op: Op,
+    metrics: &RmMetrics,
+    error: actix_web::Error,
+) -> actix_web::Error {
+    let status = error.as_response_error().status_code();
+    metrics.record(op, RequestOutcome::of_error_status(status));
+    let raw = |name| raw_query_value(req.query_string(), name).unwrap_or("-");
+    log::warn!(
+        "gid={} branch_id={} op={op} {endpoint} answered {}: {error}",
+        raw("gid"),
+        raw("branch_id"),
+        status.as_u16()
+    );
+    error
+}
+
+/// The first value of `name` in a raw query string, still percent-encoded (so it cannot break a
+/// log line), at most 128 characters; `None` when absent or empty.
+fn raw_query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    let value = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())?;
+    Some(match value.char_indices().nth(128) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    })
+}
+
+/// One incoming branch call, as the flow needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct BranchCall<'a> {
+    /// The endpoint's name, for logs (`TransOutTry`).
+    pub endpoint: &'static str,
+    /// The op the endpoint serves.
+    pub op: Op,
+    /// The extracted branch query.
+    pub query: &'a BranchQuery,
+    /// The body's `fault`, if any.
+    pub faults: Option<&'a BranchFaults>,
+    /// The service's `FAULT_INJECTION` setting.
+    pub fault_injection: bool,
+    /// Where the outcome is counted (`tcc_rm_branch_requests_total{op, outcome}`, under
+    /// [`BranchCall::op`]); `None` counts nothing.
+    pub metrics: Option<&'a RmMetrics>,
+}
+
+/// Runs `business` for `call` through steps 1-6 of the module docs.
+///
+/// `Ok(BranchReply::Success)` whatever the barrier decided (`Ok(BranchReply::Ongoing)` when an
+/// `ongoing` fault fired). `Err` is the business code's error, a [`FlowError`], a Diesel error or
+/// a [`BlockingError`], all converted into `E`. Every outcome is logged here with `gid=`,
+/// `branch_id=` and `op=` (5xx at error level, other errors at warn) and counted in
+/// `call.metrics` as a [`RequestOutcome`]: the barrier's decision for a success, `ongoing`, or
+/// the error's class by HTTP status (409 `refused`, 5xx `error`, other 4xx `bad_request`).
+pub async fn run<T, E, F>(
+    pool: &DbPool,
+    call: BranchCall<'_>,
+    business: F,
+) -> Result<BranchReply, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<FlowError>
+        + From<diesel::result::Error>
+        + From<BlockingError>
+        + ResponseError
+        + Send
+        + 'static,
+{
+    let result = run_inner(pool, call, business).await;
+    report(call, result)
+}
+
+/// Logs and counts what became of `call`, and hands back the answer.
+fn report<E: ResponseError>(
+    call: BranchCall<'_>,
+    result: Result<(BranchReply, RequestOutcome), E>,
+) -> Result<BranchReply, E> {
+    let q = call.query;
+    let outcome = match &result {
+        Ok((_, outcome)) => *outcome,
+        Err(e) => RequestOutcome::of_error_status(e.status_code()),
+    };
+    if let Some(metrics) = call.metrics {
+        metrics.record(call.op, outcome);
+    }
+    match &result {
+        Ok(_) => log::info!(
+            "gid={} branch_id={} op={} {}: {outcome}{}",
+            q.gid,
+            q.branch_id,
+            q.op,
+            call.endpoint,
+            if outcome == RequestOutcome::Ongoing {
+                " (injected)"
+            } else {
+                ""
+            }
+        ),
+        Err(e) if e.status_code().is_server_error() => log::error!(
+            "gid={} branch_id={} op={} {} failed: {e}",
+            q.gid,
+            q.branch_id,
+            q.op,
+            call.endpoint
+        ),
+        Err(e) => log::warn!(
+            "gid={} branch_id={} op={} {} answered {}: {e}",
+            q.gid,
+            q.branch_id,
+            q.op,
+            call.endpoint,
+            e.status_code().as_u16()
+        ),
+    }
+    result.map(|(reply, _)| reply)
+}
+
+/// Steps 1-4; `Ok` carries the reply and, for the log line and the metrics, what happened.
+async fn run_inner<T, E, F>(
+    pool: &DbPool,
+    call: BranchCall<'_>,
+    business: F,
+) -> Result<(BranchReply, RequestOutcome), E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<FlowError> + From<diesel::result::Error> + From<BlockingError> + Send + 'static,
+{
+    if call.query.op != call.op {
+        return Err(FlowError::OpMismatch {
+            endpoint: call.op,
+            query: call.query.op,
+        }
+        .into());
+    }
+    let faults = match call.faults.filter(|f| !f.is_empty()) {
+        Some(_) if !call.fault_injection && call.op == Op::Try => {
+            return Err(FlowError::FaultInjectionDisabled.into());
+        }
+        // The TM sends Confirm/Cancel the data the AP registered, so refusing them would retry
+        // forever a Cancel whose Try was already refused for carrying the fault.
+        Some(_) if !call.fault_injection => {
+            log::warn!(
+                "gid={} branch_id={} op={} fault injection is off: ignoring the body's fault",
+                call.query.gid,
+                call.query.branch_id,
+                call.query.op
+            );
+            None
+        }
+        faults => faults,
+    };
+    let refuse = match inject(pool, call.query, faults).await? {
+        Injected::Proceed => false,
+        Injected::Refuse => true,
+        Injected::Ongoing => return Ok((BranchReply::Ongoing, RequestOutcome::Ongoing)),
+        Injected::Error => return Err(FlowError::InjectedError.into()),
+    };
+    let query = call.query.clone();
+    let outcome = blocking(pool, move |conn| {
+        BranchBarrier::new(&query).call(conn, |conn| {
+            if refuse {
+                Err(E::from(FlowError::InjectedFailure))
+            } else {
+                business(conn).map(|_| ())
+            }
+        })
+    })
+    .await??;
+    Ok((BranchReply::Success, RequestOutcome::of_barrier(&outcome)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_query_value;
+
+    #[test]
+    fn raw_query_values_are_found_by_exact_name_and_kept_encoded_and_short() {
+        let query = "xgid=no&gid=g%0A1&branch_id=&op=try";
+        assert_eq!(raw_query_value(query, "gid"), Some("g%0A1"));
+        assert_eq!(raw_query_value(query, "branch_id"), None);
+        assert_eq!(raw_query_value(query, "trans_type"), None);
+        let long = format!("gid={}", "a".repeat(500));
+        assert_eq!(raw_query_value(&long, "gid").map(str::len), Some(128));
+    }
+}

@@ -1,0 +1,105 @@
+//! Postgres through Diesel: an r2d2 pool, embedded migrations run at start, and [`blocking`] to
+//! run Diesel (which is synchronous) off the async workers, the pool checked out inside the
+//! closure as in actix's `databases/diesel` example.
+
+use diesel::migration::{Migration, MigrationSource};
+use diesel::pg::{Pg, PgConnection};
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+
+/// The pool type every binary uses.
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+/// A connection checked out of [`DbPool`].
+pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// Building the pool or migrating failed at start.
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    /// No connection could be made within the pool's timeout.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::r2d2::PoolError),
+    /// A migration failed.
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+}
+
+/// A pool of at most `max_size` connections to `database_url`
+/// (`postgres://user@host:port/dbname`). Fails if no connection can be made.
+pub fn build_pool(database_url: &str, max_size: u32) -> Result<DbPool, DbSetupError> {
+    let manager = ConnectionManager::<PgConnection>::new(database_url);
+    Ok(Pool::builder()
+        .max_size(max_size)
+        .connection_timeout(std::time::Duration::from_secs(10))
+        .build(manager)?)
+}
+
+/// Several embedded migration sets (the barrier's, the fault counters', the service's own) seen
+/// as one source, so they are applied and checked together in version order.
+struct MigrationSets<'a>(&'a [&'a EmbeddedMigrations]);
+
+impl MigrationSource<Pg> for MigrationSets<'_> {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<Pg>>>> {
+        let mut all = Vec::new();
+        for set in self.0 {
+            all.extend(MigrationSource::<Pg>::migrations(*set)?);
+        }
+        Ok(all)
+    }
+}
+
+/// Applies every pending migration of `sets` on one connection of `pool`.
+pub fn run_migrations(pool: &DbPool, sets: &[&EmbeddedMigrations]) -> Result<(), DbSetupError> {
+    let mut conn = pool.get()?;
+    conn.run_pending_migrations(MigrationSets(sets))
+        .map(|_| ())
+        .map_err(|e| DbSetupError::Migrate(e.to_string()))
+}
+
+/// `true` when every migration of `sets` is applied (the readiness check of `/api/health`).
+pub fn migrations_applied(conn: &mut PgConnection, sets: &[&EmbeddedMigrations]) -> bool {
+    matches!(conn.has_pending_migration(MigrationSets(sets)), Ok(false))
+}
+
+/// Why a blocking database closure could not run: no connection, or the closure panicked.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockingError {
+    /// No pooled connection became free within the pool's timeout.
+    #[error("no database connection available: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    /// A query failed (a closure returning `QueryResult` may use `?` on it).
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// The blocking thread pool is gone or the closure panicked.
+    #[error("the blocking task failed: {0}")]
+    Join(String),
+}
+
+impl BlockingError {
+    /// Splits the error the way services answer it: `Ok` with the query's own error (a 500: the
+    /// query or the data is wrong), `Err` with the description of an outage (no connection, no
+    /// thread: a 503, worth retrying).
+    pub fn into_query_error(self) -> Result<diesel::result::Error, String> {
+        match self {
+            BlockingError::Query(e) => Ok(e),
+            other => Err(other.to_string()),
+        }
+    }
+}
+
+/// Runs `f` with a pooled connection on actix's blocking thread pool.
+///
+/// Returns the closure's own result inside `Ok`; `Err` only for pool or thread failures, which
+/// callers map to a 503/500 of their own error type.
+pub async fn blocking<T, F>(pool: &DbPool, f: F) -> Result<T, BlockingError>
+where
+    F: FnOnce(&mut PgConnection) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    actix_web::web::block(move || {
+        let mut conn = pool.get()?;
+        Ok::<T, BlockingError>(f(&mut conn))
+    })
+    .await
+    .map_err(|e| BlockingError::Join(e.to_string()))?
+}

@@ -1,0 +1,331 @@
+//! Demo fault injection for the RMs (design §8), so every TCC failure case can be reproduced on
+//! demand. A branch's data may carry
+//! `"fault": {"try": "<spec>", "confirm": "<spec>", "cancel": "<spec>"}`; because the data is what
+//! the AP registers with the TM, the TM's Confirm and Cancel calls carry the fault too.
+//!
+//! A `<spec>` is one of:
+//!
+//! | spec | effect |
+//! |---|---|
+//! | `failure` | a business refusal, 409 FAILURE, decided inside the barrier so nothing is kept |
+//! | `ongoing` | 425 ONGOING on every call, nothing done |
+//! | `ongoing:N` | 425 ONGOING on the first N calls of this gid, branch and op, then normal |
+//! | `error` | 500 on every call, nothing done |
+//! | `error:N` | 500 on the first N calls of this gid, branch and op, then normal |
+//! | `delay:MS` | wait MS milliseconds, then do the work and answer |
+//! | `delay:MS+error:N` | both: wait, then `error:N` |
+//!
+//! A delay applies to every call of that phase, before the barrier: a Confirm or Cancel delayed
+//! beyond the transaction's `request_timeout` times out on every attempt and never succeeds.
+//!
+//! `error:N` counts in the RM's `fault_counters` table, so counts survive a restart of the RM.
+//! With the setting `FAULT_INJECTION=off` a request carrying a fault is refused with 400.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use serde::{Deserialize, Serialize};
+use tcc::protocol::{BranchQuery, Op};
+
+use crate::db::{blocking, BlockingError, DbPool};
+
+/// The `fault_counters` table's migration; RMs run it beside their own.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Longest delay accepted, in milliseconds: long enough for every timeout scenario, short enough
+/// that a typo cannot park a worker for hours.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+diesel::table! {
+    /// Calls per (gid, branch_id, op); see the migration.
+    fault_counters (gid, branch_id, op) {
+        /// Global transaction id.
+        gid -> Text,
+        /// Branch id.
+        branch_id -> Text,
+        /// try, confirm or cancel.
+        op -> Text,
+        /// Calls seen so far.
+        calls -> Int4,
+        /// Last call.
+        updated_at -> Timestamptz,
+    }
+}
+
+/// What a fault does once its delay (if any) has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Only the delay.
+    None,
+    /// A business refusal (409).
+    Failure,
+    /// 425 ONGOING for the first `Some(n)` calls, or for every call with `None`.
+    Ongoing(Option<u32>),
+    /// 500 for the first `Some(n)` calls, or for every call with `None`.
+    Error(Option<u32>),
+}
+
+/// One parsed `<spec>` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// Milliseconds to wait before anything else.
+    pub delay_ms: u64,
+    /// What happens after the delay.
+    pub action: FaultAction,
+}
+
+/// A fault spec that does not parse; the message says which forms are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid fault {spec:?}: {reason}; expected failure, ongoing, ongoing:N, error, error:N, delay:MS or delay:MS+error:N")]
+pub struct FaultParseError {
+    /// The spec as given.
+    pub spec: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl FromStr for Fault {
+    type Err = FaultParseError;
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| FaultParseError {
+            spec: spec.chars().take(64).collect(),
+            reason: reason.into(),
+        };
+        let (delay_ms, rest) = match spec.strip_prefix("delay:") {
+            Some(after) => {
+                let (ms, rest) = after
+                    .split_once('+')
+                    .map_or((after, None), |(a, b)| (a, Some(b)));
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| err("the delay must be whole milliseconds"))?;
+                if ms > MAX_DELAY_MS {
+                    return Err(err(&format!("the delay may be at most {MAX_DELAY_MS} ms")));
+                }
+                (ms, rest)
+            }
+            None => (0, Some(spec)),
+        };
+        let action = match rest {
+            None => FaultAction::None,
+            Some("failure") if delay_ms == 0 => FaultAction::Failure,
+            Some("ongoing") if delay_ms == 0 => FaultAction::Ongoing(None),
+            Some("error") if delay_ms == 0 => FaultAction::Error(None),
+            Some(other) => {
+                let count = |n: &str, form: &str| -> Result<u32, FaultParseError> {
+                    match n.parse::<u32>() {
+                        Ok(0) => Err(err(&format!("N in {form}:N must be at least 1"))),
+                        Ok(n) => Ok(n),
+                        Err(_) => Err(err(&format!("N in {form}:N must be a whole number"))),
+                    }
+                };
+                if let Some(n) = other.strip_prefix("error:") {
+                    FaultAction::Error(Some(count(n, "error")?))
+                } else if let Some(n) = other.strip_prefix("ongoing:").filter(|_| delay_ms == 0) {
+                    FaultAction::Ongoing(Some(count(n, "ongoing")?))
+                } else {
+                    return Err(err("unknown fault"));
+                }
+            }
+        };
+        Ok(Fault { delay_ms, action })
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let action = match self.action {
+            FaultAction::None => None,
+            FaultAction::Failure => Some("failure".to_owned()),
+            FaultAction::Ongoing(None) => Some("ongoing".to_owned()),
+            FaultAction::Ongoing(Some(n)) => Some(format!("ongoing:{n}")),
+            FaultAction::Error(None) => Some("error".to_owned()),
+            FaultAction::Error(Some(n)) => Some(format!("error:{n}")),
+        };
+        match (self.delay_ms, action) {
+            (0, Some(a)) => f.write_str(&a),
+            (ms, Some(a)) => write!(f, "delay:{ms}+{a}"),
+            (ms, None) => write!(f, "delay:{ms}"),
+        }
+    }
+}
+
+impl Serialize for Fault {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fault {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = String::deserialize(d)?;
+        spec.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The faults of one branch, per op: the `fault` object of a branch's data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchFaults {
+    /// Applied to the Try call.
+    #[serde(default, rename = "try", skip_serializing_if = "Option::is_none")]
+    pub try_: Option<Fault>,
+    /// Applied to every Confirm call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Fault>,
+    /// Applied to every Cancel call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<Fault>,
+}
+
+impl BranchFaults {
+    /// The fault for `op`, if any.
+    pub fn for_op(&self, op: Op) -> Option<Fault> {
+        match op {
+            Op::Try => self.try_,
+            Op::Confirm => self.confirm,
+            Op::Cancel => self.cancel,
+        }
+    }
+
+    /// `true` when no op has a fault.
+    pub fn is_empty(&self) -> bool {
+        self.try_.is_none() && self.confirm.is_none() && self.cancel.is_none()
+    }
+}
+
+/// What the handler does after the injector ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injected {
+    /// Do the real work.
+    Proceed,
+    /// Do the work through the barrier, but refuse inside it (a 409 that leaves no barrier row).
+    Refuse,
+    /// Answer 425 without doing anything.
+    Ongoing,
+    /// Answer 500 without doing anything.
+    Error,
+}
+
+/// Runs the fault for this call, if any: waits its delay, counts `error:N` calls in the database.
+///
+/// Errors only when the database could not be reached for the count.
+pub async fn inject(
+    pool: &DbPool,
+    query: &BranchQuery,
+    faults: Option<&BranchFaults>,
+) -> Result<Injected, BlockingError> {
+    let Some(fault) = faults.and_then(|f| f.for_op(query.op)) else {
+        return Ok(Injected::Proceed);
+    };
+    log::info!(
+        "gid={} branch_id={} op={} injecting fault {fault}",
+        query.gid,
+        query.branch_id,
+        query.op
+    );
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+    }
+    Ok(match fault.action {
+        FaultAction::None => Injected::Proceed,
+        FaultAction::Failure => Injected::Refuse,
+        FaultAction::Ongoing(None) => Injected::Ongoing,
+        FaultAction::Error(None) => Injected::Error,
+        FaultAction::Ongoing(Some(n)) | FaultAction::Error(Some(n)) => {
+            let (gid, branch_id, op) = (query.gid.clone(), query.branch_id.clone(), query.op);
+            let calls =
+                blocking(pool, move |conn| count_call(conn, &gid, &branch_id, op)).await??;
+            match (calls <= i64::from(n), fault.action) {
+                (false, _) => Injected::Proceed,
+                (true, FaultAction::Ongoing(_)) => Injected::Ongoing,
+                (true, _) => Injected::Error,
+            }
+        }
+    })
+}
+
+/// Adds one to the call count of (gid, branch_id, op) and returns the new count.
+fn count_call(conn: &mut PgConnection, gid: &str, branch_id: &str, op: Op) -> QueryResult<i64> {
+    use fault_counters::dsl;
+    diesel::insert_into(dsl::fault_counters)
+        .values((
+            dsl::gid.eq(gid),
+            dsl::branch_id.eq(branch_id),
+            dsl::op.eq(op.as_str()),
+            dsl::calls.eq(1),
+        ))
+        .on_conflict((dsl::gid, dsl::branch_id, dsl::op))
+        .do_update()
+        .set((
+            dsl::calls.eq(dsl::calls + 1),
+            dsl::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(dsl::calls)
+        .get_result::<i32>(conn)
+        .map(i64::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_spec_parses_and_prints_back() {
+        for spec in [
+            "failure",
+            "ongoing",
+            "ongoing:2",
+            "error",
+            "error:3",
+            "delay:3000",
+            "delay:3000+error:2",
+        ] {
+            let fault: Fault = spec.parse().unwrap();
+            assert_eq!(fault.to_string(), spec);
+        }
+        assert_eq!(
+            "delay:5+error:2".parse::<Fault>().unwrap(),
+            Fault {
+                delay_ms: 5,
+                action: FaultAction::Error(Some(2))
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_specs_are_refused_with_the_accepted_forms() {
+        for spec in [
+            "",
+            "fail",
+            "ongoing:0",
+            "delay:10+ongoing:1",
+            "error:",
+            "error:0",
+            "error:-1",
+            "delay:x",
+            "delay:99999999",
+            "delay:10+failure",
+            "delay:10+",
+            "error:1+delay:5",
+        ] {
+            let err = spec.parse::<Fault>().unwrap_err();
+            assert!(
+                err.to_string().contains("expected failure"),
+                "{spec}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn branch_faults_read_per_op_and_refuse_unknown_ops() {
+        let f: BranchFaults =
+            serde_json::from_str(r#"{"try":"failure","cancel":"error:2"}"#).unwrap();
+        assert_eq!(f.for_op(Op::Try).unwrap().action, FaultAction::Failure);
+        assert_eq!(f.for_op(Op::Confirm), None);
+        assert!(serde_json::from_str::<BranchFaults>(r#"{"commit":"failure"}"#).is_err());
+    }
+}

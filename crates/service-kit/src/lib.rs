@@ -1,0 +1,38 @@
+//! Plumbing shared by the sample's five binaries, kept out of [`tcc`] because a service adopting
+//! TCC already has its own.
+//!
+//! * [`settings`]: typed settings read from environment variables, with defaults.
+//! * [`db`]: the r2d2 pool of Diesel connections, embedded migrations, `web::block` helper.
+//! * [`http`]: `GET /api/ping` and `GET /api/health`, the JSON error body
+//!   `{"error": "<code>", "message": "..."}` and JSON 404, extractor configs that answer malformed
+//!   JSON, query strings and paths with it, and the `GET .../{id}` view route of the RMs.
+//! * [`fault`]: the demo fault injector of the RMs (design §8): a branch's data may carry
+//!   `{"fault": {"try": "failure", "confirm": "error:3", ...}}`.
+//! * [`branch`]: the flow every RM branch endpoint shares: op check, fault injection, the
+//!   sub-transaction barrier around the business code, the SUCCESS/FAILURE/ONGOING answer; the
+//!   routes of the three branch endpoints, and the HTTP mapping of the RMs' errors.
+//! * [`startup`]: how an RM starts (pool, migrations and seed data off the runtime, bind, common
+//!   app data, health, JSON 404), so that an RM only brings its seed data and routes; and the
+//!   common app data every binary with JSON endpoints registers.
+//! * [`retention`]: the background job deleting the barrier rows (and fault counters) of global
+//!   transactions settled longer ago than the retention, for every RM; and the periodic loop the
+//!   coordinator's retention shares.
+//! * [`metrics`]: Prometheus metrics at `GET /api/metrics`: a registry per application
+//!   instance, and the RMs' metrics (branch requests by op and outcome, recorded by [`branch`];
+//!   count and oldest age of tentative reservations, read at scrape time).
+//! * [`rate_limit`]: the per-client-address rate limit of the RMs' Try endpoints (429 with
+//!   `Retry-After`); Confirm and Cancel, from the coordinator, are never limited.
+//! * [`logging`]: env_logger set up from `RUST_LOG`, `info` by default.
+
+#![warn(missing_docs)]
+
+pub mod branch;
+pub mod db;
+pub mod fault;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod rate_limit;
+pub mod retention;
+pub mod settings;
+pub mod startup;

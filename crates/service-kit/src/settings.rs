@@ -1,0 +1,154 @@
+//! Typed settings from environment variables.
+//!
+//! Each binary has a `Settings` struct built by a `from_env()` that calls these helpers, so that a
+//! wrong value stops the binary at start with the variable's name, rather than later. The
+//! settings all RMs share are read here once: [`RmCommonSettings`].
+
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tcc::signing::SigningSecret;
+
+use crate::rate_limit::TryRateLimit;
+use crate::retention::BarrierRetention;
+
+/// A variable is set but does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {message}")]
+pub struct SettingsError {
+    /// The variable's name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// Why it does not parse.
+    pub message: String,
+}
+
+/// The value of `name`, parsed, or `default` when unset or empty.
+pub fn env_or<T>(name: &str, default: T) -> Result<T, SettingsError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map_err(|e: T::Err| SettingsError {
+                name: name.into(),
+                value,
+                message: e.to_string(),
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// The value of `name` as a string, or `default`.
+pub fn env_string(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// A boolean flag: `on/off`, `true/false`, `1/0`, `yes/no`; `default` when unset.
+pub fn env_flag(name: &str, default: bool) -> Result<bool, SettingsError> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => match value.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok(true),
+            "off" | "false" | "0" | "no" => Ok(false),
+            _ => Err(SettingsError {
+                name: name.into(),
+                value,
+                message: "expected on/off, true/false, 1/0 or yes/no".into(),
+            }),
+        },
+        _ => Ok(default),
+    }
+}
+
+/// The settings every RM (the banks, the stock service) reads from its environment, declared
+/// and read here once; each RM's `Settings` embeds them as `common` next to its own fields
+/// (role, seed data) and hands them to the shared start-up through
+/// [`crate::startup::ServerSettings::common`].
+#[derive(Debug, Clone)]
+pub struct RmCommonSettings {
+    /// Interface to listen on. Env `HOST`, default `127.0.0.1`.
+    pub host: String,
+    /// Port; 0 picks a free one (tests). Env `PORT`, default the RM's own (8081 `trans-out`,
+    /// 8082 `trans-in`, 8083 `stock`).
+    pub port: u16,
+    /// Env `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/<the RM's database>`
+    /// (`trans_out`, `trans_in`, `stock`).
+    pub database_url: String,
+    /// Connections in the pool. Env `DB_POOL_SIZE`, default 10.
+    pub db_pool_size: u32,
+    /// Largest accepted request body, bytes. Env `JSON_LIMIT`, default 65536.
+    pub json_limit: usize,
+    /// Whether a branch body may carry a `fault` (demo fault injection, [`crate::fault`]). Env
+    /// `FAULT_INJECTION` (on|off), default on. When off, a body with a fault is refused with 400.
+    pub fault_injection: bool,
+    /// The secret shared with the coordinator, which signs every Confirm and Cancel call with it
+    /// ([`tcc::signing`]); with it set, an unsigned, stale or tampered Confirm/Cancel is refused
+    /// with 401 and nothing is done. Try calls (from the AP) are never checked. Env
+    /// `BRANCH_SIGNING_SECRET` (read by [`SigningSecret::from_env`]); unset or empty: unsigned
+    /// calls accepted, with a warning at start (demo mode). Its `Debug` does not print it.
+    pub branch_signing_secret: Option<SigningSecret>,
+    /// How long the sub-transaction barrier rows of a settled global transaction are kept
+    /// (whole seconds; the background job deletes them once the gid's newest row is older and
+    /// nothing of the gid is still tentative, see [`crate::retention`]). Long, so a hanging Try
+    /// stays harmless. Env `BARRIER_RETENTION_SECONDS`, default 604800 (7 days); 0 disables the
+    /// job.
+    pub barrier_retention: Duration,
+    /// Most gids one retention `DELETE` handles. Env `RETENTION_BATCH`, default 1000.
+    pub retention_batch: u32,
+    /// The quota of Trys per client address ([`crate::rate_limit`]; Confirm and Cancel are never
+    /// limited). Env `TRY_RATE_LIMIT_PER_SECOND` (default 200) and `TRY_RATE_LIMIT_BURST`
+    /// (default 400); 0 in either disables the limit. Over it a Try is answered 429 with
+    /// `Retry-After`, which the AP takes as a transient error and aborts.
+    pub try_rate_limit: TryRateLimit,
+}
+
+impl RmCommonSettings {
+    /// The defaults, without reading the environment (tests start from these): listen on
+    /// `127.0.0.1:<port>`, database `<database>` on the local Postgres as user `postgres`.
+    /// `port` and `database` are the RM's own (8081 and `trans_out` for `trans-out`, ...).
+    pub fn defaults(port: u16, database: &str) -> RmCommonSettings {
+        RmCommonSettings {
+            host: "127.0.0.1".to_owned(),
+            port,
+            database_url: format!("postgres://postgres@127.0.0.1:5432/{database}"),
+            db_pool_size: 10,
+            json_limit: 65536,
+            fault_injection: true,
+            branch_signing_secret: None,
+            barrier_retention: BarrierRetention::DEFAULT_RETENTION,
+            retention_batch: BarrierRetention::DEFAULT_BATCH,
+            try_rate_limit: TryRateLimit::DEFAULT,
+        }
+    }
+
+    /// [`RmCommonSettings::defaults`]`(port, database)` overridden by the environment. Errors
+    /// name the variable that does not parse.
+    pub fn from_env(port: u16, database: &str) -> Result<RmCommonSettings, SettingsError> {
+        let d = RmCommonSettings::defaults(port, database);
+        Ok(RmCommonSettings {
+            host: env_string("HOST", &d.host),
+            port: env_or("PORT", d.port)?,
+            database_url: env_string("DATABASE_URL", &d.database_url),
+            db_pool_size: env_or("DB_POOL_SIZE", d.db_pool_size)?,
+            json_limit: env_or("JSON_LIMIT", d.json_limit)?,
+            fault_injection: env_flag("FAULT_INJECTION", d.fault_injection)?,
+            branch_signing_secret: SigningSecret::from_env(),
+            barrier_retention: Duration::from_secs(env_or(
+                "BARRIER_RETENTION_SECONDS",
+                d.barrier_retention.as_secs(),
+            )?),
+            retention_batch: env_or("RETENTION_BATCH", d.retention_batch)?,
+            try_rate_limit: TryRateLimit {
+                per_second: env_or("TRY_RATE_LIMIT_PER_SECOND", d.try_rate_limit.per_second)?,
+                burst: env_or("TRY_RATE_LIMIT_BURST", d.try_rate_limit.burst)?,
+            },
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! Test helpers for the whole workspace. Every integration test of the sample lives in this
+//! crate's `tests/` directory, because it needs several binaries at once.
+//!
+//! * [`db`]: a fresh Postgres database per test ([`db::TestDb`]).
+//! * [`spawn`]: each binary started in-process on port 0 with its own fresh database, and
+//!   [`spawn::spawn_system`] for all five wired together.
+//! * [`rm`]: calling an RM (a bank, the stock service) under test and reading its database, with
+//!   the assertions on branch answers ([`rm::assert_success`], ...).
+//! * [`metrics`]: scraping a binary's `GET /api/metrics` and reading its samples by name and
+//!   exact labels ([`metrics::scrape`], [`metrics::Exposition`]).
+//! * [`process`]: the binaries as real OS processes, for tests that kill (`SIGKILL`) and restart
+//!   them.
+
+pub mod db;
+pub mod metrics;
+pub mod process;
+pub mod rm;
+pub mod spawn;
+
+pub use db::{pg_url, TestDb};

@@ -1,0 +1,726 @@
+//! The banks (`trans-out`, `trans-in`) as RMs, through real HTTP on real Postgres: the barrier's
+//! three cases, concurrent duplicates, business refusals, holds, fault injection, input
+//! validation, the account view and seeding. State is checked in the database, not only in the
+//! status codes.
+
+use bank::Role;
+use diesel::prelude::*;
+use serde_json::{json, Value};
+use test_support::rm::{assert_error, assert_failure, assert_success, Rm};
+use test_support::spawn::{spawn_bank, spawn_bank_with, TEST_SEED_BALANCE};
+use test_support::TestDb;
+
+const SEED: i64 = TEST_SEED_BALANCE;
+
+/// A bank under test: the calls every RM test makes ([`Rm`]) plus the bank's own views
+/// ([`BankViews`]).
+type Bank = Rm;
+
+/// One row of `holds`: (gid, branch_id, account_id, amount, direction, state).
+type HoldRow = (String, String, i64, i64, String, String);
+
+/// What only a bank shows: accounts and holds.
+trait BankViews {
+    /// A bank `role` on a fresh database.
+    async fn start(role: Role) -> Bank;
+    /// `GET /api/accounts/{id}`, asserting 200.
+    async fn account(&self, id: i64) -> Value;
+    /// `(balance, trading_balance, pending_in)` of an account, through the API.
+    async fn balances(&self, id: i64) -> (i64, i64, i64);
+    /// Every hold, in insertion order.
+    fn holds(&self) -> Vec<HoldRow>;
+}
+
+impl BankViews for Bank {
+    async fn start(role: Role) -> Bank {
+        Bank::from(spawn_bank(role).await)
+    }
+
+    async fn account(&self, id: i64) -> Value {
+        self.view(&format!("/api/accounts/{id}")).await
+    }
+
+    async fn balances(&self, id: i64) -> (i64, i64, i64) {
+        let a = self.account(id).await;
+        (
+            a["balance"].as_i64().unwrap(),
+            a["trading_balance"].as_i64().unwrap(),
+            a["pending_in"].as_i64().unwrap(),
+        )
+    }
+
+    fn holds(&self) -> Vec<HoldRow> {
+        use bank::schema::holds::dsl::*;
+        self.load(
+            holds
+                .select((gid, branch_id, account_id, amount, direction, state))
+                .order(id),
+        )
+    }
+}
+
+fn transfer(account_id: i64, amount: i64) -> Value {
+    json!({ "account_id": account_id, "amount": amount })
+}
+
+fn hold(gid: &str, account_id: i64, amount: i64, direction: &str, state: &str) -> HoldRow {
+    (
+        gid.into(),
+        "01".into(),
+        account_id,
+        amount,
+        direction.into(),
+        state.into(),
+    )
+}
+
+#[tokio::test]
+async fn a_cancel_without_try_changes_nothing_and_answers_success() {
+    let bank = Bank::start(Role::TransOut).await;
+
+    assert_success(
+        &bank
+            .call("TransOutCancel", "g1", "cancel", &transfer(1, 30))
+            .await,
+    );
+
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert!(bank.holds().is_empty());
+    // The barrier recorded the empty compensation: the Try's slot is taken by the Cancel.
+    use tcc::barrier::schema::barrier::dsl::*;
+    let rows: Vec<(String, String)> = barrier
+        .select((op, reason))
+        .order(id)
+        .load(&mut bank.db())
+        .expect("barrier");
+    assert_eq!(
+        rows,
+        [
+            ("try".into(), "cancel".into()),
+            ("cancel".into(), "cancel".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_try_arriving_after_its_cancel_freezes_nothing() {
+    for role in [Role::TransOut, Role::TransIn] {
+        let bank = Bank::start(role).await;
+        let (try_, cancel) = match role {
+            Role::TransOut => ("TransOutTry", "TransOutCancel"),
+            Role::TransIn => ("TransInTry", "TransInCancel"),
+        };
+
+        assert_success(&bank.call(cancel, "g1", "cancel", &transfer(1, 30)).await);
+        assert_success(&bank.call(try_, "g1", "try", &transfer(1, 30)).await);
+
+        assert_eq!(bank.balances(1).await, (SEED, 0, 0), "{role}");
+        assert!(bank.holds().is_empty(), "{role}");
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_confirm_applies_once() {
+    let bank = Bank::start(Role::TransOut).await;
+    assert_success(
+        &bank
+            .call("TransOutTry", "g1", "try", &transfer(1, 30))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED, 30, 0));
+
+    for _ in 0..3 {
+        assert_success(
+            &bank
+                .call("TransOutConfirm", "g1", "confirm", &transfer(1, 30))
+                .await,
+        );
+        assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+    }
+    assert_eq!(bank.holds(), vec![hold("g1", 1, 30, "out", "confirmed")]);
+}
+
+#[tokio::test]
+async fn a_try_confirm_and_cancel_each_sent_twice_concurrently_apply_once() {
+    let out = Bank::start(Role::TransOut).await;
+    let body = transfer(1, 30);
+
+    let (a, b) = tokio::join!(
+        out.call("TransOutTry", "g1", "try", &body),
+        out.call("TransOutTry", "g1", "try", &body)
+    );
+    assert_success(&a);
+    assert_success(&b);
+    assert_eq!(out.balances(1).await, (SEED, 30, 0));
+
+    let (a, b) = tokio::join!(
+        out.call("TransOutConfirm", "g1", "confirm", &body),
+        out.call("TransOutConfirm", "g1", "confirm", &body)
+    );
+    assert_success(&a);
+    assert_success(&b);
+    assert_eq!(out.balances(1).await, (SEED - 30, 0, 0));
+
+    let body = transfer(2, 40);
+    assert_success(&out.call("TransOutTry", "g2", "try", &body).await);
+    let (a, b) = tokio::join!(
+        out.call("TransOutCancel", "g2", "cancel", &body),
+        out.call("TransOutCancel", "g2", "cancel", &body)
+    );
+    assert_success(&a);
+    assert_success(&b);
+    assert_eq!(out.balances(2).await, (SEED, 0, 0));
+    assert_eq!(
+        out.holds(),
+        vec![
+            hold("g1", 1, 30, "out", "confirmed"),
+            hold("g2", 2, 40, "out", "cancelled"),
+        ]
+    );
+
+    let into = Bank::start(Role::TransIn).await;
+    let body = transfer(1, 25);
+    let (a, b) = tokio::join!(
+        into.call("TransInTry", "g3", "try", &body),
+        into.call("TransInTry", "g3", "try", &body)
+    );
+    assert_success(&a);
+    assert_success(&b);
+    let (a, b) = tokio::join!(
+        into.call("TransInConfirm", "g3", "confirm", &body),
+        into.call("TransInConfirm", "g3", "confirm", &body)
+    );
+    assert_success(&a);
+    assert_success(&b);
+    assert_eq!(into.balances(1).await, (SEED + 25, 0, 0));
+    assert_eq!(into.holds(), vec![hold("g3", 1, 25, "in", "confirmed")]);
+}
+
+#[tokio::test]
+async fn a_try_racing_its_cancel_leaves_nothing_frozen_whichever_wins() {
+    let bank = Bank::start(Role::TransOut).await;
+    for i in 0..10 {
+        let gid = format!("race-{i}");
+        let body = transfer(1, 10);
+        let (a, b) = tokio::join!(
+            bank.call("TransOutTry", &gid, "try", &body),
+            bank.call("TransOutCancel", &gid, "cancel", &body)
+        );
+        assert_success(&a);
+        assert_success(&b);
+    }
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert!(
+        bank.holds().iter().all(|h| h.5 == "cancelled"),
+        "{:?}",
+        bank.holds()
+    );
+}
+
+#[tokio::test]
+async fn insufficient_funds_is_a_409_failure_that_freezes_nothing() {
+    let bank = Bank::start(Role::TransOut).await;
+
+    assert_failure(
+        &bank
+            .call("TransOutTry", "g1", "try", &transfer(1, SEED + 1))
+            .await,
+        "insufficient funds",
+    );
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert!(bank.holds().is_empty());
+    assert_eq!(
+        bank.barrier_rows(),
+        0,
+        "a refused Try rolls back its barrier row"
+    );
+
+    // Its Cancel is an empty compensation.
+    assert_success(
+        &bank
+            .call("TransOutCancel", "g1", "cancel", &transfer(1, SEED + 1))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+
+    // Frozen funds are not spendable: 600k frozen leaves 400k for the next Try.
+    assert_success(
+        &bank
+            .call("TransOutTry", "g2", "try", &transfer(2, 600_000))
+            .await,
+    );
+    assert_failure(
+        &bank
+            .call("TransOutTry", "g3", "try", &transfer(2, 400_001))
+            .await,
+        "insufficient funds: account 2 has 400000 spendable, 400001 requested",
+    );
+    assert_success(
+        &bank
+            .call("TransOutTry", "g4", "try", &transfer(2, 400_000))
+            .await,
+    );
+    assert_eq!(bank.balances(2).await, (SEED, SEED, 0));
+
+    // The largest amount is refused, not a panic or an overflow.
+    assert_failure(
+        &bank
+            .call("TransOutTry", "g5", "try", &transfer(3, i64::MAX))
+            .await,
+        "insufficient funds",
+    );
+}
+
+#[tokio::test]
+async fn a_locked_or_missing_account_is_refused_with_409() {
+    for (role, try_) in [
+        (Role::TransOut, "TransOutTry"),
+        (Role::TransIn, "TransInTry"),
+    ] {
+        let bank = Bank::start(role).await;
+        bank.sql("UPDATE accounts SET locked = true WHERE id = 3");
+
+        assert_failure(
+            &bank.call(try_, "g1", "try", &transfer(3, 30)).await,
+            "account 3 is locked",
+        );
+        assert_failure(
+            &bank.call(try_, "g2", "try", &transfer(999, 30)).await,
+            "account 999 does not exist",
+        );
+        assert!(bank.holds().is_empty(), "{role}");
+        assert_eq!(bank.barrier_rows(), 0, "{role}");
+        let locked = bank.account(3).await;
+        assert_eq!(
+            (locked["balance"].as_i64(), locked["locked"].as_bool()),
+            (Some(SEED), Some(true))
+        );
+        assert_eq!(locked["trading_balance"], 0);
+    }
+}
+
+#[tokio::test]
+async fn confirm_and_cancel_move_exactly_the_held_amount_whatever_their_body_says() {
+    let bank = Bank::start(Role::TransOut).await;
+
+    assert_success(
+        &bank
+            .call("TransOutTry", "g1", "try", &transfer(1, 30))
+            .await,
+    );
+    assert_success(
+        &bank
+            .call("TransOutConfirm", "g1", "confirm", &transfer(2, 999))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+    assert_eq!(bank.balances(2).await, (SEED, 0, 0));
+
+    assert_success(
+        &bank
+            .call("TransOutTry", "g2", "try", &transfer(3, 40))
+            .await,
+    );
+    assert_success(
+        &bank
+            .call("TransOutCancel", "g2", "cancel", &transfer(3, 1))
+            .await,
+    );
+    assert_eq!(bank.balances(3).await, (SEED, 0, 0));
+}
+
+#[tokio::test]
+async fn a_confirm_without_a_hold_is_refused_and_changes_nothing() {
+    let bank = Bank::start(Role::TransOut).await;
+
+    assert_failure(
+        &bank
+            .call("TransOutConfirm", "g1", "confirm", &transfer(1, 30))
+            .await,
+        "no hold for gid=g1 branch_id=01",
+    );
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert_eq!(bank.barrier_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_trans_in_credit_stays_pending_until_confirm() {
+    let bank = Bank::start(Role::TransIn).await;
+
+    assert_success(&bank.call("TransInTry", "g1", "try", &transfer(1, 25)).await);
+    assert_eq!(
+        bank.balances(1).await,
+        (SEED, 0, 25),
+        "pending, not spendable"
+    );
+    assert_success(
+        &bank
+            .call("TransInConfirm", "g1", "confirm", &transfer(1, 25))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED + 25, 0, 0));
+
+    assert_success(&bank.call("TransInTry", "g2", "try", &transfer(1, 10)).await);
+    assert_eq!(bank.balances(1).await, (SEED + 25, 0, 10));
+    assert_success(
+        &bank
+            .call("TransInCancel", "g2", "cancel", &transfer(1, 10))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED + 25, 0, 0));
+
+    assert_eq!(
+        bank.holds(),
+        vec![
+            hold("g1", 1, 25, "in", "confirmed"),
+            hold("g2", 1, 10, "in", "cancelled"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_trans_in_credit_that_could_overflow_the_balance_is_refused() {
+    let bank = Bank::start(Role::TransIn).await;
+    bank.sql(&format!(
+        "UPDATE accounts SET balance = {} WHERE id = 1",
+        i64::MAX - 10
+    ));
+
+    assert_success(&bank.call("TransInTry", "g1", "try", &transfer(1, 6)).await);
+    assert_failure(
+        &bank.call("TransInTry", "g2", "try", &transfer(1, 5)).await,
+        "would overflow",
+    );
+    assert_failure(
+        &bank
+            .call("TransInTry", "g3", "try", &transfer(1, i64::MAX))
+            .await,
+        "would overflow",
+    );
+    assert_success(
+        &bank
+            .call("TransInConfirm", "g1", "confirm", &transfer(1, 6))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (i64::MAX - 4, 0, 0));
+}
+
+#[tokio::test]
+async fn a_confirm_fault_error_1_fails_the_first_confirm_and_the_retry_applies_once() {
+    let bank = Bank::start(Role::TransOut).await;
+    // The AP registers one body for all three ops, so the TM's Confirm carries the fault too.
+    let body = json!({ "account_id": 1, "amount": 30, "fault": { "confirm": "error:1" } });
+
+    assert_success(&bank.call("TransOutTry", "g1", "try", &body).await);
+    let first = bank.call("TransOutConfirm", "g1", "confirm", &body).await;
+    assert_error(&first, 500, "injected_error");
+    let text = first.1.to_string();
+    assert!(
+        !text.contains("FAILURE") && !text.contains("ONGOING"),
+        "{text}"
+    );
+    assert_eq!(
+        bank.balances(1).await,
+        (SEED, 30, 0),
+        "nothing done by the failed call"
+    );
+
+    assert_success(&bank.call("TransOutConfirm", "g1", "confirm", &body).await);
+    assert_success(&bank.call("TransOutConfirm", "g1", "confirm", &body).await);
+    assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+}
+
+#[tokio::test]
+async fn injected_failure_and_ongoing_faults_change_nothing() {
+    let bank = Bank::start(Role::TransOut).await;
+    let failing = json!({ "account_id": 1, "amount": 30, "fault": { "try": "failure" } });
+    let ongoing = json!({ "account_id": 1, "amount": 30, "fault": { "try": "ongoing" } });
+
+    assert_failure(
+        &bank.call("TransOutTry", "g1", "try", &failing).await,
+        "on purpose",
+    );
+    let (status, body) = bank.call("TransOutTry", "g2", "try", &ongoing).await;
+    assert_eq!(
+        (status, &body["dtm_result"]),
+        (425, &json!("ONGOING")),
+        "{body}"
+    );
+
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert_eq!(
+        bank.barrier_rows(),
+        0,
+        "the injected refusal rolled its barrier row back"
+    );
+    assert_success(&bank.call("TransOutCancel", "g1", "cancel", &failing).await);
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+}
+
+#[tokio::test]
+async fn with_fault_injection_off_a_try_carrying_a_fault_is_a_400_and_changes_nothing() {
+    let bank = Bank::from(
+        spawn_bank_with(Role::TransOut, TestDb::create("trans_out"), |s| {
+            s.common.fault_injection = false
+        })
+        .await,
+    );
+    let body = json!({ "account_id": 1, "amount": 30, "fault": { "try": "failure" } });
+
+    assert_error(
+        &bank.call("TransOutTry", "g1", "try", &body).await,
+        400,
+        "fault_injection_disabled",
+    );
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert_eq!(bank.barrier_rows(), 0);
+
+    assert_success(
+        &bank
+            .call("TransOutTry", "g2", "try", &transfer(1, 30))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED, 30, 0));
+
+    // Confirm and Cancel carry the same registered data: they ignore the fault and succeed, or
+    // the TM would retry the Cancel of the refused Try forever.
+    assert_success(&bank.call("TransOutCancel", "g1", "cancel", &body).await);
+    let confirm = json!({ "account_id": 1, "amount": 30, "fault": { "confirm": "error" } });
+    assert_success(
+        &bank
+            .call("TransOutConfirm", "g2", "confirm", &confirm)
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+}
+
+#[tokio::test]
+async fn malformed_requests_are_4xx_json_errors_and_change_nothing() {
+    let bank = Bank::start(Role::TransOut).await;
+    let good_query = "gid=g1&trans_type=tcc&branch_id=01&op=try";
+    let json = "application/json";
+    let cases: Vec<(&str, &str, &str, String, u16, &str)> = vec![
+        (
+            "truncated JSON",
+            good_query,
+            json,
+            r#"{"account_id": 1, "amount": "#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "zero amount",
+            good_query,
+            json,
+            transfer(1, 0).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "negative amount",
+            good_query,
+            json,
+            transfer(1, -5).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "zero account",
+            good_query,
+            json,
+            transfer(0, 5).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "fractional amount",
+            good_query,
+            json,
+            r#"{"account_id":1,"amount":30.5}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "amount as a string",
+            good_query,
+            json,
+            r#"{"account_id":1,"amount":"30"}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "missing amount",
+            good_query,
+            json,
+            r#"{"account_id":1}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "unknown field",
+            good_query,
+            json,
+            r#"{"account_id":1,"amount":30,"memo":"x"}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "unknown fault",
+            good_query,
+            json,
+            r#"{"account_id":1,"amount":30,"fault":{"try":"explode"}}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "unknown fault op",
+            good_query,
+            json,
+            r#"{"account_id":1,"amount":30,"fault":{"commit":"failure"}}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "text body",
+            good_query,
+            "text/plain",
+            transfer(1, 30).to_string(),
+            415,
+            "unsupported_content_type",
+        ),
+        (
+            "no query",
+            "",
+            json,
+            transfer(1, 30).to_string(),
+            400,
+            "bad_branch_query",
+        ),
+        (
+            "unknown op",
+            "gid=g1&trans_type=tcc&branch_id=01&op=commit",
+            json,
+            transfer(1, 30).to_string(),
+            400,
+            "bad_branch_query",
+        ),
+        (
+            "saga",
+            "gid=g1&trans_type=saga&branch_id=01&op=try",
+            json,
+            transfer(1, 30).to_string(),
+            400,
+            "bad_branch_query",
+        ),
+        (
+            "gid with a space",
+            "gid=g%201&trans_type=tcc&branch_id=01&op=try",
+            json,
+            transfer(1, 30).to_string(),
+            400,
+            "bad_branch_query",
+        ),
+        (
+            "op of another endpoint",
+            "gid=g1&trans_type=tcc&branch_id=01&op=confirm",
+            json,
+            transfer(1, 30).to_string(),
+            400,
+            "op_mismatch",
+        ),
+    ];
+    for (what, query, content_type, body, status, code) in cases {
+        let answer = bank.raw("TransOutTry", query, content_type, body).await;
+        assert_eq!(answer.0, status, "{what}: {}", answer.1);
+        assert_eq!(answer.1["error"], code, "{what}: {}", answer.1);
+    }
+
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert!(bank.holds().is_empty());
+    assert_eq!(bank.barrier_rows(), 0);
+
+    // A Cancel does not check the values its Try was refused for: it must end the transaction.
+    assert_success(
+        &bank
+            .call("TransOutCancel", "g1", "cancel", &transfer(1, 0))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+}
+
+#[tokio::test]
+async fn the_account_view_answers_404_for_an_unknown_account_and_400_for_a_bad_id() {
+    let bank = Bank::start(Role::TransOut).await;
+
+    let account = bank.account(10).await;
+    assert_eq!(account["id"], 10);
+    assert_eq!(account["balance"], SEED);
+    assert_eq!(account["locked"], false);
+    assert!(account["updated_at"].is_string(), "{account}");
+
+    assert_error(
+        &bank.get("/api/accounts/11").await,
+        404,
+        "account_not_found",
+    );
+    assert_error(&bank.get("/api/accounts/abc").await, 400, "invalid_path");
+    assert_error(&bank.get("/api/nothing").await, 404, "not_found");
+    // Each bank serves only its own branch endpoints.
+    assert_error(
+        &bank
+            .raw("TransInTry", "", "application/json", "{}".into())
+            .await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn seeding_never_overwrites_existing_rows() {
+    let bank = Bank::start(Role::TransOut).await;
+    let (status, health) = bank.get("/api/health").await;
+    assert_eq!(
+        (status, &health["database"]),
+        (200, &json!("ok")),
+        "{health}"
+    );
+    assert_success(
+        &bank
+            .call("TransOutTry", "g1", "try", &transfer(1, 30))
+            .await,
+    );
+    bank.sql("UPDATE accounts SET balance = 5000 WHERE id = 2");
+
+    let db = bank.spawned.stop().await.expect("the database");
+    let bank = Bank::from(spawn_bank_with(Role::TransOut, db, |s| s.seed_accounts = 20).await);
+
+    assert_eq!(bank.balances(1).await, (SEED, 30, 0));
+    assert_eq!(bank.balances(2).await, (5000, 0, 0));
+    assert_eq!(
+        bank.get("/api/accounts/11").await.0,
+        404,
+        "no seeding into a non-empty table"
+    );
+    // The hold survived the restart: its Confirm still applies.
+    assert_success(
+        &bank
+            .call("TransOutConfirm", "g1", "confirm", &transfer(1, 30))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+}
+
+#[tokio::test]
+async fn zero_seed_accounts_disables_seeding() {
+    let bank = Bank::from(
+        spawn_bank_with(Role::TransIn, TestDb::create("trans_in"), |s| {
+            s.seed_accounts = 0
+        })
+        .await,
+    );
+    assert_eq!(bank.get("/api/accounts/1").await.0, 404);
+    assert_failure(
+        &bank.call("TransInTry", "g1", "try", &transfer(1, 30)).await,
+        "account 1 does not exist",
+    );
+}

@@ -1,0 +1,363 @@
+//! The coordinator's API rules (design §2, §4), through real HTTP on a real database.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use test_support::spawn::{get_json, spawn_bank, spawn_coordinator, wait_for_status, Spawned};
+
+async fn post(
+    http: &reqwest::Client,
+    coordinator: &Spawned,
+    call: &str,
+    body: Value,
+) -> (u16, Value) {
+    let response = http
+        .post(format!("{}/{call}", coordinator.dtm_url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("the coordinator answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+fn branch(gid: &str, branch_id: &str, base: &str) -> Value {
+    json!({
+        "gid": gid, "trans_type": "tcc", "branch_id": branch_id, "status": "prepared",
+        "data": r#"{"account_id":1,"amount":30}"#,
+        "confirm": format!("{base}/TransOutConfirm"), "cancel": format!("{base}/TransOutCancel"),
+    })
+}
+
+#[tokio::test]
+async fn submit_of_an_unknown_gid_is_refused_with_409() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+
+    let (status, body) = post(
+        &http,
+        &tm,
+        "submit",
+        json!({"gid": "never-prepared", "trans_type": "tcc"}),
+    )
+    .await;
+
+    assert_eq!(status, 409);
+    assert_eq!(body["dtm_result"], "FAILURE");
+    let (status, _) = post(
+        &http,
+        &tm,
+        "abort",
+        json!({"gid": "never-prepared", "trans_type": "tcc"}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let all = get_json(&http, &format!("{}/all", tm.dtm_url())).await;
+    assert_eq!(
+        all["transactions"],
+        json!([]),
+        "DTM would have created an empty transaction"
+    );
+}
+
+#[tokio::test]
+async fn prepare_is_idempotent_while_prepared_and_refused_afterwards() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    let prepare = json!({"gid": "g-prep", "trans_type": "tcc"});
+
+    assert_eq!(post(&http, &tm, "prepare", prepare.clone()).await.0, 200);
+    assert_eq!(post(&http, &tm, "prepare", prepare.clone()).await.0, 200);
+    assert_eq!(post(&http, &tm, "submit", prepare.clone()).await.0, 200);
+    let (status, body) = post(&http, &tm, "prepare", prepare.clone()).await;
+
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["dtm_result"], "FAILURE");
+    // Resubmitting succeeds and changes nothing; aborting a submitted transaction is refused.
+    assert_eq!(post(&http, &tm, "submit", prepare.clone()).await.0, 200);
+    assert_eq!(post(&http, &tm, "abort", prepare).await.0, 409);
+    wait_for_status(
+        &http,
+        &tm.dtm_url(),
+        "g-prep",
+        "succeed",
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn branches_register_only_while_prepared_and_only_once_with_the_same_data() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    let base = "http://127.0.0.1:9/api";
+    assert_eq!(
+        post(&http, &tm, "prepare", json!({"gid": "g-reg"})).await.0,
+        200
+    );
+
+    assert_eq!(
+        post(&http, &tm, "registerBranch", branch("g-reg", "01", base))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        post(&http, &tm, "registerTccBranch", branch("g-reg", "01", base))
+            .await
+            .0,
+        200
+    );
+    let mut other = branch("g-reg", "01", base);
+    other["data"] = json!(r#"{"account_id":2,"amount":30}"#);
+    assert_eq!(post(&http, &tm, "registerBranch", other).await.0, 409);
+    assert_eq!(
+        post(
+            &http,
+            &tm,
+            "registerBranch",
+            branch("g-unknown", "01", base)
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        post(&http, &tm, "abort", json!({"gid": "g-reg"})).await.0,
+        200
+    );
+    assert_eq!(
+        post(&http, &tm, "registerBranch", branch("g-reg", "02", base))
+            .await
+            .0,
+        409
+    );
+
+    let record = get_json(&http, &format!("{}/query?gid=g-reg", tm.dtm_url())).await;
+    assert_eq!(
+        record["branches"].as_array().unwrap().len(),
+        2,
+        "one confirm, one cancel: {record:#}"
+    );
+    assert_eq!(record["transaction"]["status"], "aborting");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400s_that_name_the_problem_and_store_nothing() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    let cases = [
+        ("prepare", json!({"gid": "has space"}), "invalid_gid"),
+        (
+            "prepare",
+            json!({"gid": "g1", "trans_type": "saga"}),
+            "unsupported_trans_type",
+        ),
+        (
+            "prepare",
+            json!({"gid": "g1", "timeout_to_fail": -3}),
+            "invalid_option",
+        ),
+        ("prepare", json!({"trans_type": "tcc"}), "invalid_json"),
+        (
+            "registerBranch",
+            json!({"gid": "g1", "branch_id": "01", "confirm": "ftp://x/y", "cancel": "http://x/y"}),
+            "invalid_url",
+        ),
+        (
+            "registerBranch",
+            json!({"gid": "g1", "branch_id": "0 1", "confirm": "http://x/y", "cancel": "http://x/y"}),
+            "invalid_branch_id",
+        ),
+    ];
+    for (call, body, code) in cases {
+        let (status, answer) = post(&http, &tm, call, body.clone()).await;
+        assert_eq!(status, 400, "{call} {body}: {answer}");
+        assert_eq!(answer["error"], code, "{call} {body}: {answer}");
+    }
+    let all = get_json(&http, &format!("{}/all", tm.dtm_url())).await;
+    assert_eq!(all["transactions"], json!([]));
+    let unknown = http
+        .get(format!("{}/query?gid=nope", tm.dtm_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_prepared_transaction_past_its_timeout_is_aborted_and_its_branches_cancelled() {
+    let tm = spawn_coordinator().await;
+    let bank = spawn_bank(bank::Role::TransOut).await;
+    let http = reqwest::Client::new();
+    let base = bank.url("/api");
+    assert_eq!(
+        post(
+            &http,
+            &tm,
+            "prepare",
+            json!({"gid": "g-late", "timeout_to_fail": 1})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post(&http, &tm, "registerBranch", branch("g-late", "01", &base))
+            .await
+            .0,
+        200
+    );
+    // The AP "crashes" here: it never calls Try, submit or abort.
+
+    let record = wait_for_status(
+        &http,
+        &tm.dtm_url(),
+        "g-late",
+        "failed",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    assert_eq!(
+        record["transaction"]["rollback_reason"],
+        "Timeout after 1 seconds"
+    );
+    let cancel = record["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["op"] == "cancel")
+        .unwrap();
+    assert_eq!(cancel["status"], "succeed");
+    // The Try never ran, so the Cancel was an empty compensation: nothing changed.
+    let account = get_json(&http, &bank.url("/api/accounts/1")).await;
+    assert_eq!(account["trading_balance"], 0);
+}
+
+#[tokio::test]
+async fn all_pages_newest_first_with_a_keyset_position() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        assert_eq!(
+            post(&http, &tm, "prepare", json!({"gid": format!("g-{i}")}))
+                .await
+                .0,
+            200
+        );
+    }
+    let url = |q: &str| format!("{}/all?{q}", tm.dtm_url());
+
+    let first = get_json(&http, &url("limit=2")).await;
+    let gids: Vec<_> = first["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["gid"].clone())
+        .collect();
+    assert_eq!(gids, vec![json!("g-4"), json!("g-3")]);
+    let position = first["next_position"].as_str().unwrap().to_owned();
+    let second = get_json(&http, &url(&format!("limit=2&position={position}"))).await;
+    assert_eq!(second["transactions"][0]["gid"], "g-2");
+    let rest = get_json(
+        &http,
+        &url(&format!("limit=10&position={position}&status=prepared")),
+    )
+    .await;
+    assert_eq!(rest["transactions"].as_array().unwrap().len(), 3);
+    assert_eq!(rest["next_position"], "");
+}
+
+#[tokio::test]
+async fn branch_urls_off_the_host_allowlist_are_refused_so_the_tm_calls_only_known_hosts() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        post(&http, &tm, "prepare", json!({"gid": "g-ssrf"}))
+            .await
+            .0,
+        200
+    );
+
+    for base in [
+        "http://evil.example/api",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.7:8081/api",
+    ] {
+        let (status, answer) =
+            post(&http, &tm, "registerBranch", branch("g-ssrf", "01", base)).await;
+        assert_eq!(status, 400, "{base}: {answer}");
+        assert_eq!(answer["error"], "url_not_allowed", "{base}: {answer}");
+    }
+    let record = get_json(&http, &format!("{}/query?gid=g-ssrf", tm.dtm_url())).await;
+    assert_eq!(
+        record["branches"],
+        json!([]),
+        "nothing registered: {record:#}"
+    );
+
+    // The list is configuration: a deployment names its own RMs.
+    let custom = test_support::spawn::spawn_coordinator_with(
+        test_support::TestDb::create("coordinator"),
+        |s| {
+            s.branch_hosts = coordinator::configuration::BranchHosts::parse("bank-a.internal");
+        },
+    )
+    .await;
+    assert_eq!(
+        post(&http, &custom, "prepare", json!({"gid": "g-custom"}))
+            .await
+            .0,
+        200
+    );
+    let allowed = post(
+        &http,
+        &custom,
+        "registerBranch",
+        branch("g-custom", "01", "http://bank-a.internal:8081/api"),
+    )
+    .await;
+    assert_eq!(allowed.0, 200, "{}", allowed.1);
+    let refused = post(
+        &http,
+        &custom,
+        "registerBranch",
+        branch("g-custom", "02", "http://127.0.0.1:8081/api"),
+    )
+    .await;
+    assert_eq!(refused.0, 400, "{}", refused.1);
+}
+
+#[tokio::test]
+async fn a_restarted_replica_releases_only_its_own_leases_even_when_another_id_extends_it() {
+    use diesel::RunQueryDsl;
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    for gid in ["g-mine", "g-other"] {
+        assert_eq!(
+            post(&http, &tm, "prepare", json!({"gid": gid})).await.0,
+            200
+        );
+        assert_eq!(post(&http, &tm, "abort", json!({"gid": gid})).await.0, 200);
+    }
+    let mut conn = tm
+        .db
+        .as_ref()
+        .expect("the coordinator's database")
+        .connect();
+    let hex = "0123456789abcdef0123456789abcdef";
+    diesel::sql_query(format!(
+        "UPDATE trans_global SET status = 'aborting', finish_time = NULL, \
+             lease_expire = now() + interval '1 hour', \
+             owner = CASE gid WHEN 'g-mine' THEN 'a:{hex}' ELSE 'a:b:{hex}:7' END"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+
+    let released = coordinator::store::release_own_leases(&mut conn, "a").unwrap();
+
+    assert_eq!(released, 1, "only replica a's lease, not replica a:b's");
+    let record = get_json(&http, &format!("{}/query?gid=g-other", tm.dtm_url())).await;
+    assert_eq!(record["transaction"]["owner"], format!("a:b:{hex}:7"));
+}

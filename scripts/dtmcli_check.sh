@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Usage: scripts/dtmcli_check.sh
+#
+# Runs scripts/dtmcli_check.py (DTM's Python client, dtmcli 1.7.7.0 from PyPI, driving our
+# coordinator and bank RMs: one success, one rollback) against a private copy of the system,
+# so it never disturbs a system started by scripts/up.sh:
+#   - dtmcli is installed in a venv under target/dtmcli-venv (pip; once);
+#   - Postgres is found or started as scripts/up.sh does (scripts/lib/pg.sh);
+#   - fresh databases dtmcli_coordinator, dtmcli_trans_out, ... (DB_PREFIX=dtmcli_);
+#   - the five binaries on free ports (default ports + an offset, 10000 or more), pid files and
+#     logs in target/dtmcli-run/ (scripts/up.sh with RUN_DIR, PORT_OFFSET, DB_PREFIX);
+#   - on exit everything it started is stopped and its databases dropped.
+#
+# Environment: PROFILE=release|dev (cargo profile, default release; scripts/test.sh uses dev
+# to reuse its build), SKIP_BUILD=1, KEEP=1 (leave the system and databases in place to look at),
+# DTMCLI_VENV (default target/dtmcli-venv), PYTHON (default python3).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export RUN_DIR="${DTMCLI_RUN_DIR:-$ROOT/target/dtmcli-run}"
+export DB_PREFIX=dtmcli_
+export PORT_OFFSET=0
+# shellcheck source=scripts/lib/pg.sh
+source "$ROOT/scripts/lib/pg.sh"
+# shellcheck source=scripts/lib/services.sh
+source "$ROOT/scripts/lib/services.sh"
+
+VENV="${DTMCLI_VENV:-$ROOT/target/dtmcli-venv}"
+PYTHON="${PYTHON:-python3}"
+DTMCLI_VERSION=1.7.7.0
+
+log() { printf '[dtmcli-check] %s\n' "$*"; }
+
+# 1. dtmcli in a venv (or, where venv is unavailable, a pip --target directory).
+install_dtmcli() {
+  if [[ -x $VENV/bin/python ]] &&
+    "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('dtmcli') != '$DTMCLI_VERSION')" 2>/dev/null; then
+    PY="$VENV/bin/python"
+    return 0
+  fi
+  command -v "$PYTHON" >/dev/null || svc_die "$PYTHON not found; install Python 3 (apt-get install python3 python3-venv)"
+  log "installing dtmcli==$DTMCLI_VERSION into $VENV"
+  rm -rf "$VENV"
+  if "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "dtmcli==$DTMCLI_VERSION"
+    PY="$VENV/bin/python"
+  else
+    log "python3 -m venv is unavailable; using pip install --target $VENV-lib"
+    "$PYTHON" -m pip install -q --disable-pip-version-check --target "$VENV-lib" "dtmcli==$DTMCLI_VERSION"
+    export PYTHONPATH="$VENV-lib${PYTHONPATH:+:$PYTHONPATH}"
+    PY=$PYTHON
+  fi
+}
+
+# 2. A port offset at which all five default ports are free.
+pick_port_offset() {
+  local offset name busy
+  for offset in 10000 11000 12000 13000 14000 15000 16000 17000 18000 19000; do
+    PORT_OFFSET=$offset
+    busy=0
+    for name in "${SVC_NAMES[@]}"; do
+      if svc_port_busy "$(svc_port "$name")"; then busy=1; fi
+    done
+    [[ $busy == 0 ]] && return 0
+  done
+  svc_die "no free port range found for the private system"
+}
+
+svc_load
+install_dtmcli
+# Leftovers of an interrupted earlier run (its own RUN_DIR only).
+"$ROOT/scripts/down.sh" >/dev/null
+pick_port_offset
+pg_ensure
+pg_started=$PG_STARTED_HERE
+databases=()
+for name in "${SVC_NAMES[@]}"; do
+  db=$(svc_db "$name")
+  [[ -n $db ]] && databases+=("$db")
+done
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+  local rc=$?
+  if [[ ${KEEP:-0} == 1 ]]; then
+    log "KEEP=1: leaving the system up (RUN_DIR=$RUN_DIR PORT_OFFSET=$PORT_OFFSET DB_PREFIX=$DB_PREFIX scripts/down.sh stops it)"
+    exit "$rc"
+  fi
+  "$ROOT/scripts/down.sh" >/dev/null || true
+  (pg_drop_databases "${databases[@]}") || true
+  if [[ $pg_started == 1 ]]; then (pg_stop_private) || true; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# 3. A fresh system on fresh databases.
+pg_drop_databases "${databases[@]}"
+log "building and starting a private system: ports +$PORT_OFFSET, databases ${databases[*]}, logs in $RUN_DIR"
+mkdir -p "$RUN_DIR"
+if ! "$ROOT/scripts/up.sh" >"$RUN_DIR/up.log" 2>&1; then
+  cat "$RUN_DIR/up.log" >&2
+  svc_die "scripts/up.sh failed for the private system"
+fi
+
+# 4. The check itself.
+status=0
+"$PY" "$ROOT/scripts/dtmcli_check.py" \
+  --dtm "http://127.0.0.1:$(svc_port coordinator)/api/dtmsvr" \
+  --trans-out "http://127.0.0.1:$(svc_port trans-out)/api" \
+  --trans-in "http://127.0.0.1:$(svc_port trans-in)/api" || status=$?
+if [[ $status -ne 0 ]]; then
+  for name in coordinator trans-out trans-in; do
+    echo "--- last lines of $(svc_log_file "$name")" >&2
+    tail -n 20 "$(svc_log_file "$name")" >&2 || true
+  done
+fi
+exit "$status"

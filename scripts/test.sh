@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Usage: scripts/test.sh
+#
+# The whole test suite, as README.md and .ci/run run it:
+#   1. finds or starts Postgres exactly as scripts/up.sh does (scripts/lib/pg.sh: the server at
+#      PG_URL, default postgres://postgres@127.0.0.1:5432, else a private cluster under
+#      target/pg/, stopped again at the end if this script started it) and exports PG_URL;
+#      the tests create (and drop) their own databases on it;
+#   2. shellcheck (when installed), cargo fmt --check, cargo clippy -D warnings, cargo deny
+#      (when installed; deny.toml; advisories only when their database can be fetched from GitHub),
+#      cargo test, cargo doc with -D warnings;
+#   3. the DTM-client compatibility check (scripts/dtmcli_check.sh: Python dtmcli 1.7.7.0
+#      from PyPI against a private copy of the system, debug build). TEST_DTMCLI=0 skips it.
+#   4. a short chaos run (scripts/chaos.sh: random faults and SIGKILLs of every binary, then the
+#      invariants "nothing lost"), TEST_CHAOS_SECONDS long (default 20), debug build.
+#      TEST_CHAOS=0 skips it.
+#
+# Extra arguments are passed to `cargo test` (e.g. scripts/test.sh -- --nocapture).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/lib/pg.sh
+source "$ROOT/scripts/lib/pg.sh"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+pg_ensure
+if [[ $PG_STARTED_HERE == 1 ]]; then
+  trap pg_stop_private EXIT
+fi
+echo "Postgres for the tests: PG_URL=$PG_URL"
+
+if command -v shellcheck >/dev/null 2>&1; then
+  step "shellcheck (scripts, .ci/run)"
+  shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run
+else
+  echo "(shellcheck not installed: shell scripts not linted)"
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# The dependency tree against deny.toml. Licenses, bans and sources need nothing but Cargo.lock;
+# advisories need the RustSec database, cloned from GitHub, so they run only when it can be
+# fetched (see deny.toml). Duplicate versions are warnings; `cargo deny check bans` without
+# --hide-inclusion-graph shows which dependents pull each one in.
+if cargo deny --version >/dev/null 2>&1; then
+  step "cargo deny check bans licenses sources"
+  cargo deny check --hide-inclusion-graph bans licenses sources
+  if timeout 120 cargo deny fetch db >/dev/null 2>&1; then
+    step "cargo deny check advisories"
+    cargo deny check advisories
+  else
+    echo "(the RustSec advisory database could not be fetched from GitHub: advisories and yanked crates NOT checked)"
+  fi
+else
+  echo "(cargo-deny not installed: the dependency tree is not checked against deny.toml; cargo install --locked cargo-deny)"
+fi
+
+step "cargo test --workspace"
+cargo test --workspace "$@"
+
+step "cargo doc --workspace --no-deps (RUSTDOCFLAGS=-Dwarnings)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
+
+if [[ ${TEST_DTMCLI:-1} != 0 ]]; then
+  step "scripts/dtmcli_check.sh (Python dtmcli against the coordinator and the banks)"
+  PROFILE=dev "$ROOT/scripts/dtmcli_check.sh"
+fi
+
+if [[ ${TEST_CHAOS:-1} != 0 ]]; then
+  step "chaos run: scripts/chaos.sh ${TEST_CHAOS_SECONDS:-20} (TEST_CHAOS=0 skips it; CHAOS_SEED replays one)"
+  PROFILE=dev "$ROOT/scripts/chaos.sh" "${TEST_CHAOS_SECONDS:-20}"
+fi
+
+step "all checks passed"

@@ -1,0 +1,187 @@
+//! The AP's settings, read from environment variables at start (names shared with `scripts/` and
+//! `docker-compose.yml`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use service_kit::settings::{env_or, env_string, SettingsError};
+
+/// Everything the AP needs to run. It has no database: its only state is the coordinator's.
+///
+/// [`Settings::default`] holds the documented defaults (the local ports of `scripts/up.sh`), so a
+/// test can override only what it needs: `Settings { port: 0, ..Settings::default() }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `HOST`: the address to bind, default `127.0.0.1`.
+    pub host: String,
+    /// `PORT`: default 8080; 0 picks a free port (tests).
+    pub port: u16,
+    /// `DTM_URL`: the coordinator's API base, default `http://127.0.0.1:36789/api/dtmsvr`.
+    /// Any DTM-compatible server works.
+    pub dtm_url: String,
+    /// `TRANS_OUT_URL`: bank A's API base, default `http://127.0.0.1:8081/api`; the branch
+    /// endpoints are `{TRANS_OUT_URL}/TransOutTry|TransOutConfirm|TransOutCancel`.
+    pub trans_out_url: String,
+    /// `TRANS_IN_URL`: bank B's API base, default `http://127.0.0.1:8082/api`
+    /// (`TransInTry|TransInConfirm|TransInCancel`).
+    pub trans_in_url: String,
+    /// `STOCK_URL`: the stock service's API base, default `http://127.0.0.1:8083/api`
+    /// (`StockTry|StockConfirm|StockCancel`, and `GET products/{id}` for prices).
+    pub stock_url: String,
+    /// `APP_URL`: the AP's own API base as the coordinator reaches it, e.g.
+    /// `http://app:8080/api` in docker-compose. The AP registers its nested branch
+    /// (`fireTccNested`) with the TM as `{APP_URL}/TransInNestedConfirm|TransInNestedCancel`,
+    /// and calls `{APP_URL}/TransInNestedTry` itself.
+    ///
+    /// `None` (unset or empty) means "derive it from the address actually bound":
+    /// `http://<bound ip>:<bound port>/api`, with the loopback address when binding all
+    /// interfaces (`HOST=0.0.0.0`). With the default `HOST` and `PORT` that is
+    /// [`DEFAULT_APP_URL`]; with `PORT=0` (tests) it is the free port picked at start, which is
+    /// why it is decided in [`crate::startup::Application::build`], after binding (see
+    /// [`Settings::resolve_app_url`]).
+    pub app_url: Option<String>,
+    /// `JSON_LIMIT`: the largest request body accepted, in bytes, default 65536.
+    pub json_limit: usize,
+    /// `FAULT_INJECTION`: `on` (default) lets the fire endpoints take fault parameters
+    /// (`trans_in_confirm=error:3`, ...) and `crash_after_try`; `off` answers them with 400.
+    pub fault_injection: bool,
+}
+
+/// Default of `DTM_URL`.
+pub const DEFAULT_DTM_URL: &str = "http://127.0.0.1:36789/api/dtmsvr";
+/// Default of `TRANS_OUT_URL`.
+pub const DEFAULT_TRANS_OUT_URL: &str = "http://127.0.0.1:8081/api";
+/// Default of `TRANS_IN_URL`.
+pub const DEFAULT_TRANS_IN_URL: &str = "http://127.0.0.1:8082/api";
+/// Default of `STOCK_URL`.
+pub const DEFAULT_STOCK_URL: &str = "http://127.0.0.1:8083/api";
+/// What `APP_URL` defaults to with the default `HOST` and `PORT` (in general it is derived from
+/// the bound address: see [`Settings::app_url`]).
+pub const DEFAULT_APP_URL: &str = "http://127.0.0.1:8080/api";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            dtm_url: DEFAULT_DTM_URL.into(),
+            trans_out_url: DEFAULT_TRANS_OUT_URL.into(),
+            trans_in_url: DEFAULT_TRANS_IN_URL.into(),
+            stock_url: DEFAULT_STOCK_URL.into(),
+            app_url: None,
+            json_limit: 65_536,
+            fault_injection: true,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `HOST`, `PORT`, `DTM_URL`, `TRANS_OUT_URL`, `TRANS_IN_URL`, `STOCK_URL`,
+    /// `APP_URL`, `JSON_LIMIT` and `FAULT_INJECTION`, each with its default when unset or empty.
+    ///
+    /// Errors name the variable: a port or limit that is not a number, or a URL that is not an
+    /// absolute `http(s)://` URL, stops the binary at start rather than at the first request.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        let defaults = Settings::default();
+        Ok(Settings {
+            host: env_string("HOST", &defaults.host),
+            port: env_or("PORT", defaults.port)?,
+            dtm_url: env_url("DTM_URL", DEFAULT_DTM_URL)?,
+            trans_out_url: env_url("TRANS_OUT_URL", DEFAULT_TRANS_OUT_URL)?,
+            trans_in_url: env_url("TRANS_IN_URL", DEFAULT_TRANS_IN_URL)?,
+            stock_url: env_url("STOCK_URL", DEFAULT_STOCK_URL)?,
+            app_url: env_optional_url("APP_URL")?,
+            json_limit: env_or("JSON_LIMIT", defaults.json_limit)?,
+            fault_injection: service_kit::settings::env_flag(
+                "FAULT_INJECTION",
+                defaults.fault_injection,
+            )?,
+        })
+    }
+
+    /// These settings with [`Settings::app_url`] decided: kept when set, else derived from
+    /// `bound`, the address the AP's listener actually bound (see [`default_app_url`]).
+    pub fn resolve_app_url(self, bound: SocketAddr) -> Settings {
+        let app_url = self.app_url.unwrap_or_else(|| default_app_url(bound));
+        Settings {
+            app_url: Some(app_url),
+            ..self
+        }
+    }
+}
+
+/// The AP's API base when `APP_URL` is unset: `http://<ip>:<port>/api` for the bound address,
+/// where an unspecified ip (`0.0.0.0`, `::`) becomes the loopback address of its family. Only
+/// processes on the same host can use it; set `APP_URL` when the coordinator runs elsewhere.
+pub fn default_app_url(bound: SocketAddr) -> String {
+    let ip = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/api", SocketAddr::new(ip, bound.port()))
+}
+
+/// The URL in `name`, checked, without a trailing `/` (the code appends `/TransOutTry` etc.).
+fn env_url(name: &str, default: &str) -> Result<String, SettingsError> {
+    let value = env_string(name, default);
+    check_base_url(&value).map_err(|message| SettingsError {
+        name: name.into(),
+        value: value.clone(),
+        message,
+    })
+}
+
+/// The URL in `name`, checked as [`env_url`] does, or `None` when unset or empty.
+fn env_optional_url(name: &str) -> Result<Option<String>, SettingsError> {
+    if env_string(name, "").is_empty() {
+        return Ok(None);
+    }
+    env_url(name, "").map(Some)
+}
+
+/// `value` without its trailing `/` when it is an absolute `http://` or `https://` URL.
+pub(crate) fn check_base_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "expected an http:// or https:// URL, not {:?}",
+            url.scheme()
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_lose_their_trailing_slash_and_must_be_http() {
+        assert_eq!(
+            check_base_url("http://bank:8081/api/").unwrap(),
+            "http://bank:8081/api"
+        );
+        assert!(check_base_url("bank:8081/api").is_err());
+        assert!(check_base_url("ftp://bank/api").is_err());
+        assert!(check_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn an_unset_app_url_is_derived_from_the_bound_address() {
+        let bound: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let resolved = Settings::default().resolve_app_url(bound);
+        assert_eq!(resolved.app_url.as_deref(), Some(DEFAULT_APP_URL));
+        let any: SocketAddr = "0.0.0.0:41234".parse().unwrap();
+        assert_eq!(default_app_url(any), "http://127.0.0.1:41234/api");
+        let any6: SocketAddr = "[::]:41234".parse().unwrap();
+        assert_eq!(default_app_url(any6), "http://[::1]:41234/api");
+        let set = Settings {
+            app_url: Some("http://app:8080/api".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            set.resolve_app_url(any).app_url.as_deref(),
+            Some("http://app:8080/api")
+        );
+    }
+}

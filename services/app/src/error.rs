@@ -1,0 +1,277 @@
+//! [`AppError`]: every way a fire request can fail before or around its global transaction, and
+//! every way the AP's nested branch ([`crate::routes::nested`]) can fail other than a refusal,
+//! mapped once to an HTTP status and a JSON body.
+//!
+//! A global transaction that *rolled back* is not an error here: it is a normal outcome of
+//! TCC, answered `409` by [`crate::routes::FireResponse`].
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+use tcc::client::TccError;
+use tcc::protocol::Op;
+
+/// Why a fire request was not carried out.
+///
+/// Answered as `{"error": "<code>", "message": "..."}`, plus `"parameter"` for the parameter at
+/// fault and `"gid"` once the coordinator gave one (so the caller can look the transaction up).
+/// Messages of 5xx answers say what failed, never internal detail (URLs, raw upstream bodies):
+/// that is logged instead.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A fault parameter (or `crash_after_try`) was given while `FAULT_INJECTION=off`.
+    /// `400 fault_injection_disabled`.
+    #[error("{parameter} is a fault-injection parameter, and fault injection is off (FAULT_INJECTION=off)")]
+    FaultInjectionDisabled {
+        /// The parameter given.
+        parameter: String,
+    },
+    /// A parameter is unknown, given twice, or not a whole number greater than 0.
+    /// `400 invalid_parameter`.
+    #[error("{message}")]
+    InvalidParameter {
+        /// The parameter's name as the caller spelt it.
+        parameter: String,
+        /// What is wrong with it, naming it.
+        message: String,
+    },
+    /// The request body is not a JSON object. `400 invalid_json`.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// A non-empty body came without `Content-Type: application/json`.
+    /// `415 unsupported_content_type`.
+    #[error("a request body must be JSON (Content-Type: application/json)")]
+    UnsupportedContentType,
+    /// The body is larger than `JSON_LIMIT`. `413 body_too_large`.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit, bytes.
+        limit: usize,
+    },
+    /// The body could not be read (the client went away). `400 invalid_body`.
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
+    /// The stock service has no product with this id, so there is no price to charge.
+    /// `400 invalid_parameter` naming `product_id`.
+    #[error("product_id {product_id}: the stock service has no such product")]
+    UnknownProduct {
+        /// The requested product.
+        product_id: i64,
+    },
+    /// `price * quantity` does not fit the i64 minor units every amount is kept in.
+    /// `400 invalid_parameter` naming `quantity`.
+    #[error(
+        "quantity {quantity} at a price of {price} (minor units) overflows the largest amount"
+    )]
+    AmountOverflow {
+        /// The product's price, minor units.
+        price: i64,
+        /// The requested quantity.
+        quantity: i64,
+    },
+    /// The stock service did not tell the price (unreachable, 5xx, or an answer without a
+    /// positive integer `price`). `502 stock_unavailable`. The detail is logged.
+    #[error("the stock service could not give the price of product {product_id}: {detail}")]
+    StockUnavailable {
+        /// The requested product.
+        product_id: i64,
+        /// What went wrong, for the log.
+        detail: String,
+    },
+    /// A nested branch endpoint got a branch query for another op (`TransInNestedTry` with
+    /// `op=cancel`). `400 op_mismatch`.
+    #[error("this endpoint serves op={endpoint}, but the query says op={query}")]
+    OpMismatch {
+        /// The op the endpoint serves.
+        endpoint: Op,
+        /// The op in the query.
+        query: Op,
+    },
+    /// The nested branch's Try query cannot start a nested transaction: its `dtm` is not an
+    /// `http(s)://` URL, or its branch id is too long to nest under. `400 bad_branch_query`.
+    #[error("{0}")]
+    BadBranchQuery(String),
+    /// The Try of the nested branch's child failed transiently (timeout, refused connection,
+    /// 5xx from TransIn): `500 child_branch_error`, which the outer AP reads as a failed Try. The
+    /// detail is logged.
+    #[error("the Try of child branch {branch_id} of global transaction {gid} failed")]
+    ChildBranch {
+        /// The global transaction.
+        gid: String,
+        /// The child branch (`0201`).
+        branch_id: String,
+    },
+    /// Talking to the coordinator failed: `503 coordinator_unavailable` when it could not be
+    /// reached, `502 coordinator_error` when it refused a call or answered something unreadable.
+    /// `gid` is set once `newGid` had answered.
+    #[error("{source}")]
+    Coordinator {
+        /// The global transaction, when one had been started.
+        gid: Option<String>,
+        /// The client's error.
+        source: TccError,
+    },
+}
+
+impl AppError {
+    /// The machine-readable `error` code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::InvalidParameter { .. }
+            | AppError::UnknownProduct { .. }
+            | AppError::AmountOverflow { .. } => "invalid_parameter",
+            AppError::InvalidBody(_) => "invalid_json",
+            AppError::UnsupportedContentType => "unsupported_content_type",
+            AppError::BodyTooLarge { .. } => "body_too_large",
+            AppError::UnreadableBody(_) => "invalid_body",
+            AppError::StockUnavailable { .. } => "stock_unavailable",
+            AppError::Coordinator {
+                source: TccError::Transport { .. },
+                ..
+            } => "coordinator_unavailable",
+            AppError::Coordinator { .. } => "coordinator_error",
+            AppError::FaultInjectionDisabled { .. } => "fault_injection_disabled",
+            AppError::OpMismatch { .. } => "op_mismatch",
+            AppError::BadBranchQuery(_) => "bad_branch_query",
+            AppError::ChildBranch { .. } => "child_branch_error",
+        }
+    }
+
+    /// The parameter at fault, for 400s about one.
+    pub fn parameter(&self) -> Option<&str> {
+        match self {
+            AppError::InvalidParameter { parameter, .. }
+            | AppError::FaultInjectionDisabled { parameter } => Some(parameter),
+            AppError::UnknownProduct { .. } => Some("product_id"),
+            AppError::AmountOverflow { .. } => Some("quantity"),
+            _ => None,
+        }
+    }
+
+    /// The gid of the global transaction the error happened in, if one was started.
+    pub fn gid(&self) -> Option<&str> {
+        match self {
+            AppError::Coordinator { gid, .. } => gid.as_deref(),
+            AppError::ChildBranch { gid, .. } => Some(gid),
+            _ => None,
+        }
+    }
+
+    /// The message shown to the caller: the error itself for 4xx, a summary without upstream
+    /// detail for 5xx.
+    fn public_message(&self) -> String {
+        match self {
+            AppError::StockUnavailable { product_id, .. } => format!(
+                "the stock service could not give the price of product {product_id}; try again"
+            ),
+            AppError::Coordinator { gid, source } => coordinator_message(gid.as_deref(), source),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What the caller can make of a coordinator failure depends on how far the transaction got.
+fn coordinator_message(gid: Option<&str>, source: &TccError) -> String {
+    let what = match source {
+        TccError::Transport { call, .. } => {
+            format!("the coordinator could not be reached ({call})")
+        }
+        TccError::Refused { call, status, .. } => {
+            format!("the coordinator refused {call} (HTTP {status})")
+        }
+        TccError::Protocol(_) => "the coordinator's answer could not be used".to_owned(),
+    };
+    // A refused `prepare` created nothing; after that (or when prepare's answer was lost) the
+    // transaction may exist, and only the coordinator knows how it ends.
+    let nothing_started = matches!(
+        source,
+        TccError::Refused {
+            call: "prepare",
+            ..
+        }
+    );
+    match gid {
+        Some(gid) if !nothing_started => format!(
+            "{what}; the outcome of global transaction {gid} is not known here: the coordinator \
+             finishes it, or cancels it once it times out while prepared; query it by gid"
+        ),
+        _ => format!("{what}; no global transaction was started"),
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::InvalidParameter { .. }
+            | AppError::FaultInjectionDisabled { .. }
+            | AppError::InvalidBody(_)
+            | AppError::UnreadableBody(_)
+            | AppError::UnknownProduct { .. }
+            | AppError::AmountOverflow { .. }
+            | AppError::OpMismatch { .. }
+            | AppError::BadBranchQuery(_) => StatusCode::BAD_REQUEST,
+            AppError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::StockUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            AppError::Coordinator {
+                source: TccError::Transport { .. },
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Coordinator { .. } => StatusCode::BAD_GATEWAY,
+            AppError::ChildBranch { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({ "error": self.code(), "message": self.public_message() });
+        if let Some(parameter) = self.parameter() {
+            body["parameter"] = parameter.into();
+        }
+        if let Some(gid) = self.gid() {
+            body["gid"] = gid.into();
+        }
+        HttpResponse::build(self.status_code()).json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_coordinator_is_503_and_a_refusal_502() {
+        let down = AppError::Coordinator {
+            gid: None,
+            source: TccError::Transport {
+                call: "newGid",
+                message: "connection refused".into(),
+            },
+        };
+        assert_eq!(down.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.code(), "coordinator_unavailable");
+        assert!(down
+            .public_message()
+            .contains("no global transaction was started"));
+
+        let refused = AppError::Coordinator {
+            gid: Some("g1".into()),
+            source: TccError::Refused {
+                call: "submit",
+                status: 409,
+                message: "aborting".into(),
+            },
+        };
+        assert_eq!(refused.status_code(), StatusCode::BAD_GATEWAY);
+        assert_eq!(refused.gid(), Some("g1"));
+        assert!(refused.public_message().contains("query it by gid"));
+    }
+
+    #[test]
+    fn stock_failures_do_not_leak_upstream_detail() {
+        let e = AppError::StockUnavailable {
+            product_id: 3,
+            detail: "error sending request for url (http://10.0.0.7:8083/api/products/3)".into(),
+        };
+        assert!(!e.public_message().contains("10.0.0.7"));
+    }
+}

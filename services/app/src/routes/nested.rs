@@ -1,0 +1,144 @@
+//! The AP's own nested branch, for `fireTccNested` (design §8; DTM's `TccFromQuery`):
+//! `POST /api/TransInNestedTry|TransInNestedConfirm|TransInNestedCancel` with the branch query.
+//!
+//! The outer AP registers this branch (say `02`) and calls its Try like any RM's. The Try is
+//! itself an AP of the *same* global transaction: it rebuilds the transaction's handle from its
+//! own query ([`tcc::client::TccClient::tcc_from_query`]: gid, parent branch id, coordinator URL)
+//! and calls TransIn as child branch `0201`, with its own body passed through unchanged, so a
+//! TransIn fault parameter of the fire request (`trans_in_try=failure`, ...) reaches the child.
+//! It answers what the child's Try answered. It never prepares, submits or aborts: the outer AP
+//! does, and the TM then confirms (or cancels, in reverse: `0201` before `02`) every branch.
+//!
+//! No sub-transaction barrier here, and no database: the parent branch reserves nothing itself.
+//! Its child is registered directly with the TM, which drives the child's Confirm and Cancel
+//! straight to TransIn, where the child's own barrier handles empty compensation, hanging Trys
+//! and duplicates. So the parent's Confirm and Cancel have nothing to do and succeed, however
+//! often and in whatever order they arrive; and a parent Try arriving after the abort (hanging)
+//! cannot add a child either: the TM only registers branches while the transaction is
+//! `prepared`.
+
+use actix_web::web;
+use serde_json::{Map, Value};
+use tcc::actix::BranchReply;
+use tcc::client::{BranchError, TccError};
+use tcc::protocol::{BranchQuery, Op};
+
+use crate::error::AppError;
+use crate::scenario::Resource;
+use crate::startup::AppState;
+
+/// The three endpoints' names, as registered under `/api/`.
+pub const TRY: &str = "TransInNestedTry";
+/// See [`TRY`].
+pub const CONFIRM: &str = "TransInNestedConfirm";
+/// See [`TRY`].
+pub const CANCEL: &str = "TransInNestedCancel";
+
+/// `POST /api/TransInNestedTry?gid=&trans_type=tcc&branch_id=&op=try[&dtm=]`, body: a TransIn
+/// transfer `{"account_id", "amount"[, "fault"]}` (passed through to the child as is).
+///
+/// Answers as the child's Try did: `200 SUCCESS`, `409 FAILURE` (the child refused: message
+/// `branch 0201 Try refused: ...`) or `425 ONGOING`. A transient failure of the child's Try
+/// (timeout, 5xx, TransIn down) is `500 {"error": "child_branch_error"}`, and a coordinator that
+/// refused or could not take the child's registration `502`/`503` (as for the fire endpoints):
+/// both read by the outer AP as a failed Try, so it aborts and the TM cancels every branch,
+/// the child included if it was registered. A query that is not a Try is `400 op_mismatch`;
+/// one whose `dtm` is not an `http(s)://` URL `400 bad_branch_query`.
+pub async fn trans_in_nested_try(
+    query: BranchQuery,
+    body: web::Json<Map<String, Value>>,
+    state: web::Data<AppState>,
+) -> Result<BranchReply, AppError> {
+    check_op(&query, Op::Try)?;
+    let (gid, parent) = (query.gid.as_str(), query.branch_id.as_str());
+    let tcc = state
+        .tcc
+        .tcc_from_query(&query)
+        .map_err(|e| AppError::BadBranchQuery(e.to_string()))?;
+    let urls = Resource::TransIn.urls(&state.endpoints);
+    log::info!(
+        "gid={gid} branch_id={parent} op=try nested: TransIn as a child branch, coordinator {}",
+        tcc.dtm_url()
+    );
+    let child = tcc
+        .call_branch(
+            &body.into_inner(),
+            &urls.try_url,
+            &urls.confirm_url,
+            &urls.cancel_url,
+        )
+        .await;
+    match child {
+        Ok(reply) => {
+            log::info!(
+                "gid={gid} branch_id={parent} op=try child branch_id={} TransIn succeeded",
+                reply.branch_id
+            );
+            Ok(BranchReply::Success)
+        }
+        Err(ref e @ BranchError::Failure { ref branch_id, .. }) => {
+            log::info!(
+                "gid={gid} branch_id={parent} op=try child branch_id={branch_id} refused: {e}"
+            );
+            Ok(BranchReply::Failure(e.to_string()))
+        }
+        Err(BranchError::Ongoing { branch_id }) => {
+            log::info!(
+                "gid={gid} branch_id={parent} op=try child branch_id={branch_id} answered ONGOING"
+            );
+            Ok(BranchReply::Ongoing)
+        }
+        Err(BranchError::Transient { branch_id, message }) => {
+            log::error!(
+                "gid={gid} branch_id={parent} op=try child branch_id={branch_id} failed: {message}"
+            );
+            Err(AppError::ChildBranch {
+                gid: gid.to_owned(),
+                branch_id,
+            })
+        }
+        // The parent id is too long to nest under, or the transaction already has 99 children.
+        Err(BranchError::Register(TccError::Protocol(e))) => Err(AppError::BadBranchQuery(e.0)),
+        Err(BranchError::Register(source)) => {
+            log::error!(
+                "gid={gid} branch_id={parent} op=try registering the child failed: {source}"
+            );
+            Err(AppError::Coordinator {
+                gid: Some(gid.to_owned()),
+                source,
+            })
+        }
+    }
+}
+
+/// `POST /api/TransInNestedConfirm?...&op=confirm`: `200 SUCCESS`, nothing to do (see the
+/// module docs: the child's Confirm is the TM's call to TransIn).
+pub async fn trans_in_nested_confirm(query: BranchQuery) -> Result<BranchReply, AppError> {
+    nothing_to_do(query, Op::Confirm)
+}
+
+/// `POST /api/TransInNestedCancel?...&op=cancel`: `200 SUCCESS`, nothing to do (the child's
+/// Cancel is the TM's call to TransIn, an empty compensation there if its Try failed).
+pub async fn trans_in_nested_cancel(query: BranchQuery) -> Result<BranchReply, AppError> {
+    nothing_to_do(query, Op::Cancel)
+}
+
+fn nothing_to_do(query: BranchQuery, op: Op) -> Result<BranchReply, AppError> {
+    check_op(&query, op)?;
+    log::info!(
+        "gid={} branch_id={} op={op} nested parent: nothing to do",
+        query.gid,
+        query.branch_id
+    );
+    Ok(BranchReply::Success)
+}
+
+fn check_op(query: &BranchQuery, endpoint: Op) -> Result<(), AppError> {
+    if query.op == endpoint {
+        return Ok(());
+    }
+    Err(AppError::OpMismatch {
+        endpoint,
+        query: query.op,
+    })
+}

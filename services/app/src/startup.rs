@@ -1,0 +1,153 @@
+//! Building and running the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use service_kit::http::{configure_health, HealthCheck};
+use tcc::client::TccClient;
+
+use crate::configuration::Settings;
+use crate::metrics::AppMetrics;
+use crate::prices::StockPrices;
+use crate::routes;
+use crate::scenario::Endpoints;
+
+/// Timeout of calls that set none of their own (`newGid`, `prepare`, `registerBranch`, Try).
+/// Longer than the longest injected delay (60 s, `service_kit::fault::MAX_DELAY_MS`), so that a
+/// delayed Try shows the delay rather than the AP's timeout; `submit`/`abort` with `wait_result`
+/// get their own, longer timeout from the TCC client.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The AP could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// `HOST:PORT` could not be bound (in use, or no such address).
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// `host:port` as configured.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP server or client could not be set up.
+    #[error("cannot start the HTTP server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// What every handler shares, built once at start (`web::Data<AppState>`).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The coordinator client. Its `reqwest::Client` is the one shared by every outgoing call
+    /// (coordinator, Try calls, price lookups), so connections are kept alive across requests.
+    pub tcc: TccClient,
+    /// Price lookups on the stock service.
+    pub prices: StockPrices,
+    /// The RMs' API bases, and the AP's own (`APP_URL`).
+    pub endpoints: Arc<Endpoints>,
+    /// `JSON_LIMIT`: the largest request body, bytes.
+    pub json_limit: usize,
+    /// `FAULT_INJECTION`: whether fault parameters are accepted.
+    pub fault_injection: bool,
+    /// This instance's metrics (its own registry: tests run several APs in one process).
+    pub metrics: Arc<AppMetrics>,
+}
+
+impl AppState {
+    /// The state for `settings`, with one new HTTP client and new metrics. `settings.app_url` should have been
+    /// decided ([`Settings::resolve_app_url`]); [`run`] does it.
+    pub fn new(settings: &Settings) -> std::io::Result<AppState> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(AppState {
+            tcc: TccClient::with_http_client(http.clone(), &settings.dtm_url),
+            prices: StockPrices::new(http, &settings.stock_url),
+            endpoints: Arc::new(Endpoints::from_settings(settings)),
+            json_limit: settings.json_limit,
+            fault_injection: settings.fault_injection,
+            metrics: Arc::new(AppMetrics::new()),
+        })
+    }
+}
+
+/// The running AP: bound, serving once awaited.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `settings.host:settings.port` (port 0 picks a free one), decides `APP_URL` when unset
+    /// from the address bound ([`Settings::resolve_app_url`]) and prepares the server. The
+    /// AP has no database, so there is nothing to migrate or seed, and nothing is contacted at
+    /// start: the coordinator and RMs may come up later.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let bound = listener.local_addr()?;
+        let port = bound.port();
+        // Only now is the port known (PORT=0), so only now can APP_URL default to it.
+        let settings = settings.resolve_app_url(bound);
+        log::info!(
+            "app (AP) listening on http://{}:{port}, coordinator {}, own API base (APP_URL) {}",
+            settings.host,
+            settings.dtm_url,
+            settings.app_url.as_deref().unwrap_or_default()
+        );
+        let server = run(listener, settings)?;
+        Ok(Application { port, server })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (tests).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (Ctrl-C, SIGTERM, or [`Application::handle`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The actix server on `listener`: the fire endpoints, the nested branch, `/api/ping`,
+/// `/api/health`, `/api/metrics`, JSON 404s. An unset `APP_URL` is derived from `listener`'s address.
+pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server> {
+    let settings = settings.resolve_app_url(listener.local_addr()?);
+    let state = web::Data::new(AppState::new(&settings)?);
+    let json_limit = settings.json_limit;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            // Extractors (the nested branch's JSON body) answer malformed input with 4xx JSON.
+            .app_data(service_kit::http::json_config(json_limit))
+            .app_data(service_kit::http::query_config())
+            .configure(|cfg| {
+                configure_health(
+                    cfg,
+                    HealthCheck {
+                        service: "app",
+                        pool: None,
+                        migrations: &[],
+                    },
+                )
+            })
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,46 @@
+//! The HTTP endpoints of a bank.
+//!
+//! * `POST /api/TransOutTry|TransOutConfirm|TransOutCancel` (trans-out) or
+//!   `POST /api/TransInTry|TransInConfirm|TransInCancel` (trans-in), with the branch query
+//!   `?gid=&trans_type=tcc&branch_id=&op=` and a [`crate::ledger::TransferRequest`] body. Answers
+//!   200 SUCCESS, 409 FAILURE (business refusal), 425 ONGOING (injected), 4xx/5xx JSON errors.
+//! * `GET /api/accounts/{id}`: an [`crate::ledger::AccountView`], 404 for an unknown account.
+//!
+//! * `GET /api/metrics` (registered by [`service_kit::startup::run`]): Prometheus text,
+//!   `tcc_rm_branch_requests_total{op, outcome}` and the tentative holds gauges
+//!   ([`service_kit::metrics`]).
+//!
+//! The request flow around the business code, metrics included, is [`service_kit::branch`]'s.
+
+use actix_web::web;
+use service_kit::branch;
+use service_kit::http::view_route;
+use tcc::protocol::Op;
+
+use crate::configuration::{Role, Settings};
+use crate::error::BankError;
+use crate::ledger::{self, TransferRequest};
+
+/// The business code of one branch op (see [`crate::ledger`]).
+type Business = branch::Business<TransferRequest>;
+
+/// Registers the role's three branch endpoints and the account view.
+pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    let endpoints: [(&str, Op, Business); 3] = match settings.role {
+        Role::TransOut => [
+            ("TransOutTry", Op::Try, ledger::trans_out_try),
+            ("TransOutConfirm", Op::Confirm, ledger::trans_out_confirm),
+            ("TransOutCancel", Op::Cancel, ledger::trans_out_cancel),
+        ],
+        Role::TransIn => [
+            ("TransInTry", Op::Try, ledger::trans_in_try),
+            ("TransInConfirm", Op::Confirm, ledger::trans_in_confirm),
+            ("TransInCancel", Op::Cancel, ledger::trans_in_cancel),
+        ],
+    };
+    branch::configure(cfg, settings.common.fault_injection, endpoints);
+    cfg.route(
+        "/api/accounts/{id}",
+        view_route(ledger::account_view, BankError::AccountNotFound),
+    );
+}

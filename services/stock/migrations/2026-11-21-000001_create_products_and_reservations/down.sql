@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS reservations;
+DROP TABLE IF EXISTS products;

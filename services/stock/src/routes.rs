@@ -1,0 +1,39 @@
+//! The HTTP endpoints of the stock service.
+//!
+//! * `POST /api/StockTry|StockConfirm|StockCancel` with the branch query
+//!   `?gid=&trans_type=tcc&branch_id=&op=` and a [`crate::inventory::ReserveRequest`] body.
+//!   Answers 200 SUCCESS, 409 FAILURE (business refusal), 425 ONGOING (injected), 4xx/5xx JSON
+//!   errors.
+//! * `GET /api/products/{id}`: a [`crate::inventory::ProductView`], 404 for an unknown product.
+//!
+//! * `GET /api/metrics` (registered by [`service_kit::startup::run`]): Prometheus text,
+//!   `tcc_rm_branch_requests_total{op, outcome}` and the tentative reservations gauges
+//!   ([`service_kit::metrics`]).
+//!
+//! The request flow around the business code, metrics included, is [`service_kit::branch`]'s.
+
+use actix_web::web;
+use service_kit::branch;
+use service_kit::http::view_route;
+use tcc::protocol::Op;
+
+use crate::configuration::Settings;
+use crate::error::StockError;
+use crate::inventory;
+
+/// Registers the three branch endpoints and the product view.
+pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    branch::configure(
+        cfg,
+        settings.common.fault_injection,
+        [
+            ("StockTry", Op::Try, inventory::stock_try),
+            ("StockConfirm", Op::Confirm, inventory::stock_confirm),
+            ("StockCancel", Op::Cancel, inventory::stock_cancel),
+        ],
+    );
+    cfg.route(
+        "/api/products/{id}",
+        view_route(inventory::product_view, StockError::ProductNotFound),
+    );
+}
