@@ -41,6 +41,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use service_kit::db::blocking;
+use service_kit::openapi::ErrorBody;
 use tcc::protocol::{validate_gid, GlobalStatus, Op};
 
 pub use auth::AdminToken;
@@ -95,9 +96,44 @@ pub fn configure(cfg: &mut web::ServiceConfig, access: AdminAccess) {
 
 type Result<T> = std::result::Result<T, CoordinatorError>;
 
+/// The answer of `GET /api/admin/transactions`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AdminListAnswer {
+    /// The page, newest first.
+    pub transactions: Vec<TransGlobal>,
+    /// Pass it back as `position` for the next page; empty on the last page.
+    pub next_position: String,
+    /// The coordinator's clock, for the page's ages.
+    pub now: chrono::DateTime<Utc>,
+}
+
+/// The admin API (the page and its assets are not described: they are not an API).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, detail, retry_now, force_stop),
+    components(schemas(AdminListAnswer)),
+    modifiers(&BearerToken),
+)]
+pub struct AdminApi;
+
+/// Declares the `Authorization: Bearer <ADMIN_TOKEN>` scheme of the actions.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 /// Query of `GET /api/admin/transactions`. Empty values count as absent, so the page's form can
 /// send every field.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// `prepared`, `submitted`, `aborting`, `succeed`, `failed`, or `unfinished` (the first
     /// three); empty: any.
@@ -169,6 +205,11 @@ fn parse_position(value: &Option<String>) -> Result<Option<i64>> {
 }
 
 /// `GET /api/admin/transactions`: see the module docs.
+#[utoipa::path(get, path = "/api/admin/transactions", tag = "admin", params(ListParams), responses(
+    (status = 200, description = "One page, newest first", body = AdminListAnswer),
+    (status = 400, description = "`invalid_status`, `invalid_age`, `invalid_position`, `invalid_limit` or a malformed query", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn list(params: web::Query<ListParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     let params = params.into_inner();
     let now = Utc::now();
@@ -188,11 +229,11 @@ async fn list(params: web::Query<ListParams>, engine: web::Data<Engine>) -> Resu
         Some(last) if page.len() as i64 == limit => last.id.to_string(),
         _ => String::new(),
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "transactions": page,
-        "next_position": next_position,
-        "now": now,
-    })))
+    Ok(HttpResponse::Ok().json(AdminListAnswer {
+        transactions: page,
+        next_position,
+        now,
+    }))
 }
 
 fn check_gid(gid: &str) -> Result<()> {
@@ -261,6 +302,12 @@ fn branches_json(trans: &TransGlobal, ops: &[BranchOp]) -> Vec<Value> {
 }
 
 /// `GET /api/admin/transactions/{gid}`: see the module docs.
+#[utoipa::path(get, path = "/api/admin/transactions/{gid}", tag = "admin", params(("gid" = String, Path, description = "The global transaction id")), responses(
+    (status = 200, description = "The transaction with its branches, the actions allowed and links (see the module docs of `coordinator::admin`)", body = Object),
+    (status = 400, description = "`invalid_gid`", body = ErrorBody),
+    (status = 404, description = "No such transaction", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn detail(
     gid: web::Path<String>,
     engine: web::Data<Engine>,
@@ -306,6 +353,16 @@ impl Action {
 }
 
 /// `POST /api/admin/transactions/{gid}/retry-now`: see the module docs.
+#[utoipa::path(post, path = "/api/admin/transactions/{gid}/retry-now", tag = "admin", params(("gid" = String, Path, description = "The global transaction id")),
+    security((), ("admin_token" = [])), responses(
+    (status = 200, description = "Due now, backoff step reset: `{gid, action, from, transaction}`", body = Object),
+    (status = 400, description = "`invalid_gid`", body = ErrorBody),
+    (status = 401, description = "`ADMIN_TOKEN` is set and the bearer token is missing or wrong", body = ErrorBody),
+    (status = 403, description = "Sent by a browser from a page of another origin", body = ErrorBody),
+    (status = 404, description = "No such transaction", body = ErrorBody),
+    (status = 409, description = "The status forbids the action", body = crate::api::ConflictBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn retry_now(
     req: HttpRequest,
     gid: web::Path<String>,
@@ -316,6 +373,16 @@ async fn retry_now(
 }
 
 /// `POST /api/admin/transactions/{gid}/force-stop`: see the module docs.
+#[utoipa::path(post, path = "/api/admin/transactions/{gid}/force-stop", tag = "admin", params(("gid" = String, Path, description = "The global transaction id")),
+    security((), ("admin_token" = [])), responses(
+    (status = 200, description = "`failed` without any Confirm or Cancel: `{gid, action, from, transaction, warning}`", body = Object),
+    (status = 400, description = "`invalid_gid`", body = ErrorBody),
+    (status = 401, description = "`ADMIN_TOKEN` is set and the bearer token is missing or wrong", body = ErrorBody),
+    (status = 403, description = "Sent by a browser from a page of another origin", body = ErrorBody),
+    (status = 404, description = "No such transaction", body = ErrorBody),
+    (status = 409, description = "The status forbids the action", body = crate::api::ConflictBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn force_stop(
     req: HttpRequest,
     gid: web::Path<String>,

@@ -16,16 +16,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{http::header, web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use service_kit::db::blocking;
+use service_kit::openapi::ErrorBody;
 use tcc::protocol::{validate_branch_id, validate_gid, GlobalStatus, SUCCESS};
 
 use crate::configuration::{BranchHosts, TransDefaults};
 use crate::engine::Engine;
 use crate::error::CoordinatorError;
 use crate::events::{self, TryReport, TryReportRefusal};
-use crate::store::{self, NewBranch, NewTrans, PrepareOutcome, RegisterOutcome, Transition};
+use crate::store::{
+    self, BranchOp, NewBranch, NewTrans, PrepareOutcome, RegisterOutcome, TransGlobal, Transition,
+};
 
 /// Longest accepted option value, seconds (one day): longer timeouts are almost surely a unit
 /// mistake (milliseconds given as seconds).
@@ -57,7 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/newGid", web::get().to(new_gid))
             .route("/prepare", web::post().to(prepare))
             .route("/registerBranch", web::post().to(register_branch))
-            .route("/registerTccBranch", web::post().to(register_branch))
+            .route("/registerTccBranch", web::post().to(register_tcc_branch))
             .route("/reportTry", web::post().to(report_try))
             .route("/submit", web::post().to(submit))
             .route("/abort", web::post().to(abort))
@@ -68,9 +70,83 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 type Result<T> = std::result::Result<T, CoordinatorError>;
 
+/// The answer of a DTM call that succeeded: `{"dtm_result": "SUCCESS"}`, with the `gid` for
+/// `newGid`, `prepare`, `submit` and `abort`, and the transaction's `status` for `submit` and
+/// `abort` (final when `wait_result` was set and the second phase finished in time).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DtmAnswer {
+    /// Always `SUCCESS`.
+    #[schema(example = "SUCCESS")]
+    pub dtm_result: String,
+    /// The global transaction id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    /// The global transaction's status after the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<GlobalStatus>,
+}
+
+/// A refusal by the state machine (409): `{"dtm_result": "FAILURE", "error": "conflict",
+/// "message": "..."}`. DTM clients read `dtm_result`; others read `error`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConflictBody {
+    /// Always `FAILURE`.
+    #[schema(example = "FAILURE")]
+    pub dtm_result: String,
+    /// Always `conflict`.
+    #[schema(example = "conflict")]
+    pub error: String,
+    /// Why: the transaction's status, or that it does not exist.
+    pub message: String,
+}
+
+/// The answer of `query`: the transaction and its branch ops (Confirm and Cancel of each
+/// branch, in registration order).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueryAnswer {
+    /// The transaction.
+    pub transaction: TransGlobal,
+    /// Its Confirm and Cancel ops.
+    pub branches: Vec<BranchOp>,
+}
+
+/// The answer of `all`: one page, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AllAnswer {
+    /// The page.
+    pub transactions: Vec<TransGlobal>,
+    /// Pass it back as `position` for the next page; empty on the last page.
+    pub next_position: String,
+}
+
+/// The answer of `GET /api/admin/transactions/{gid}/events`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventsAnswer {
+    /// The global transaction id.
+    pub gid: String,
+    /// Its event log, in the order recorded.
+    pub events: Vec<events::Event>,
+}
+
+/// The coordinator's DTM API (with its `reportTry` extension), the event log views and metrics.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(new_gid, prepare, register_branch, register_tcc_branch, report_try, submit, abort, query, all, diagram, events, metrics),
+    components(schemas(DtmAnswer, ConflictBody, QueryAnswer, AllAnswer, EventsAnswer, PrepareBody, RegisterBody, FinishBody, TryReportBody, ErrorBody, GlobalStatus)),
+    tags(
+        (name = "dtm", description = "DTM's HTTP protocol (`/api/dtmsvr`): TCC global transactions and their branches"),
+        (name = "admin", description = "Operators' view of transactions"),
+        (name = "metrics", description = "Prometheus metrics"),
+    ),
+)]
+pub struct DtmApi;
+
 /// `GET /api/metrics`: Prometheus text format. The unfinished-transaction gauges are refreshed
 /// first from the database (one grouped query); if it fails, the counters are still served and
 /// the gauges keep their last values.
+#[utoipa::path(get, path = "/api/metrics", tag = "metrics", responses(
+    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+))]
 async fn metrics(engine: web::Data<Engine>) -> HttpResponse {
     match blocking(engine.pool(), store::unfinished_summary).await {
         Ok(Ok(summary)) => engine.metrics().set_unfinished(&summary),
@@ -82,12 +158,12 @@ async fn metrics(engine: web::Data<Engine>) -> HttpResponse {
         .body(engine.metrics().render())
 }
 
-fn success(extra: serde_json::Value) -> HttpResponse {
-    let mut body = json!({ "dtm_result": SUCCESS });
-    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    HttpResponse::Ok().json(body)
+fn success(gid: Option<String>, status: Option<GlobalStatus>) -> HttpResponse {
+    HttpResponse::Ok().json(DtmAnswer {
+        dtm_result: SUCCESS.to_owned(),
+        gid,
+        status,
+    })
 }
 
 fn check_gid(gid: &str) -> Result<()> {
@@ -105,13 +181,16 @@ fn check_trans_type(trans_type: &Option<String>) -> Result<()> {
 }
 
 /// `GET newGid`: `{"gid": "<32 hex digits>", "dtm_result": "SUCCESS"}`.
+#[utoipa::path(get, path = "/api/dtmsvr/newGid", tag = "dtm", responses(
+    (status = 200, description = "A new gid (32 hex digits)", body = DtmAnswer),
+))]
 async fn new_gid() -> HttpResponse {
-    success(json!({ "gid": uuid::Uuid::new_v4().simple().to_string() }))
+    success(Some(uuid::Uuid::new_v4().simple().to_string()), None)
 }
 
 /// Body of `prepare`: the gid and DTM's transaction options (seconds). Unknown fields that
 /// DTM clients send (`custom_data`, `passthrough_headers`, ...) are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PrepareBody {
     /// Global transaction id.
     pub gid: String,
@@ -139,6 +218,14 @@ fn option_secs(name: &str, value: Option<i64>, default: u32) -> Result<i32> {
     }
 }
 
+#[utoipa::path(post, path = "/api/dtmsvr/prepare", tag = "dtm", request_body = PrepareBody, responses(
+    (status = 200, description = "Prepared (or already prepared: idempotent)", body = DtmAnswer),
+    (status = 409, description = "The transaction exists in another status", body = ConflictBody),
+    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
+    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn prepare(
     body: web::Json<PrepareBody>,
     defaults: web::Data<TransDefaults>,
@@ -180,9 +267,9 @@ async fn prepare(
     match blocking(engine.pool(), move |conn| store::prepare(conn, &new)).await?? {
         PrepareOutcome::Created => {
             log::info!("gid={} prepared", body.gid);
-            Ok(success(json!({ "gid": body.gid })))
+            Ok(success(Some(body.gid), None))
         }
-        PrepareOutcome::AlreadyPrepared => Ok(success(json!({ "gid": body.gid }))),
+        PrepareOutcome::AlreadyPrepared => Ok(success(Some(body.gid), None)),
         PrepareOutcome::Conflict(status) => Err(CoordinatorError::Conflict(format!(
             "global transaction {} is already {status}; it cannot be prepared again",
             body.gid
@@ -192,7 +279,7 @@ async fn prepare(
 
 /// Body of `registerBranch`: DTM's flat map of strings. `status` (sent by DTM clients as
 /// `prepared`) and other keys are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
     /// Global transaction id.
     pub gid: String,
@@ -238,6 +325,16 @@ fn check_allowed(name: &str, value: &str, hosts: &BranchHosts) -> Result<()> {
     ))
 }
 
+#[utoipa::path(post, path = "/api/dtmsvr/registerBranch", tag = "dtm", request_body = RegisterBody,
+    description = "Registers a TCC branch's Confirm and Cancel URLs (host on `BRANCH_HOST_ALLOWLIST`, else 400 `url_not_allowed`) and data, while the transaction is `prepared`.",
+    responses(
+    (status = 200, description = "Registered (or already registered with the same URLs and data)", body = DtmAnswer),
+    (status = 409, description = "Unknown gid, not `prepared`, or the branch is registered with other URLs or data", body = ConflictBody),
+    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
+    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn register_branch(
     body: web::Json<RegisterBody>,
     hosts: web::Data<BranchHosts>,
@@ -263,9 +360,9 @@ async fn register_branch(
     match blocking(engine.pool(), move |conn| store::register_branch(conn, &new)).await?? {
         RegisterOutcome::Registered => {
             log::info!("gid={gid} branch_id={branch_id} registered");
-            Ok(success(json!({})))
+            Ok(success(None, None))
         }
-        RegisterOutcome::AlreadyRegistered => Ok(success(json!({}))),
+        RegisterOutcome::AlreadyRegistered => Ok(success(None, None)),
         RegisterOutcome::UnknownGid => Err(CoordinatorError::Conflict(format!(
             "no global transaction {gid}; prepare it first"
         ))),
@@ -278,8 +375,27 @@ async fn register_branch(
     }
 }
 
+/// `POST registerTccBranch`: the same as [`register_branch`] (DTM's clients use either name).
+#[utoipa::path(post, path = "/api/dtmsvr/registerTccBranch", tag = "dtm", request_body = RegisterBody,
+    description = "The same as `registerBranch`: DTM's clients use either name.",
+    responses(
+    (status = 200, description = "Registered (or already registered with the same URLs and data)", body = DtmAnswer),
+    (status = 409, description = "Unknown gid, not `prepared`, or the branch is registered with other URLs or data", body = ConflictBody),
+    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
+    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
+async fn register_tcc_branch(
+    body: web::Json<RegisterBody>,
+    hosts: web::Data<BranchHosts>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse> {
+    register_branch(body, hosts, engine).await
+}
+
 /// Body of `submit` and `abort`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FinishBody {
     /// Global transaction id.
     pub gid: String,
@@ -292,6 +408,16 @@ pub struct FinishBody {
     pub rollback_reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/dtmsvr/submit", tag = "dtm", request_body = FinishBody,
+    description = "Phase two: Confirm every branch. An unknown gid is a 409 (DTM would create an empty transaction).",
+    responses(
+    (status = 200, description = "Submitted/aborted; `status` is final when `wait_result` was set and the second phase finished within `request_timeout`", body = DtmAnswer),
+    (status = 409, description = "Unknown gid, or a status that forbids it", body = ConflictBody),
+    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
+    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn submit(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     finish(
         body.into_inner(),
@@ -301,6 +427,16 @@ async fn submit(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Resul
     .await
 }
 
+#[utoipa::path(post, path = "/api/dtmsvr/abort", tag = "dtm", request_body = FinishBody,
+    description = "Phase two: Cancel every registered branch, in reverse order.",
+    responses(
+    (status = 200, description = "Submitted/aborted; `status` is final when `wait_result` was set and the second phase finished within `request_timeout`", body = DtmAnswer),
+    (status = 409, description = "Unknown gid, or a status that forbids it", body = ConflictBody),
+    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
+    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn abort(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     finish(
         body.into_inner(),
@@ -346,7 +482,7 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         }
         Transition::Changed => log::info!("gid={gid} prepared -> {phase}"),
         Transition::AlreadyThere(status) if status.is_final() => {
-            return Ok(success(json!({ "gid": gid, "status": status })));
+            return Ok(success(Some(gid), Some(status)));
         }
         Transition::AlreadyThere(_) => {}
     }
@@ -362,10 +498,10 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         })
     };
     if !body.wait_result {
-        return Ok(success(json!({ "gid": gid, "status": phase })));
+        return Ok(success(Some(gid), Some(phase)));
     }
     let status = wait_final(&engine, &gid, started, pass).await?;
-    Ok(success(json!({ "gid": gid, "status": status })))
+    Ok(success(Some(gid), Some(status)))
 }
 
 /// Waits for `pass`, then polls `gid`, until its status is final or its `request_timeout` has
@@ -421,7 +557,7 @@ async fn wait_final(
 /// `invalid_latency`), or a JSON extractor error for a body that does not parse. Reports are
 /// accepted in any status of the transaction and repeated reports are all kept (the diagram draws
 /// the first). Reporting is best-effort for the client: a refused report never fails its branch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TryReportBody {
     /// Global transaction id.
     pub gid: String,
@@ -480,6 +616,16 @@ fn check_try_report(body: TryReportBody) -> Result<TryReport> {
 }
 
 /// `POST reportTry`: records a Try report (see [`TryReportBody`]).
+#[utoipa::path(post, path = "/api/dtmsvr/reportTry", tag = "dtm", request_body = TryReportBody,
+    description = "Extension of this project: the AP's client reports a Try it made, for the diagrams.",
+    responses(
+    (status = 200, description = "Recorded", body = DtmAnswer),
+    (status = 409, description = "Unknown gid, or the branch is not registered", body = ConflictBody),
+    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
+    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn report_try(
     body: web::Json<TryReportBody>,
     engine: web::Data<Engine>,
@@ -487,7 +633,7 @@ async fn report_try(
     let report = check_try_report(body.into_inner())?;
     let (gid, branch_id) = (report.gid.clone(), report.branch_id.clone());
     match blocking(engine.pool(), move |conn| events::record_try(conn, &report)).await?? {
-        Ok(()) => Ok(success(json!({}))),
+        Ok(()) => Ok(success(None, None)),
         Err(TryReportRefusal::UnknownGid) => Err(CoordinatorError::Conflict(format!(
             "no global transaction {gid}; nothing to report a Try for"
         ))),
@@ -515,6 +661,12 @@ async fn load_events(engine: &Engine, gid: String) -> Result<Vec<events::Event>>
 /// `GET /api/admin/transactions/{gid}/diagram`: `text/plain` Mermaid `sequenceDiagram` of the
 /// transaction as it happened ([`crate::diagram`]), drawn from its event log. `404 {"error":
 /// "not_found"}` for an unknown gid, `400` for a malformed one.
+#[utoipa::path(get, path = "/api/admin/transactions/{gid}/diagram", tag = "admin", params(("gid" = String, Path, description = "The global transaction id")), responses(
+    (status = 200, description = "Mermaid `sequenceDiagram` text of what happened", body = String, content_type = "text/plain"),
+    (status = 400, description = "`invalid_gid`", body = ErrorBody),
+    (status = 404, description = "No such transaction", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn diagram(gid: web::Path<String>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     let gid = gid.into_inner();
     let events = load_events(&engine, gid.clone()).await?;
@@ -529,29 +681,44 @@ async fn diagram(gid: web::Path<String>, engine: web::Data<Engine>) -> Result<Ht
 /// `branch_id`, `op`, `target`, `url`, `outcome`, `http_status`, `latency_ms`, `attempt`,
 /// `retry_in_ms`, `detail` (null when absent) and `create_time` (RFC 3339, milliseconds).
 /// `404` for an unknown gid.
+#[utoipa::path(get, path = "/api/admin/transactions/{gid}/events", tag = "admin", params(("gid" = String, Path, description = "The global transaction id")), responses(
+    (status = 200, description = "The event log", body = EventsAnswer),
+    (status = 400, description = "`invalid_gid`", body = ErrorBody),
+    (status = 404, description = "No such transaction", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn events(gid: web::Path<String>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     let gid = gid.into_inner();
     let events = load_events(&engine, gid.clone()).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({ "gid": gid, "events": events })))
+        .json(EventsAnswer { gid, events }))
 }
 
 /// Query of `query`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueryParams {
     /// Global transaction id.
     pub gid: String,
 }
 
+/// `GET query?gid=`: the transaction and its branch ops.
+#[utoipa::path(get, path = "/api/dtmsvr/query", tag = "dtm", params(QueryParams), responses(
+    (status = 200, description = "The transaction and its branch ops", body = QueryAnswer),
+    (status = 400, description = "Malformed query or `invalid_gid`", body = ErrorBody),
+    (status = 404, description = "No such transaction", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn query(params: web::Query<QueryParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     let gid = params.into_inner().gid;
     check_gid(&gid)?;
     let g = gid.clone();
     match blocking(engine.pool(), move |conn| store::find(conn, &g)).await?? {
-        Some((transaction, branches)) => Ok(
-            HttpResponse::Ok().json(json!({ "transaction": transaction, "branches": branches }))
-        ),
+        Some((transaction, branches)) => Ok(HttpResponse::Ok().json(QueryAnswer {
+            transaction,
+            branches,
+        })),
         None => Err(CoordinatorError::NotFound(format!(
             "no global transaction {gid}"
         ))),
@@ -559,7 +726,8 @@ async fn query(params: web::Query<QueryParams>, engine: web::Data<Engine>) -> Re
 }
 
 /// Query of `all`: keyset paging, newest first.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AllParams {
     /// Only transactions in this status.
     pub status: Option<String>,
@@ -569,6 +737,12 @@ pub struct AllParams {
     pub limit: Option<i64>,
 }
 
+/// `GET all`: one page of transactions, newest first.
+#[utoipa::path(get, path = "/api/dtmsvr/all", tag = "dtm", params(AllParams), responses(
+    (status = 200, description = "One page, newest first", body = AllAnswer),
+    (status = 400, description = "`invalid_status`, `invalid_position` or `invalid_limit`", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+))]
 async fn all(params: web::Query<AllParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     let params = params.into_inner();
     let status = match params.status.as_deref() {
@@ -603,7 +777,10 @@ async fn all(params: web::Query<AllParams>, engine: web::Data<Engine>) -> Result
     } else {
         String::new()
     };
-    Ok(HttpResponse::Ok().json(json!({ "transactions": page, "next_position": next_position })))
+    Ok(HttpResponse::Ok().json(AllAnswer {
+        transactions: page,
+        next_position,
+    }))
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ impl Actor {
 /// One row of `trans_event`, serialized as the JSON of `GET
 /// /api/admin/transactions/{gid}/events` (absent values are `null`; `create_time` is RFC 3339
 /// UTC with milliseconds, e.g. `2026-11-21T06:30:00.123Z`).
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = trans_event)]
 pub struct Event {
     /// Position in the log: ascending = the order the events were recorded in.
@@ -181,6 +181,7 @@ pub struct Event {
     pub detail: Option<String>,
     /// When it was recorded.
     #[serde(serialize_with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub create_time: DateTime<Utc>,
 }
 

@@ -134,8 +134,18 @@ pub fn run(
         pool: Some(pool),
         migrations: &ALL_MIGRATIONS,
     };
+    let api = service_kit::openapi::describe(
+        "coordinator",
+        "The TM: DTM's HTTP protocol for TCC global transactions (`/api/dtmsvr`), with a durable \
+         second phase, the event log and diagrams, and the operators' admin API.",
+        [
+            <crate::api::DtmApi as utoipa::OpenApi>::openapi(),
+            <crate::admin::AdminApi as utoipa::OpenApi>::openapi(),
+        ],
+    );
     let server = HttpServer::new(move || {
         let health = health.clone();
+        let api = api.clone();
         App::new()
             .app_data(engine.clone())
             .app_data(defaults.clone())
@@ -143,6 +153,7 @@ pub fn run(
             .configure(|cfg| configure_common(cfg, json_limit, health))
             .configure(crate::api::configure)
             .configure(|cfg| crate::admin::configure(cfg, admin.clone()))
+            .configure(|cfg| service_kit::openapi::configure_docs(cfg, api))
     })
     .listen(listener)?
     .run();

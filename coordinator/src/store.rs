@@ -15,7 +15,7 @@ use crate::events::{self, Actor, EventKind, NewEvent};
 use crate::schema::{trans_branch_op, trans_global};
 
 /// A global transaction row (`trans_global`), serialized with DTM's field names.
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = trans_global)]
 pub struct TransGlobal {
     /// Surrogate key; also the keyset position of `all`.
@@ -34,6 +34,7 @@ pub struct TransGlobal {
     pub request_timeout: i32,
     /// JSON object of headers for branch calls.
     #[serde(serialize_with = "as_json_object")]
+    #[schema(value_type = Object)]
     pub branch_headers: String,
     /// Why it rolled back: the AP's reason, or `Timeout after N seconds`.
     pub rollback_reason: Option<String>,
@@ -68,7 +69,7 @@ fn as_json_object<S: serde::Serializer>(raw: &str, s: S) -> Result<S::Ok, S::Err
 }
 
 /// One Confirm or Cancel of a branch (`trans_branch_op`).
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = trans_branch_op)]
 pub struct BranchOp {
     /// Surrogate key; ascending = registration order.

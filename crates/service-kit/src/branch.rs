@@ -267,6 +267,29 @@ pub fn configure<B: BranchBody>(
     }
 }
 
+/// The OpenAPI description of the branch endpoints [`configure`] registers from the same
+/// `endpoints` table: `POST /api/{name}` for each, with the [`BranchQuery`] query parameters,
+/// `B`'s schema as the body and every answer of the flow ([`crate::openapi::branch_operation`]).
+pub fn openapi<B: BranchBody + utoipa::ToSchema>(
+    endpoints: &[(&'static str, Op, Business<B>)],
+) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{HttpMethod, ParameterIn, PathItem};
+    use utoipa::IntoParams;
+    let mut paths = utoipa::openapi::PathsBuilder::new();
+    for (name, op, _) in endpoints {
+        let parameters = BranchQuery::into_params(|| Some(ParameterIn::Query));
+        let operation = crate::openapi::branch_operation(name, *op, &B::name(), parameters);
+        paths = paths.path(
+            format!("/api/{name}"),
+            PathItem::new(HttpMethod::Post, operation),
+        );
+    }
+    utoipa::openapi::OpenApiBuilder::new()
+        .paths(paths)
+        .components(Some(crate::openapi::schemas_of::<B>().build()))
+        .build()
+}
+
 /// A `POST` route running `business` through [`run`].
 fn route<B: BranchBody>(
     endpoint: &'static str,

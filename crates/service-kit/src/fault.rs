@@ -167,17 +167,20 @@ impl<'de> Deserialize<'de> for Fault {
 }
 
 /// The faults of one branch, per op: the `fault` object of a branch's data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BranchFaults {
     /// Applied to the Try call.
     #[serde(default, rename = "try", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "error:3")]
     pub try_: Option<Fault>,
     /// Applied to every Confirm call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "error:3")]
     pub confirm: Option<Fault>,
     /// Applied to every Cancel call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "error:3")]
     pub cancel: Option<Fault>,
 }
 

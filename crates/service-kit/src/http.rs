@@ -125,11 +125,19 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, check: HealthCheck) {
         .route("/api/health", web::get().to(health));
 }
 
-async fn ping(check: web::Data<HealthCheck>) -> HttpResponse {
+/// `GET /api/ping`: liveness.
+#[utoipa::path(get, path = "/api/ping", tag = "health",
+    responses((status = 200, description = "The process answers", body = crate::openapi::HealthAnswer)))]
+pub(crate) async fn ping(check: web::Data<HealthCheck>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "service": check.service, "status": "ok" }))
 }
 
-async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
+/// `GET /api/health`: readiness.
+#[utoipa::path(get, path = "/api/health", tag = "health", responses(
+    (status = 200, description = "Ready: the database answers and is migrated", body = crate::openapi::HealthAnswer),
+    (status = 503, description = "`not_ready` (migrations pending) or `database_unavailable`", body = crate::openapi::ErrorBody),
+))]
+pub(crate) async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
     let Some(pool) = check.pool.clone() else {
         return HttpResponse::Ok().json(json!({ "service": check.service, "status": "ok" }));
     };

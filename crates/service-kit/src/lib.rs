@@ -22,6 +22,9 @@
 //!   count and oldest age of tentative reservations, read at scrape time).
 //! * [`rate_limit`]: the per-client-address rate limit of the RMs' Try endpoints (429 with
 //!   `Retry-After`); Confirm and Cancel, from the coordinator, are never limited.
+//! * [`openapi`]: the OpenAPI description every binary serves at `GET /api/openapi.json` (with
+//!   Swagger UI at `/api/docs/`), generated from the handlers and route tables; the shared
+//!   schemas ([`openapi::ErrorBody`], [`openapi::DtmReply`]) and the branch endpoints' operation.
 //! * [`logging`]: env_logger set up from `RUST_LOG`, `info` by default.
 
 #![warn(missing_docs)]
@@ -32,6 +35,7 @@ pub mod fault;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod retention;
 pub mod settings;

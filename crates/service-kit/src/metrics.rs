@@ -339,6 +339,9 @@ impl RmMetrics {
 /// `GET /api/metrics` of an RM: refreshes the tentative gauges ([`RmMetrics::refresh`]), then
 /// answers every metric. Needs `web::Data<RmMetrics>` and `web::Data<DbPool>` in the app data
 /// ([`crate::startup::run`] registers both).
+#[utoipa::path(get, path = "/api/metrics", tag = "metrics", responses(
+    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+))]
 pub async fn rm_metrics(metrics: web::Data<RmMetrics>, pool: web::Data<DbPool>) -> HttpResponse {
     metrics.refresh(&pool).await;
     metrics.registry.response()

@@ -114,6 +114,11 @@ pub trait RmSettings: Clone + Send + Sync + 'static {
 
     /// Registers the RM's own routes: its branch endpoints and its view.
     fn routes(&self, cfg: &mut web::ServiceConfig);
+
+    /// The OpenAPI description of [`RmSettings::routes`], built from the same tables
+    /// ([`crate::branch::openapi`]). [`run`] adds the common routes' and serves it at
+    /// `GET /api/openapi.json`, with Swagger UI at `/api/docs/` ([`crate::openapi`]).
+    fn openapi(&self) -> utoipa::openapi::OpenApi;
 }
 
 /// An RM ready to serve: database migrated and seeded, socket bound. Each RM names it
@@ -254,11 +259,21 @@ pub fn run<S: RmSettings>(
         server.service,
         server.common.try_rate_limit
     );
+    let api = crate::openapi::describe(
+        server.service,
+        "A TCC resource manager (RM): Try/Confirm/Cancel branch endpoints behind the \
+         sub-transaction barrier, called by the AP (Try) and the TM (Confirm, Cancel).",
+        [
+            <crate::openapi::RmMetricsApi as utoipa::OpenApi>::openapi(),
+            settings.openapi(),
+        ],
+    );
     let pool = web::Data::new(pool);
     let settings = web::Data::new(settings);
     let server = HttpServer::new(move || {
         let health = health.clone();
         let routes = settings.clone();
+        let api = api.clone();
         App::new()
             .app_data(pool.clone())
             .app_data(settings.clone())
@@ -268,6 +283,7 @@ pub fn run<S: RmSettings>(
             .configure(|cfg| configure_common(cfg, json_limit, health))
             .route(metrics::PATH, web::get().to(metrics::rm_metrics))
             .configure(|cfg| routes.routes(cfg))
+            .configure(|cfg| crate::openapi::configure_docs(cfg, api))
             .default_service(web::to(not_found))
     })
     .listen(listener)?

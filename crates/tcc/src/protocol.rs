@@ -29,6 +29,7 @@ pub const MAX_BRANCH_ID_LEN: usize = 64;
 pub struct ProtocolError(pub String);
 
 /// The branch operation a request performs: the three phases of TCC.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
@@ -73,6 +74,7 @@ impl FromStr for Op {
 
 /// The transaction type. This project implements TCC only; DTM's other types (saga, msg, xa,
 /// workflow) are refused rather than half-supported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TransType {
@@ -108,6 +110,7 @@ impl FromStr for TransType {
 
 /// The status of a global transaction (design §4):
 /// `prepared -> submitted -> succeed` and `prepared -> aborting -> failed`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GlobalStatus {
@@ -236,6 +239,8 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// The query string of every branch call: `?gid=G&trans_type=tcc&branch_id=B&op=try|confirm|cancel`,
 /// plus `dtm=<coordinator base URL>` on Try calls so that a branch can itself start a nested TCC.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BranchQuery {
     /// The global transaction id.

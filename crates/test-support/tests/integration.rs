@@ -21,6 +21,7 @@ mod end_to_end;
 mod failures;
 mod metrics;
 mod nested;
+mod openapi;
 mod rate_limit;
 mod retention;
 mod signing;

@@ -24,6 +24,8 @@
 //!   [`scenario::Shape`] builds the list of [`scenario::BranchPlan`]s (RM, body, faults).
 //! * [`prices`]: a purchase's price, read from the stock service (integer minor units).
 //! * [`error`]: [`error::AppError`], mapped once to HTTP.
+//! * [`openapi`]: the description at `GET /api/openapi.json` (Swagger UI at `/api/docs/`), built
+//!   from the catalogue.
 //! * [`metrics`]: `GET /api/metrics`, Prometheus text: fire requests by scenario and outcome
 //!   (`tcc_ap_global_transactions_total`) and their duration (`tcc_ap_fire_duration_seconds`).
 //!
@@ -43,6 +45,7 @@
 pub mod configuration;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod prices;
 pub mod routes;

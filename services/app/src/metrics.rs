@@ -163,6 +163,9 @@ impl AppMetrics {
 }
 
 /// `GET /api/metrics`: every metric of this AP, `text/plain; version=0.0.4`.
+#[utoipa::path(get, path = "/api/metrics", tag = "metrics", responses(
+    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.registry.response()
 }

@@ -123,12 +123,19 @@ impl Application {
 }
 
 /// The actix server on `listener`: the fire endpoints, the nested branch, `/api/ping`,
-/// `/api/health`, `/api/metrics`, JSON 404s. An unset `APP_URL` is derived from `listener`'s address.
+/// `/api/health`, `/api/metrics`, the OpenAPI description and Swagger UI, JSON 404s. An unset `APP_URL` is derived from `listener`'s address.
 pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server> {
     let settings = settings.resolve_app_url(listener.local_addr()?);
     let state = web::Data::new(AppState::new(&settings)?);
     let json_limit = settings.json_limit;
+    let api = service_kit::openapi::describe(
+        "app",
+        "The AP of the TCC sample: each fire endpoint starts one TCC global transaction over the \
+         RMs through the coordinator and answers with its outcome.",
+        [crate::openapi::openapi()],
+    );
     let server = HttpServer::new(move || {
+        let api = api.clone();
         App::new()
             .app_data(state.clone())
             // Extractors (the nested branch's JSON body) answer malformed input with 4xx JSON.
@@ -145,6 +152,7 @@ pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server>
                 )
             })
             .configure(routes::configure)
+            .configure(|cfg| service_kit::openapi::configure_docs(cfg, api))
             .default_service(web::to(routes::not_found))
     })
     .listen(listener)?

@@ -20,7 +20,7 @@ use crate::schema::{accounts, holds};
 ///
 /// Confirm and Cancel receive the same body (the TM sends the data the AP registered), but act on
 /// the hold their Try placed, never on `amount`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// The account to debit (TransOut) or credit (TransIn), > 0.
@@ -68,7 +68,7 @@ pub const TENTATIVE_HOLDS_SQL: &str = "SELECT count(*) AS tentative, \
      FROM holds WHERE state = 'tentative'";
 
 /// `GET /api/accounts/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
     /// The account number.
     pub id: i64,

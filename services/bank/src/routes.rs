@@ -24,9 +24,13 @@ use crate::ledger::{self, TransferRequest};
 /// The business code of one branch op (see [`crate::ledger`]).
 type Business = branch::Business<TransferRequest>;
 
-/// Registers the role's three branch endpoints and the account view.
-pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
-    let endpoints: [(&str, Op, Business); 3] = match settings.role {
+/// The path of the account view.
+const ACCOUNT_VIEW: &str = "/api/accounts/{id}";
+
+/// The role's three branch endpoints: (name, op, business code). The one table both the routes
+/// ([`configure`]) and their OpenAPI description ([`openapi`]) are built from.
+fn endpoints(role: Role) -> [(&'static str, Op, Business); 3] {
+    match role {
         Role::TransOut => [
             ("TransOutTry", Op::Try, ledger::trans_out_try),
             ("TransOutConfirm", Op::Confirm, ledger::trans_out_confirm),
@@ -37,10 +41,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
             ("TransInConfirm", Op::Confirm, ledger::trans_in_confirm),
             ("TransInCancel", Op::Cancel, ledger::trans_in_cancel),
         ],
-    };
-    branch::configure(cfg, settings.common.fault_injection, endpoints);
+    }
+}
+
+/// Registers the role's three branch endpoints and the account view.
+pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    branch::configure(
+        cfg,
+        settings.common.fault_injection,
+        endpoints(settings.role),
+    );
     cfg.route(
-        "/api/accounts/{id}",
+        ACCOUNT_VIEW,
         view_route(ledger::account_view, BankError::AccountNotFound),
     );
+}
+
+/// The OpenAPI description of [`configure`]'s routes for `role`.
+pub fn openapi(role: Role) -> utoipa::openapi::OpenApi {
+    let mut api = branch::openapi(&endpoints(role));
+    api.merge(service_kit::openapi::view_openapi::<ledger::AccountView>(
+        ACCOUNT_VIEW,
+        "An account: balance, frozen funds (trading_balance) and tentative holds",
+    ));
+    api
 }

@@ -47,6 +47,10 @@ impl RmSettings for Settings {
     fn routes(&self, cfg: &mut web::ServiceConfig) {
         routes::configure(cfg, self);
     }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        routes::openapi(self.role)
+    }
 }
 
 /// A bank ready to serve: database migrated and seeded, socket bound.

@@ -17,7 +17,7 @@ use crate::schema::{products, reservations};
 ///
 /// Confirm and Cancel receive the same body (the TM sends the data the AP registered), but act
 /// on the reservation their Try made, never on `quantity`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
     /// The product, > 0.
@@ -65,7 +65,9 @@ pub const TENTATIVE_RESERVATIONS_SQL: &str = "SELECT count(*) AS tentative, \
      FROM reservations WHERE state = 'tentative'";
 
 /// `GET /api/products/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Queryable, Selectable)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Queryable, Selectable, utoipa::ToSchema,
+)]
 #[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
 pub struct ProductView {
     /// The product number.

@@ -21,19 +21,34 @@ use crate::configuration::Settings;
 use crate::error::StockError;
 use crate::inventory;
 
+/// The path of the product view.
+const PRODUCT_VIEW: &str = "/api/products/{id}";
+
+/// The three branch endpoints: (name, op, business code). The one table both the routes
+/// ([`configure`]) and their OpenAPI description ([`openapi`]) are built from.
+const ENDPOINTS: [(&str, Op, branch::Business<inventory::ReserveRequest>); 3] = [
+    ("StockTry", Op::Try, inventory::stock_try),
+    ("StockConfirm", Op::Confirm, inventory::stock_confirm),
+    ("StockCancel", Op::Cancel, inventory::stock_cancel),
+];
+
 /// Registers the three branch endpoints and the product view.
 pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
-    branch::configure(
-        cfg,
-        settings.common.fault_injection,
-        [
-            ("StockTry", Op::Try, inventory::stock_try),
-            ("StockConfirm", Op::Confirm, inventory::stock_confirm),
-            ("StockCancel", Op::Cancel, inventory::stock_cancel),
-        ],
-    );
+    branch::configure(cfg, settings.common.fault_injection, ENDPOINTS);
     cfg.route(
-        "/api/products/{id}",
+        PRODUCT_VIEW,
         view_route(inventory::product_view, StockError::ProductNotFound),
     );
+}
+
+/// The OpenAPI description of [`configure`]'s routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut api = branch::openapi(&ENDPOINTS);
+    api.merge(
+        service_kit::openapi::view_openapi::<inventory::ProductView>(
+            PRODUCT_VIEW,
+            "A product: stock on hand, reserved units and price (minor units)",
+        ),
+    );
+    api
 }

@@ -5,12 +5,12 @@ use std::time::Instant;
 use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, Responder};
-use serde_json::json;
 use tcc::client::{BranchError, TransOptions};
 use tcc::protocol::GlobalStatus;
 
 use crate::error::AppError;
 use crate::metrics::FireOutcome;
+use crate::openapi::FireAnswer;
 use crate::params::RawParams;
 use crate::scenario::Scenario;
 use crate::startup::AppState;
@@ -48,16 +48,20 @@ impl Responder for FireResponse {
 
     fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
         match self {
-            FireResponse::Committed { gid, status } => {
-                HttpResponse::Ok().json(json!({ "gid": gid, "status": status }))
-            }
+            FireResponse::Committed { gid, status } => HttpResponse::Ok().json(FireAnswer {
+                gid,
+                status,
+                reason: None,
+            }),
             FireResponse::RolledBack {
                 gid,
                 status,
                 reason,
-            } => HttpResponse::build(StatusCode::CONFLICT).json(json!({
-                "gid": gid, "status": status, "reason": reason,
-            })),
+            } => HttpResponse::build(StatusCode::CONFLICT).json(FireAnswer {
+                gid,
+                status,
+                reason: Some(reason),
+            }),
         }
     }
 }

@@ -19,19 +19,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(
         service_kit::metrics::PATH,
         web::get().to(crate::metrics::metrics),
-    )
-    .route(
-        &format!("/api/{}", nested::TRY),
-        web::post().to(nested::trans_in_nested_try),
-    )
-    .route(
-        &format!("/api/{}", nested::CONFIRM),
-        web::post().to(nested::trans_in_nested_confirm),
-    )
-    .route(
-        &format!("/api/{}", nested::CANCEL),
-        web::post().to(nested::trans_in_nested_cancel),
     );
+    for (name, op) in nested::ENDPOINTS {
+        let route = match op {
+            tcc::protocol::Op::Try => web::post().to(nested::trans_in_nested_try),
+            tcc::protocol::Op::Confirm => web::post().to(nested::trans_in_nested_confirm),
+            tcc::protocol::Op::Cancel => web::post().to(nested::trans_in_nested_cancel),
+        };
+        cfg.route(&format!("/api/{name}"), route);
+    }
     for scenario in CATALOGUE {
         let handler = move |req: HttpRequest, body: web::Payload, state: web::Data<AppState>| {
             fire(scenario, req, body, state)

@@ -18,7 +18,8 @@
 //! `prepared`.
 
 use actix_web::web;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use service_kit::fault::BranchFaults;
 use tcc::actix::BranchReply;
 use tcc::client::{BranchError, TccError};
 use tcc::protocol::{BranchQuery, Op};
@@ -34,6 +35,45 @@ pub const CONFIRM: &str = "TransInNestedConfirm";
 /// See [`TRY`].
 pub const CANCEL: &str = "TransInNestedCancel";
 
+/// The three endpoints and their ops: the table the routes ([`crate::routes::configure`]) and
+/// their description ([`crate::openapi`]) are both built from.
+pub const ENDPOINTS: [(&str, Op); 3] =
+    [(TRY, Op::Try), (CONFIRM, Op::Confirm), (CANCEL, Op::Cancel)];
+
+/// The nested Try's body: the TransIn transfer its child branch will carry,
+/// `{"account_id": 1, "amount": 30, "fault": {...}?}` (amount in minor units). Checked here, so
+/// that a malformed one is the caller's 400, not a failed child Try.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NestedTransferBody {
+    /// The account TransIn credits, > 0.
+    pub account_id: i64,
+    /// Minor units, > 0.
+    pub amount: i64,
+    /// Demo fault injection for the child (`service_kit::fault`); needs `FAULT_INJECTION=on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<BranchFaults>,
+}
+
+impl NestedTransferBody {
+    /// `account_id` and `amount` must be > 0, and a `fault` needs fault injection on.
+    fn check(&self, fault_injection: bool) -> Result<(), AppError> {
+        for (name, value) in [("account_id", self.account_id), ("amount", self.amount)] {
+            if value <= 0 {
+                return Err(AppError::InvalidBody(format!(
+                    "{name} must be a whole number greater than 0, got {value}"
+                )));
+            }
+        }
+        if self.fault.is_some() && !fault_injection {
+            return Err(AppError::FaultInjectionDisabled {
+                parameter: "fault".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// `POST /api/TransInNestedTry?gid=&trans_type=tcc&branch_id=&op=try[&dtm=]`, body: a TransIn
 /// transfer `{"account_id", "amount"[, "fault"]}` (passed through to the child as is).
 ///
@@ -43,13 +83,24 @@ pub const CANCEL: &str = "TransInNestedCancel";
 /// refused or could not take the child's registration `502`/`503` (as for the fire endpoints):
 /// both read by the outer AP as a failed Try, so it aborts and the TM cancels every branch,
 /// the child included if it was registered. A query that is not a Try is `400 op_mismatch`;
-/// one whose `dtm` is not an `http(s)://` URL `400 bad_branch_query`.
+/// one whose `dtm` is not this AP's own coordinator (`DTM_URL`) `400 bad_branch_query`: the AP
+/// never registers branches with a coordinator it was not configured with (a caller could
+/// otherwise make it POST to any address). A coordinator refusing the child's registration
+/// (unknown or finished gid: `409`) is a `409 FAILURE`: the Try cannot happen.
 pub async fn trans_in_nested_try(
     query: BranchQuery,
-    body: web::Json<Map<String, Value>>,
+    body: web::Json<NestedTransferBody>,
     state: web::Data<AppState>,
 ) -> Result<BranchReply, AppError> {
     check_op(&query, Op::Try)?;
+    body.check(state.fault_injection)?;
+    if let Some(dtm) = query.dtm.as_deref().filter(|d| !d.is_empty()) {
+        if dtm.trim_end_matches('/') != state.tcc.dtm_url().trim_end_matches('/') {
+            return Err(AppError::BadBranchQuery(
+                "dtm must be this AP's coordinator (DTM_URL)".into(),
+            ));
+        }
+    }
     let (gid, parent) = (query.gid.as_str(), query.branch_id.as_str());
     let tcc = state
         .tcc
@@ -99,6 +150,19 @@ pub async fn trans_in_nested_try(
         }
         // The parent id is too long to nest under, or the transaction already has 99 children.
         Err(BranchError::Register(TccError::Protocol(e))) => Err(AppError::BadBranchQuery(e.0)),
+        // No such transaction, or it is no longer prepared: the Try cannot happen.
+        Err(BranchError::Register(TccError::Refused {
+            status: 409,
+            message,
+            ..
+        })) => {
+            log::info!(
+                "gid={gid} branch_id={parent} op=try the coordinator refused the child: {message}"
+            );
+            Ok(BranchReply::Failure(format!(
+                "the coordinator refused the child branch: {message}"
+            )))
+        }
         Err(BranchError::Register(source)) => {
             log::error!(
                 "gid={gid} branch_id={parent} op=try registering the child failed: {source}"

@@ -1,0 +1,290 @@
+//! The OpenAPI 3 description every binary serves at `GET /api/openapi.json`, with Swagger UI at
+//! `GET /api/docs/` (issue 5).
+//!
+//! The description is generated from the code, never written by hand, so it cannot drift:
+//!
+//! * handlers with a fixed path (the coordinator's API, `/api/ping`, `/api/health`, the metrics)
+//!   carry a `#[utoipa::path]` attribute next to their code;
+//! * endpoints registered from a table (an RM's three branch endpoints, [`crate::branch`]; the
+//!   AP's fire endpoints, one per scenario of its catalogue) are described by a function that
+//!   reads the *same* table the routes are registered from ([`branch_operation`] and the helpers
+//!   below build the operations);
+//! * request and response bodies are the Rust types themselves, through `#[derive(ToSchema)]`.
+//!
+//! Every error answer has the [`ErrorBody`] shape; a branch endpoint's SUCCESS/FAILURE/ONGOING
+//! answer has the [`DtmReply`] shape (DTM's `dtm_result`).
+//!
+//! The fuzz run (`scripts/fuzz_api.sh`, schemathesis) reads these descriptions and checks that no
+//! answer is a 5xx or breaks the schema documented here.
+
+use actix_web::web;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{OperationBuilder, Parameter};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::ComponentsBuilder;
+use utoipa::openapi::{
+    ContentBuilder, InfoBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder, Schema,
+};
+use utoipa::ToSchema;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// Where every binary serves its OpenAPI description (JSON).
+pub const SPEC_PATH: &str = "/api/openapi.json";
+/// Where every binary serves Swagger UI (`/api/docs` redirects here).
+pub const UI_PATH: &str = "/api/docs/";
+
+/// The body of every error answer of every binary: `{"error": "<code>", "message": "<what is
+/// wrong>"}` ([`crate::http::error_response`]). `error` is a stable, machine-readable code
+/// (`invalid_json`, `invalid_gid`, `body_too_large`, ...); `message` is for humans and never
+/// carries SQL, internal paths or other transactions' data. Some answers add fields (the AP's
+/// `parameter`, the coordinator's `dtm_result` on a 409).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    #[schema(example = "invalid_json")]
+    pub error: String,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+/// DTM's three branch results, as the `dtm_result` of a branch answer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DtmResult {
+    /// Done (200).
+    Success,
+    /// Refused, a business decision (409).
+    Failure,
+    /// Not finished; ask again (425).
+    Ongoing,
+}
+
+/// A branch endpoint's answer in DTM's vocabulary ([`tcc::actix::BranchReply`]):
+/// `200 {"dtm_result":"SUCCESS"}`, `409 {"dtm_result":"FAILURE","message":"..."}`,
+/// `425 {"dtm_result":"ONGOING"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DtmReply {
+    /// SUCCESS, FAILURE or ONGOING.
+    pub dtm_result: DtmResult,
+    /// Why a FAILURE was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The answer of `GET /api/ping` and `GET /api/health`: `{"service": "trans-out", "status":
+/// "ok", "database": "ok"}` (`database` absent for the AP, which has none).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthAnswer {
+    /// The binary's name.
+    #[schema(example = "coordinator")]
+    pub service: String,
+    /// Always `ok` in a 200.
+    pub status: String,
+    /// `ok` when the database answered and is migrated (readiness only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// What every binary has in common: `/api/ping`, `/api/health` and the shared schemas.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(crate::http::ping, crate::http::health),
+    components(schemas(
+        ErrorBody,
+        DtmReply,
+        DtmResult,
+        HealthAnswer,
+        tcc::protocol::Op,
+        tcc::protocol::TransType,
+        tcc::protocol::GlobalStatus
+    )),
+    tags((name = "health", description = "Liveness and readiness")),
+)]
+pub struct CommonApi;
+
+/// `GET /api/metrics` of an RM ([`crate::metrics::rm_metrics`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(crate::metrics::rm_metrics))]
+pub struct RmMetricsApi;
+
+/// The description of one binary: `title` and `description` in its `info`, [`CommonApi`] merged
+/// with the binary's own `parts`.
+pub fn describe(
+    title: &str,
+    description: &str,
+    parts: impl IntoIterator<Item = OpenApi>,
+) -> OpenApi {
+    let mut api = <CommonApi as utoipa::OpenApi>::openapi();
+    api.info = InfoBuilder::new()
+        .title(title)
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(description))
+        .build();
+    for part in parts {
+        api.merge(part);
+    }
+    api
+}
+
+/// Mounts `GET /api/openapi.json` (the description `api`) and Swagger UI under `/api/docs/` (the
+/// vendored files of `utoipa-swagger-ui`; `/api/docs` redirects there).
+pub fn configure_docs(cfg: &mut web::ServiceConfig, api: OpenApi) {
+    cfg.service(web::redirect("/api/docs", UI_PATH))
+        .service(SwaggerUi::new(format!("{UI_PATH}{{_:.*}}")).url(SPEC_PATH, api));
+}
+
+/// A reference to the component schema `name` (`#/components/schemas/<name>`).
+pub fn schema_ref(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+/// A response with a JSON body of the component schema `schema`.
+pub fn json_response(description: &str, schema: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref(schema)))
+                .build(),
+        )
+        .build()
+}
+
+/// An error response: a JSON [`ErrorBody`].
+pub fn error_response(description: &str) -> Response {
+    json_response(description, "ErrorBody")
+}
+
+/// The components for `T`'s schema and every schema it refers to.
+pub fn schemas_of<T: ToSchema>() -> ComponentsBuilder {
+    let mut schemas = vec![(T::name().into_owned(), T::schema())];
+    T::schemas(&mut schemas);
+    ComponentsBuilder::new().schemas_from_iter(schemas)
+}
+
+/// What a JSON-body endpoint of this workspace may answer besides its own results: the extractor
+/// errors of [`crate::http::json_config`] and [`crate::http::query_config`], and a database outage.
+pub fn common_errors(op: OperationBuilder) -> OperationBuilder {
+    op.response(
+        "400",
+        error_response("Malformed query string, malformed JSON or a value out of range"),
+    )
+    .response(
+        "413",
+        error_response("The body is larger than `JSON_LIMIT`"),
+    )
+    .response("415", error_response("The body is not `application/json`"))
+    .response(
+        "503",
+        error_response("The database is unavailable; retry later"),
+    )
+}
+
+/// The operation of one RM branch endpoint (`POST /api/<name>`, [`crate::branch::configure`]):
+/// the [`tcc::protocol::BranchQuery`] query, a JSON body of the component schema `body`, and
+/// every answer the branch flow gives. `op` decides the per-op answers: Try may be rate-limited
+/// (429), Confirm and Cancel may be refused for their signature (401).
+pub fn branch_operation(
+    name: &str,
+    op: tcc::protocol::Op,
+    body: &str,
+    parameters: Vec<Parameter>,
+) -> utoipa::openapi::path::Operation {
+    use tcc::protocol::Op;
+    let what = match op {
+        Op::Try => "Try: checks and reserves (frozen funds, reserved units), called by the AP",
+        Op::Confirm => "Confirm: uses what Try reserved, called by the TM, idempotent",
+        Op::Cancel => {
+            "Cancel: releases what Try reserved, called by the TM; an empty compensation when Try \
+             never ran, and a later (hanging) Try is then refused"
+        }
+    };
+    let mut builder = OperationBuilder::new()
+        .operation_id(Some(name))
+        .tag("branch")
+        .summary(Some(what))
+        .description(Some(
+            "Runs inside the sub-transaction barrier: duplicates, empty compensations and hanging \
+             Trys answer SUCCESS without applying anything twice.",
+        ))
+        .parameters(Some(parameters))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(schema_ref(body))).build(),
+                )
+                .required(Some(Required::True))
+                .build(),
+        ))
+        .response(
+            "200",
+            json_response("SUCCESS: applied, or already applied", "DtmReply"),
+        )
+        .response(
+            "409",
+            json_response("FAILURE: a business refusal", "DtmReply"),
+        )
+        .response(
+            "425",
+            json_response("ONGOING (injected fault): ask again", "DtmReply"),
+        )
+        .response(
+            "500",
+            error_response("Injected `error` fault, or an internal error"),
+        );
+    builder = common_errors(builder);
+    builder = match op {
+        Op::Try => builder.response(
+            "429",
+            error_response("Too many Trys from this client address; see `Retry-After`"),
+        ),
+        Op::Confirm | Op::Cancel => builder.response(
+            "401",
+            error_response("Unsigned, stale or tampered call (`BRANCH_SIGNING_SECRET` is set)"),
+        ),
+    };
+    builder.build()
+}
+
+/// The description of a `GET` view route of [`crate::http::view_route`] at `path` (with an
+/// `{id}` segment, a whole number): `200` with `V` as JSON, `400 invalid_path` for a non-integer
+/// id, `404` for an unknown one.
+pub fn view_openapi<V: ToSchema>(path: &str, summary: &str) -> OpenApi {
+    use utoipa::openapi::path::{HttpMethod, ParameterBuilder, ParameterIn, PathItem};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let id = ParameterBuilder::new()
+        .name("id")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The row's id, a whole number"))
+        .schema(Some(
+            ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+            )),
+        ))
+        .build();
+    let operation = OperationBuilder::new()
+        .summary(Some(summary))
+        .tag("view")
+        .parameter(id)
+        .response("200", json_response("The row", &V::name()))
+        .response(
+            "400",
+            error_response("`invalid_path`: the id is not a whole number"),
+        )
+        .response("404", error_response("No such row"))
+        .response(
+            "503",
+            error_response("The database is unavailable; retry later"),
+        )
+        .build();
+    utoipa::openapi::OpenApiBuilder::new()
+        .paths(
+            utoipa::openapi::PathsBuilder::new()
+                .path(path, PathItem::new(HttpMethod::Get, operation)),
+        )
+        .components(Some(schemas_of::<V>().build()))
+        .build()
+}

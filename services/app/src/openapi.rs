@@ -1,0 +1,173 @@
+//! The AP's OpenAPI description (`GET /api/openapi.json`), built from the same catalogue the
+//! routes are registered from ([`crate::scenario::CATALOGUE`] and each scenario's
+//! [`ParamSpec`]s), so a new scenario or parameter is described the moment it exists.
+
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required};
+use utoipa::ToSchema;
+
+use service_kit::openapi::{error_response, json_response, schemas_of};
+
+use crate::params::{ParamKind, ParamSpec, MAX_OPTION_SECS};
+use crate::routes::nested;
+use crate::scenario::{Scenario, CATALOGUE};
+
+/// The answer of a fire endpoint that ran a global transaction ([`crate::routes::FireResponse`]):
+/// `200 {"gid", "status": "succeed"}`, or `409 {"gid", "status": "failed", "reason"}` when a Try
+/// failed and the transaction was rolled back.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct FireAnswer {
+    /// The global transaction id.
+    pub gid: String,
+    /// The status the coordinator reported after submit or abort.
+    pub status: tcc::protocol::GlobalStatus,
+    /// Why it rolled back (409 only): the failed branch's error, also the rollback reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The JSON schema of one parameter's values.
+fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
+    let integer = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(1))
+    };
+    match spec.kind {
+        ParamKind::PositiveInt { default } => integer().default(Some(default.into())),
+        ParamKind::OptionalSecs => integer().maximum(Some(MAX_OPTION_SECS)),
+        ParamKind::Bool { default } => ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .default(Some(default.into())),
+        ParamKind::Fault => ObjectBuilder::new().schema_type(Type::String).examples([
+            "failure",
+            "error:3",
+            "delay:3000+error:1",
+        ]),
+    }
+    .description(Some(spec.doc))
+}
+
+/// The query parameters of a scenario.
+fn query_parameters(scenario: &Scenario) -> Vec<Parameter> {
+    scenario
+        .params()
+        .iter()
+        .map(|spec| {
+            ParameterBuilder::new()
+                .name(spec.name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(spec.doc))
+                .schema(Some(value_schema(spec)))
+                .build()
+        })
+        .collect()
+}
+
+/// One fire operation (`GET` takes the query string only; `POST` also a JSON object body with
+/// the same names, each name given once in all).
+fn fire_operation(scenario: &Scenario, method: &str, with_body: bool) -> Operation {
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(format!("{method}{}", scenario.name)))
+        .tag("fire")
+        .summary(Some(scenario.summary))
+        .description(Some(
+            "Starts one TCC global transaction over the RMs through the coordinator and answers \
+             with its outcome. Fault parameters need FAULT_INJECTION=on.",
+        ))
+        .parameters(Some(query_parameters(scenario)));
+    if with_body {
+        let mut body = ObjectBuilder::new().additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ));
+        for spec in scenario.params() {
+            body = body.property(spec.name, value_schema(&spec));
+        }
+        op = op.request_body(Some(
+            RequestBodyBuilder::new()
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(body)).build(),
+                )
+                .required(Some(Required::False))
+                .build(),
+        ));
+    }
+    op.response(
+        "200",
+        json_response("Committed: every Try succeeded", "FireAnswer"),
+    )
+    .response(
+        "409",
+        json_response(
+            "Rolled back: a Try failed, every branch was cancelled",
+            "FireAnswer",
+        ),
+    )
+    .response(
+        "400",
+        error_response("A parameter is unknown, repeated, malformed or out of range"),
+    )
+    .response(
+        "413",
+        error_response("The body is larger than `JSON_LIMIT`"),
+    )
+    .response("415", error_response("The body is not `application/json`"))
+    .response(
+        "502",
+        error_response("The coordinator refused a call, or the stock service is down"),
+    )
+    .response("503", error_response("The coordinator is unreachable"))
+    .build()
+}
+
+/// The description of the AP's routes ([`crate::routes::configure`]).
+pub fn openapi() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for scenario in CATALOGUE {
+        let item = PathItem::new(HttpMethod::Get, fire_operation(scenario, "get", false));
+        paths = paths.path(scenario.path(), item);
+        let item = PathItem::new(HttpMethod::Post, fire_operation(scenario, "post", true));
+        paths = paths.path(scenario.path(), item);
+    }
+    for (name, op) in nested::ENDPOINTS {
+        let parameters = {
+            use utoipa::IntoParams;
+            tcc::protocol::BranchQuery::into_params(|| Some(ParameterIn::Query))
+        };
+        let mut operation =
+            service_kit::openapi::branch_operation(name, op, "NestedTransferBody", parameters);
+        operation.description = Some(
+            "The AP's own nested branch: its Try starts TransIn as child branch `0201` of the \
+             same global transaction (`dtm` must be this AP's coordinator)."
+                .into(),
+        );
+        paths = paths.path(
+            format!("/api/{name}"),
+            PathItem::new(HttpMethod::Post, operation),
+        );
+    }
+    let mut api = OpenApiBuilder::new()
+        .paths(paths)
+        .components(Some(
+            schemas_of::<FireAnswer>()
+                .schemas_from_iter(schemas_of::<nested::NestedTransferBody>().build().schemas)
+                .build(),
+        ))
+        .build();
+    api.merge(<MetricsApi as utoipa::OpenApi>::openapi());
+    api
+}
+
+/// `GET /api/metrics` of the AP.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(crate::metrics::metrics))]
+struct MetricsApi;
