@@ -24,53 +24,19 @@ export PORT_OFFSET=0
 source "$ROOT/scripts/lib/pg.sh"
 # shellcheck source=scripts/lib/services.sh
 source "$ROOT/scripts/lib/services.sh"
+# shellcheck source=scripts/lib/python.sh
+source "$ROOT/scripts/lib/python.sh"
 
 VENV="${DTMCLI_VENV:-$ROOT/target/dtmcli-venv}"
-PYTHON="${PYTHON:-python3}"
 DTMCLI_VERSION=1.7.7.0
 
 log() { printf '[dtmcli-check] %s\n' "$*"; }
 
-# 1. dtmcli in a venv (or, where venv is unavailable, a pip --target directory).
-install_dtmcli() {
-  if [[ -x $VENV/bin/python ]] &&
-    "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('dtmcli') != '$DTMCLI_VERSION')" 2>/dev/null; then
-    PY="$VENV/bin/python"
-    return 0
-  fi
-  command -v "$PYTHON" >/dev/null || svc_die "$PYTHON not found; install Python 3 (apt-get install python3 python3-venv)"
-  log "installing dtmcli==$DTMCLI_VERSION into $VENV"
-  rm -rf "$VENV"
-  if "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "dtmcli==$DTMCLI_VERSION"
-    PY="$VENV/bin/python"
-  else
-    log "python3 -m venv is unavailable; using pip install --target $VENV-lib"
-    "$PYTHON" -m pip install -q --disable-pip-version-check --target "$VENV-lib" "dtmcli==$DTMCLI_VERSION"
-    export PYTHONPATH="$VENV-lib${PYTHONPATH:+:$PYTHONPATH}"
-    PY=$PYTHON
-  fi
-}
-
-# 2. A port offset at which all five default ports are free.
-pick_port_offset() {
-  local offset name busy
-  for offset in 10000 11000 12000 13000 14000 15000 16000 17000 18000 19000; do
-    PORT_OFFSET=$offset
-    busy=0
-    for name in "${SVC_NAMES[@]}"; do
-      if svc_port_busy "$(svc_port "$name")"; then busy=1; fi
-    done
-    [[ $busy == 0 ]] && return 0
-  done
-  svc_die "no free port range found for the private system"
-}
-
 svc_load
-install_dtmcli
+py_install "$VENV" dtmcli "$DTMCLI_VERSION"
 # Leftovers of an interrupted earlier run (its own RUN_DIR only).
 "$ROOT/scripts/down.sh" >/dev/null
-pick_port_offset
+svc_pick_port_offset
 pg_ensure
 pg_started=$PG_STARTED_HERE
 databases=()
@@ -93,7 +59,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# 3. A fresh system on fresh databases.
+# 2. A fresh system on fresh databases.
 pg_drop_databases "${databases[@]}"
 log "building and starting a private system: ports +$PORT_OFFSET, databases ${databases[*]}, logs in $RUN_DIR"
 mkdir -p "$RUN_DIR"
@@ -102,7 +68,7 @@ if ! "$ROOT/scripts/up.sh" >"$RUN_DIR/up.log" 2>&1; then
   svc_die "scripts/up.sh failed for the private system"
 fi
 
-# 4. The check itself.
+# 3. The check itself.
 status=0
 "$PY" "$ROOT/scripts/dtmcli_check.py" \
   --dtm "http://127.0.0.1:$(svc_port coordinator)/api/dtmsvr" \

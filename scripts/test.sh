@@ -11,7 +11,10 @@
 #      cargo test, cargo doc with -D warnings;
 #   3. the DTM-client compatibility check (scripts/dtmcli_check.sh: Python dtmcli 1.7.7.0
 #      from PyPI against a private copy of the system, debug build). TEST_DTMCLI=0 skips it.
-#   4. a short chaos run (scripts/chaos.sh: random faults and SIGKILLs of every binary, then the
+#   4. the API fuzz run (scripts/fuzz_api.sh: schemathesis from PyPI against every binary's
+#      OpenAPI description, on a private copy of the system, debug build): no 5xx, no answer
+#      outside its description. TEST_FUZZ=0 skips it.
+#   5. a short chaos run (scripts/chaos.sh: random faults and SIGKILLs of every binary, then the
 #      invariants "nothing lost"), TEST_CHAOS_SECONDS long (default 20), debug build.
 #      TEST_CHAOS=0 skips it.
 #
@@ -70,6 +73,11 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
 if [[ ${TEST_DTMCLI:-1} != 0 ]]; then
   step "scripts/dtmcli_check.sh (Python dtmcli against the coordinator and the banks)"
   PROFILE=dev "$ROOT/scripts/dtmcli_check.sh"
+fi
+
+if [[ ${TEST_FUZZ:-1} != 0 ]]; then
+  step "scripts/fuzz_api.sh (schemathesis against every binary's /api/openapi.json)"
+  PROFILE=dev "$ROOT/scripts/fuzz_api.sh"
 fi
 
 if [[ ${TEST_CHAOS:-1} != 0 ]]; then

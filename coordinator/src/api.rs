@@ -193,6 +193,7 @@ async fn new_gid() -> HttpResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PrepareBody {
     /// Global transaction id.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub gid: String,
     /// Must be `tcc` when given.
     pub trans_type: Option<String>,
@@ -282,10 +283,12 @@ async fn prepare(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
     /// Global transaction id.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub gid: String,
     /// Must be `tcc` when given.
     pub trans_type: Option<String>,
     /// The branch id the AP chose ("01", "02", ...).
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")]
     pub branch_id: String,
     /// The branch data: the body Confirm and Cancel receive, stored raw.
     #[serde(default)]
@@ -398,6 +401,7 @@ async fn register_tcc_branch(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FinishBody {
     /// Global transaction id.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub gid: String,
     /// Must be `tcc` when given.
     pub trans_type: Option<String>,
@@ -560,8 +564,10 @@ async fn wait_final(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TryReportBody {
     /// Global transaction id.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub gid: String,
     /// The branch whose Try was called.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")]
     pub branch_id: String,
     /// The Try URL.
     pub url: String,
@@ -700,6 +706,7 @@ async fn events(gid: web::Path<String>, engine: web::Data<Engine>) -> Result<Htt
 #[into_params(parameter_in = Query)]
 pub struct QueryParams {
     /// Global transaction id.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub gid: String,
 }
 

@@ -90,3 +90,19 @@ svc_running() { svc_pid "$1" >/dev/null; }
 
 # Succeeds when something accepts TCP connections on 127.0.0.1:$1.
 svc_port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Sets PORT_OFFSET to the first of 10000, 11000, ... 19000 at which all five default ports are
+# free, for a private copy of the system beside one started by scripts/up.sh (dtmcli_check.sh,
+# fuzz_api.sh). Needs svc_load first.
+svc_pick_port_offset() {
+  local offset name busy
+  for offset in 10000 11000 12000 13000 14000 15000 16000 17000 18000 19000; do
+    PORT_OFFSET=$offset
+    busy=0
+    for name in "${SVC_NAMES[@]}"; do
+      if svc_port_busy "$(svc_port "$name")"; then busy=1; fi
+    done
+    [[ $busy == 0 ]] && return 0
+  done
+  svc_die "no free port range found for the private system"
+}

@@ -5,7 +5,7 @@
 //!    must carry the coordinator's signature ([`tcc::signing`]) over its method, path, query and
 //!    raw body; an unsigned, stale or tampered call is answered `401` (`missing_signature`,
 //!    `stale_signature`, `bad_signature`) before anything else is read or done, and counted as
-//!    `bad_request`. Try calls come from the AP and are never checked ([`BranchSigning`]);
+//!    `unauthorized`. Try calls come from the AP and are never checked ([`BranchSigning`]);
 //! 1. the query's `op` must be the one the endpoint serves (`TransOutTry` with `op=confirm` is a
 //!    client bug, answered 400 rather than silently run as a Try);
 //! 2. when fault injection is off, a Try whose body carries a `fault` is refused with 400, and
@@ -354,7 +354,7 @@ fn payload_error(error: actix_web::Error) -> actix_web::Error {
     actix_web::error::InternalError::from_response(error.to_string(), response).into()
 }
 
-/// Counts (as `bad_request`) and logs a Confirm/Cancel refused for its signature, and answers it:
+/// Counts (as `unauthorized`) and logs a Confirm/Cancel refused for its signature, and answers it:
 /// `401 {"error": "missing_signature"|"bad_signature"|"stale_signature", "message": ...}`.
 fn unauthorized(
     req: &HttpRequest,
@@ -363,7 +363,7 @@ fn unauthorized(
     metrics: &RmMetrics,
     error: SignatureError,
 ) -> actix_web::Error {
-    metrics.record(op, RequestOutcome::BadRequest);
+    metrics.record(op, RequestOutcome::Unauthorized);
     let raw = |name| raw_query_value(req.query_string(), name).unwrap_or("-");
     log::warn!(
         "gid={} branch_id={} op={op} {endpoint} answered 401 ({}): {error}; peer {}",

@@ -155,6 +155,11 @@ pub enum RequestOutcome {
     /// `bad_request`: any other 4xx: malformed query or body, wrong op for the endpoint, value
     /// out of range, a fault while fault injection is off.
     BadRequest,
+    /// `unauthorized`: a Confirm or Cancel refused with 401 because its signature was missing,
+    /// stale or wrong ([`crate::branch::BranchSigning`]); nothing was read or done. Never counted
+    /// under `op="try"`. A rising count means a caller other than the coordinator, or a
+    /// coordinator with another `BRANCH_SIGNING_SECRET`.
+    Unauthorized,
     /// `rate_limited`: a Try refused with 429 because its client address used up its quota
     /// ([`crate::rate_limit`]); nothing was read or done. Only ever counted under `op="try"`.
     RateLimited,
@@ -162,7 +167,7 @@ pub enum RequestOutcome {
 
 impl RequestOutcome {
     /// Every outcome, in the order of the docs.
-    pub const ALL: [RequestOutcome; 9] = [
+    pub const ALL: [RequestOutcome; 10] = [
         RequestOutcome::Applied,
         RequestOutcome::EmptyCompensation,
         RequestOutcome::Duplicate,
@@ -171,11 +176,12 @@ impl RequestOutcome {
         RequestOutcome::Ongoing,
         RequestOutcome::Error,
         RequestOutcome::BadRequest,
+        RequestOutcome::Unauthorized,
         RequestOutcome::RateLimited,
     ];
 
     /// The label value: `applied`, `empty_compensation`, `duplicate`, `hanging`, `refused`,
-    /// `ongoing`, `error`, `bad_request`, `rate_limited`.
+    /// `ongoing`, `error`, `bad_request`, `unauthorized`, `rate_limited`.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestOutcome::Applied => "applied",
@@ -186,6 +192,7 @@ impl RequestOutcome {
             RequestOutcome::Ongoing => "ongoing",
             RequestOutcome::Error => "error",
             RequestOutcome::BadRequest => "bad_request",
+            RequestOutcome::Unauthorized => "unauthorized",
             RequestOutcome::RateLimited => "rate_limited",
         }
     }
@@ -201,10 +208,11 @@ impl RequestOutcome {
         }
     }
 
-    /// The outcome of an error answer with `status`: 409 `refused`, 425 `ongoing`, 429
-    /// `rate_limited`, 5xx `error`, any other status `bad_request`.
+    /// The outcome of an error answer with `status`: 401 `unauthorized`, 409 `refused`, 425
+    /// `ongoing`, 429 `rate_limited`, 5xx `error`, any other status `bad_request`.
     pub fn of_error_status(status: actix_web::http::StatusCode) -> RequestOutcome {
         match status.as_u16() {
+            401 => RequestOutcome::Unauthorized,
             409 => RequestOutcome::Refused,
             425 => RequestOutcome::Ongoing,
             429 => RequestOutcome::RateLimited,
@@ -266,7 +274,8 @@ impl RmMetrics {
             "Branch requests (Try, Confirm, Cancel) answered by this RM, by the op the endpoint \
              serves and by outcome: applied, empty_compensation, duplicate, hanging (the \
              sub-transaction barrier's decisions), refused (409 FAILURE), ongoing (425), error \
-             (5xx), bad_request (other 4xx), rate_limited (429: a Try over its client \
+             (5xx), bad_request (other 4xx), unauthorized (401: a Confirm/Cancel without a \
+             valid signature), rate_limited (429: a Try over its client \
              address's quota).",
             &["op", "outcome"],
         );
@@ -360,6 +369,7 @@ mod tests {
         assert_eq!(of(500), RequestOutcome::Error);
         assert_eq!(of(503), RequestOutcome::Error);
         assert_eq!(of(400), RequestOutcome::BadRequest);
+        assert_eq!(of(401), RequestOutcome::Unauthorized);
         assert_eq!(of(413), RequestOutcome::BadRequest);
         assert_eq!(of(429), RequestOutcome::RateLimited);
     }

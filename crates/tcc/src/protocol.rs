@@ -244,10 +244,12 @@ fn truncate(s: &str, max: usize) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BranchQuery {
     /// The global transaction id.
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$"))]
     pub gid: String,
     /// Always `tcc` here.
     pub trans_type: TransType,
     /// The branch id the AP gave this branch: "01", "02", ... ("0201" when nested).
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[A-Za-z0-9_.:-]{1,64}$"))]
     pub branch_id: String,
     /// Which phase this call is.
     pub op: Op,

@@ -5,6 +5,7 @@
 use bank::Role;
 use serde_json::{json, Value};
 use tcc::signing::{self, SigningSecret, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use test_support::metrics::scrape;
 use test_support::rm::{assert_error, assert_success, Rm};
 use test_support::spawn::{
     answer, spawn_app_with, spawn_bank, spawn_bank_with, spawn_coordinator_with, spawn_stock_with,
@@ -173,6 +174,19 @@ async fn an_unsigned_confirm_or_cancel_is_refused_with_401_and_changes_nothing()
     let confirm = send(&bank, "TransOutConfirm", CONFIRM_QUERY, &body, headers).await;
     assert_success(&confirm);
     assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE - 30, 0));
+
+    // Each refusal is counted as `unauthorized` under its op, apart from malformed requests.
+    let metrics = scrape(&reqwest::Client::new(), &bank.spawned.base_url).await;
+    let count = |op, outcome| {
+        metrics.value(
+            "tcc_rm_branch_requests_total",
+            &[("op", op), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("cancel", "unauthorized"), 1.0);
+    assert_eq!(count("confirm", "unauthorized"), 1.0);
+    assert_eq!(count("confirm", "bad_request"), 0.0);
+    assert_eq!(count("confirm", "applied"), 1.0);
 }
 
 #[tokio::test]

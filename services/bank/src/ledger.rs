@@ -24,8 +24,10 @@ use crate::schema::{accounts, holds};
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// The account to debit (TransOut) or credit (TransIn), > 0.
+    #[schema(minimum = 1)]
     pub account_id: i64,
     /// Minor units, > 0.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// Demo fault injection ([`service_kit::fault`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -21,8 +21,10 @@ use crate::schema::{products, reservations};
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
     /// The product, > 0.
+    #[schema(minimum = 1)]
     pub product_id: i64,
     /// Units, > 0.
+    #[schema(minimum = 1)]
     pub quantity: i64,
     /// Demo fault injection ([`service_kit::fault`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -47,8 +47,10 @@ pub const ENDPOINTS: [(&str, Op); 3] =
 #[serde(deny_unknown_fields)]
 pub struct NestedTransferBody {
     /// The account TransIn credits, > 0.
+    #[schema(minimum = 1)]
     pub account_id: i64,
     /// Minor units, > 0.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// Demo fault injection for the child (`service_kit::fault`); needs `FAULT_INJECTION=on`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
