@@ -19,8 +19,10 @@
 # How the system runs while fuzzed:
 #   - BRANCH_HOST_ALLOWLIST=127.0.0.1,localhost: whatever URL the fuzzer registers, the
 #     coordinator only ever calls this machine's loopback;
-#   - BRANCH_SIGNING_SECRET and ADMIN_TOKEN set (random): unsigned Confirm/Cancel calls and
-#     token-less admin actions must be refused with a documented 401, never run;
+#   - BRANCH_SIGNING_SECRET and ADMIN_TOKEN set (random): unsigned Confirm/Cancel calls must be
+#     refused with a documented 401, never run; the coordinator is fuzzed with the admin token,
+#     so that retry-now and force-stop are exercised past their authorization (the token's
+#     refusals are covered by crates/test-support/tests/admin.rs);
 #   - FAULT_INJECTION=off: an injected `error` fault answers 500 on purpose, which is not a bug;
 #     with injection off, fault parameters must be refused with a documented 400 instead.
 # Setup as scripts/dtmcli_check.sh: schemathesis (pinned) in a venv under target/fuzz-venv,
@@ -98,6 +100,8 @@ seed_args=()
 failed=()
 for name in "${targets[@]}"; do
   url="http://127.0.0.1:$(svc_port "$name")/api/openapi.json"
+  auth_args=()
+  [[ $name == coordinator ]] && auth_args=(--header "Authorization: Bearer $ADMIN_TOKEN")
   log "$name: schemathesis $SCHEMATHESIS_VERSION, $EXAMPLES examples per operation, checks $CHECKS"
   if ! "$PY_BIN/schemathesis" run "$url" \
     --checks "$CHECKS" \
@@ -106,6 +110,7 @@ for name in "${targets[@]}"; do
     --request-timeout 30 \
     --workers 1 \
     --no-color \
+    ${auth_args[@]+"${auth_args[@]}"} \
     ${seed_args[@]+"${seed_args[@]}"}; then
     failed+=("$name")
   fi
