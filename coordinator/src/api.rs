@@ -19,6 +19,7 @@ use actix_web::{http::header, web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use service_kit::db::blocking;
+use service_kit::http::JsonObject;
 use tcc::protocol::{validate_branch_id, validate_gid, GlobalStatus, SUCCESS};
 
 use crate::configuration::{BranchHosts, TransDefaults};
@@ -140,11 +141,11 @@ fn option_secs(name: &str, value: Option<i64>, default: u32) -> Result<i32> {
 }
 
 async fn prepare(
-    body: web::Json<PrepareBody>,
+    body: JsonObject<PrepareBody>,
     defaults: web::Data<TransDefaults>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse> {
-    let body = body.into_inner();
+    let body = body.0;
     check_gid(&body.gid)?;
     check_trans_type(&body.trans_type)?;
     for (name, value) in &body.branch_headers {
@@ -239,11 +240,11 @@ fn check_allowed(name: &str, value: &str, hosts: &BranchHosts) -> Result<()> {
 }
 
 async fn register_branch(
-    body: web::Json<RegisterBody>,
+    body: JsonObject<RegisterBody>,
     hosts: web::Data<BranchHosts>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse> {
-    let body = body.into_inner();
+    let body = body.0;
     check_gid(&body.gid)?;
     check_trans_type(&body.trans_type)?;
     validate_branch_id(&body.branch_id)
@@ -292,22 +293,12 @@ pub struct FinishBody {
     pub rollback_reason: Option<String>,
 }
 
-async fn submit(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
-    finish(
-        body.into_inner(),
-        engine.get_ref().clone(),
-        GlobalStatus::Submitted,
-    )
-    .await
+async fn submit(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    finish(body.0, engine.get_ref().clone(), GlobalStatus::Submitted).await
 }
 
-async fn abort(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
-    finish(
-        body.into_inner(),
-        engine.get_ref().clone(),
-        GlobalStatus::Aborting,
-    )
-    .await
+async fn abort(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    finish(body.0, engine.get_ref().clone(), GlobalStatus::Aborting).await
 }
 
 /// `submit` (`phase` = submitted) or `abort` (`phase` = aborting): the transition, then the
@@ -481,10 +472,10 @@ fn check_try_report(body: TryReportBody) -> Result<TryReport> {
 
 /// `POST reportTry`: records a Try report (see [`TryReportBody`]).
 async fn report_try(
-    body: web::Json<TryReportBody>,
+    body: JsonObject<TryReportBody>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse> {
-    let report = check_try_report(body.into_inner())?;
+    let report = check_try_report(body.0)?;
     let (gid, branch_id) = (report.gid.clone(), report.branch_id.clone());
     match blocking(engine.pool(), move |conn| events::record_try(conn, &report)).await?? {
         Ok(()) => Ok(success(json!({}))),

@@ -143,6 +143,8 @@ pub fn run(
             .configure(|cfg| configure_common(cfg, json_limit, health))
             .configure(crate::api::configure)
             .configure(|cfg| crate::admin::configure(cfg, admin.clone()))
+            // Unknown paths and methods answer the JSON 404 every binary uses, not an empty body.
+            .default_service(web::to(service_kit::http::not_found))
     })
     .listen(listener)?
     .run();
