@@ -68,8 +68,9 @@ pub(crate) fn not_an_object() -> error::Error {
 }
 
 /// A JSON request body that must be an object: `web::Json<T>` (same [`json_config`]: limit,
-/// content type and JSON error answers) plus [`is_json_object`], so that a JSON array is a
-/// `400 invalid_json` even when `T`'s derived `Deserialize` would read it positionally. A body
+/// content type and JSON error answers), except that the body must be a JSON object: a JSON
+/// array is a `400 invalid_json` even when `T`'s derived `Deserialize` would read it as its
+/// fields in order (`["g1", "tcc"]` as gid and trans_type). A body
 /// actix cannot read (over its payload limit, cut short) is a JSON 413/400 too.
 #[derive(Debug)]
 pub struct JsonObject<T>(pub T);
