@@ -244,6 +244,13 @@ async fn run_table(group: &str, base_url: &str, databases: &mut Databases, cases
     let mut before = databases.snapshot();
     let mut failures = Vec::new();
     let total = cases.len();
+    let mut per_endpoint: BTreeMap<String, usize> = BTreeMap::new();
+    for case in &cases {
+        let path = case.target.split('?').next().unwrap_or_default();
+        *per_endpoint
+            .entry(format!("{} {path:.60}", case.method))
+            .or_default() += 1;
+    }
     for case in cases {
         let mut request = http.request(case.method.clone(), format!("{base_url}{}", case.target));
         if let Some(content_type) = case.content_type {
@@ -281,6 +288,9 @@ async fn run_table(group: &str, base_url: &str, databases: &mut Databases, cases
         }
     }
     println!("{group}: {total} cases");
+    for (endpoint, count) in per_endpoint {
+        println!("  {count:4} {endpoint}");
+    }
     assert!(
         failures.is_empty(),
         "{group}: {} of {total} cases failed:\n  {}",
