@@ -1143,7 +1143,7 @@ async fn the_trans_out_branch_endpoints_answer_bad_input_with_a_4xx_and_change_n
         )
         .refused("insufficient funds"),
         json_case(
-            "fault with fault injection on, unknown kind",
+            "unknown fault kind",
             try_url,
             json!({ "account_id": 1, "amount": 5, "fault": { "try": "explode" } }),
         )
