@@ -18,6 +18,7 @@ use std::time::Duration;
 use actix_web::{http::header, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use service_kit::db::blocking;
+use service_kit::http::JsonObject;
 use service_kit::openapi::ErrorBody;
 use tcc::protocol::{validate_branch_id, validate_gid, GlobalStatus, SUCCESS};
 
@@ -228,11 +229,11 @@ fn option_secs(name: &str, value: Option<i64>, default: u32) -> Result<i32> {
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
 async fn prepare(
-    body: web::Json<PrepareBody>,
+    body: JsonObject<PrepareBody>,
     defaults: web::Data<TransDefaults>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse> {
-    let body = body.into_inner();
+    let body = body.0;
     check_gid(&body.gid)?;
     check_trans_type(&body.trans_type)?;
     for (name, value) in &body.branch_headers {
@@ -339,11 +340,11 @@ fn check_allowed(name: &str, value: &str, hosts: &BranchHosts) -> Result<()> {
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
 async fn register_branch(
-    body: web::Json<RegisterBody>,
+    body: JsonObject<RegisterBody>,
     hosts: web::Data<BranchHosts>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse> {
-    let body = body.into_inner();
+    let body = body.0;
     check_gid(&body.gid)?;
     check_trans_type(&body.trans_type)?;
     validate_branch_id(&body.branch_id)
@@ -390,7 +391,7 @@ async fn register_branch(
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
 async fn register_tcc_branch(
-    body: web::Json<RegisterBody>,
+    body: JsonObject<RegisterBody>,
     hosts: web::Data<BranchHosts>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse> {
@@ -422,13 +423,8 @@ pub struct FinishBody {
     (status = 415, description = "The body is not `application/json`", body = ErrorBody),
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
-async fn submit(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
-    finish(
-        body.into_inner(),
-        engine.get_ref().clone(),
-        GlobalStatus::Submitted,
-    )
-    .await
+async fn submit(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    finish(body.0, engine.get_ref().clone(), GlobalStatus::Submitted).await
 }
 
 #[utoipa::path(post, path = "/api/dtmsvr/abort", tag = "dtm", request_body = FinishBody,
@@ -441,13 +437,8 @@ async fn submit(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Resul
     (status = 415, description = "The body is not `application/json`", body = ErrorBody),
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
-async fn abort(body: web::Json<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
-    finish(
-        body.into_inner(),
-        engine.get_ref().clone(),
-        GlobalStatus::Aborting,
-    )
-    .await
+async fn abort(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
+    finish(body.0, engine.get_ref().clone(), GlobalStatus::Aborting).await
 }
 
 /// `submit` (`phase` = submitted) or `abort` (`phase` = aborting): the transition, then the
@@ -633,10 +624,10 @@ fn check_try_report(body: TryReportBody) -> Result<TryReport> {
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
 async fn report_try(
-    body: web::Json<TryReportBody>,
+    body: JsonObject<TryReportBody>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse> {
-    let report = check_try_report(body.into_inner())?;
+    let report = check_try_report(body.0)?;
     let (gid, branch_id) = (report.gid.clone(), report.branch_id.clone());
     match blocking(engine.pool(), move |conn| events::record_try(conn, &report)).await?? {
         Ok(()) => Ok(success(None, None)),

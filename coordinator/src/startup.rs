@@ -154,6 +154,8 @@ pub fn run(
             .configure(crate::api::configure)
             .configure(|cfg| crate::admin::configure(cfg, admin.clone()))
             .configure(|cfg| service_kit::openapi::configure_docs(cfg, api))
+            // Unknown paths and methods answer the JSON 404 every binary uses, not an empty body.
+            .default_service(web::to(service_kit::http::not_found))
     })
     .listen(listener)?
     .run();

@@ -40,7 +40,7 @@ use tcc::signing::{self, SignatureError, SignatureHeaders, SigningSecret};
 
 use crate::db::{blocking, BlockingError, DbPool};
 use crate::fault::{inject, BranchFaults, Injected};
-use crate::http::error_response;
+use crate::http::{error_response, is_json_object, not_an_object, payload_error};
 use crate::metrics::{RequestOutcome, RmMetrics};
 
 /// The states of what a Try reserved (a bank hold, a stock reservation). The CHECK constraints of
@@ -315,10 +315,13 @@ fn route<B: BranchBody>(
             let query = query.map_err(|e| malformed(&req, endpoint, op, &metrics, e.into()))?;
             // The JSON extractor over the buffered bytes: same limit, content-type check and
             // JSON error answers as before (`crate::http::json_config`).
-            let body = web::Json::<B>::from_request(&req, &mut raw.into())
+            let body = web::Json::<B>::from_request(&req, &mut raw.clone().into())
                 .await
                 .map_err(|e| malformed(&req, endpoint, op, &metrics, e))?
                 .into_inner();
+            if !is_json_object(&raw) {
+                return Err(malformed(&req, endpoint, op, &metrics, not_an_object()));
+            }
             let faults = body.faults().cloned();
             let call = BranchCall {
                 endpoint,
@@ -339,19 +342,6 @@ fn route<B: BranchBody>(
                 .map_err(|e: B::Error| actix_web::Error::from(e))
         },
     )
-}
-
-/// A body that could not be read (over actix's payload limit, 256 KiB unless configured, or cut
-/// short), answered with the JSON error body: 413 `body_too_large` or 400 `invalid_body`.
-fn payload_error(error: actix_web::Error) -> actix_web::Error {
-    let status = error.as_response_error().status_code();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "body_too_large"
-    } else {
-        "invalid_body"
-    };
-    let response = error_response(status, code, error.to_string());
-    actix_web::error::InternalError::from_response(error.to_string(), response).into()
 }
 
 /// Counts (as `unauthorized`) and logs a Confirm/Cancel refused for its signature, and answers it:

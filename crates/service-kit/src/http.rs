@@ -2,9 +2,14 @@
 //! configs.
 
 use actix_web::http::StatusCode;
-use actix_web::{error, web, HttpRequest, HttpResponse, ResponseError, Route};
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::{error, web, FromRequest, HttpRequest, HttpResponse, ResponseError, Route};
 use diesel::{PgConnection, RunQueryDsl};
 use diesel_migrations::EmbeddedMigrations;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
@@ -44,6 +49,61 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
             let message = err.to_string();
             error::InternalError::from_response(err, error_response(status, code, message)).into()
         })
+}
+
+/// Whether a body that parsed as JSON is an object. Serde's derived `Deserialize` also reads a
+/// struct from a JSON array of its fields in order (`[1, 5]` as account 1, amount 5), which no
+/// caller means and which would let a positional mistake move money or end a transaction; DTM
+/// and this project's clients always send objects.
+pub(crate) fn is_json_object(raw: &[u8]) -> bool {
+    raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The answer to a body that is JSON but not an object: `400 invalid_json`, as for any body
+/// that does not match the expected shape.
+pub(crate) fn not_an_object() -> error::Error {
+    let message = "the body must be a JSON object of named fields, not an array or a scalar";
+    let response = error_response(StatusCode::BAD_REQUEST, "invalid_json", message);
+    error::InternalError::from_response(message, response).into()
+}
+
+/// A JSON request body that must be an object: `web::Json<T>` (same [`json_config`]: limit,
+/// content type and JSON error answers), except that the body must be a JSON object: a JSON
+/// array is a `400 invalid_json` even when `T`'s derived `Deserialize` would read it as its
+/// fields in order (`["g1", "tcc"]` as gid and trans_type). A body
+/// actix cannot read (over its payload limit, cut short) is a JSON 413/400 too.
+#[derive(Debug)]
+pub struct JsonObject<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonObject<T> {
+    type Error = error::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let bytes = web::Bytes::from_request(&req, payload);
+        Box::pin(async move {
+            let raw = bytes.await.map_err(payload_error)?;
+            let body = web::Json::<T>::from_request(&req, &mut raw.clone().into()).await?;
+            if !is_json_object(&raw) {
+                return Err(not_an_object());
+            }
+            Ok(JsonObject(body.into_inner()))
+        })
+    }
+}
+
+/// A body that could not be read (over actix's payload limit, 256 KiB unless configured, or cut
+/// short), answered with the JSON error body: 413 `body_too_large` or 400 `invalid_body`.
+pub(crate) fn payload_error(error: error::Error) -> error::Error {
+    let status = error.as_response_error().status_code();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "invalid_body"
+    };
+    let response = error_response(status, code, error.to_string());
+    error::InternalError::from_response(error.to_string(), response).into()
 }
 
 /// A `QueryConfig` that answers a malformed query string with `400 {"error":"invalid_query"}`.

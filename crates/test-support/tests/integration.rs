@@ -11,6 +11,7 @@
 mod admin;
 mod admin_browser;
 mod app;
+mod bad_input;
 mod bank;
 mod barrier_props;
 mod compose_file;

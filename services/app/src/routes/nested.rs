@@ -91,11 +91,11 @@ impl NestedTransferBody {
 /// (unknown or finished gid: `409`) is a `409 FAILURE`: the Try cannot happen.
 pub async fn trans_in_nested_try(
     query: BranchQuery,
-    body: web::Json<NestedTransferBody>,
+    body: service_kit::http::JsonObject<NestedTransferBody>,
     state: web::Data<AppState>,
 ) -> Result<BranchReply, AppError> {
     check_op(&query, Op::Try)?;
-    body.check(state.fault_injection)?;
+    body.0.check(state.fault_injection)?;
     if let Some(dtm) = query.dtm.as_deref().filter(|d| !d.is_empty()) {
         if dtm.trim_end_matches('/') != state.tcc.dtm_url().trim_end_matches('/') {
             return Err(AppError::BadBranchQuery(
@@ -114,12 +114,7 @@ pub async fn trans_in_nested_try(
         tcc.dtm_url()
     );
     let child = tcc
-        .call_branch(
-            &body.into_inner(),
-            &urls.try_url,
-            &urls.confirm_url,
-            &urls.cancel_url,
-        )
+        .call_branch(&body.0, &urls.try_url, &urls.confirm_url, &urls.cancel_url)
         .await;
     match child {
         Ok(reply) => {
