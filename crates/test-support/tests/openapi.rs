@@ -292,3 +292,27 @@ async fn the_nested_try_refuses_a_coordinator_other_than_its_own() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn with_fault_injection_off_the_ap_does_not_describe_the_parameters_it_refuses() {
+    let app = test_support::spawn::spawn_app_with(app::configuration::Settings {
+        fault_injection: false,
+        ..app::configuration::Settings::default()
+    })
+    .await;
+    let api = description(&reqwest::Client::new(), &app).await;
+    let described: Vec<&str> = api["paths"]["/api/fireTcc"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(described.contains(&"amount"), "{described:?}");
+    assert!(described.contains(&"wait_result"), "{described:?}");
+    for refused in ["trans_out_try", "trans_in_confirm", "crash_after_try"] {
+        assert!(
+            !described.contains(&refused),
+            "{refused} is described: {described:?}"
+        );
+    }
+}

@@ -14,7 +14,7 @@ use service_kit::openapi::{error_response, json_response, schemas_of};
 
 use crate::params::{ParamKind, ParamSpec, MAX_OPTION_SECS};
 use crate::routes::nested;
-use crate::scenario::{Scenario, CATALOGUE};
+use crate::scenario::{Scenario, CATALOGUE, CRASH_AFTER_TRY};
 
 /// The answer of a fire endpoint that ran a global transaction ([`crate::routes::FireResponse`]):
 /// `200 {"gid", "status": "succeed"}`, or `409 {"gid", "status": "failed", "reason"}` when a Try
@@ -55,10 +55,21 @@ fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
     .description(Some(spec.doc))
 }
 
-/// The query parameters of a scenario.
-fn query_parameters(scenario: &Scenario) -> Vec<Parameter> {
+/// The parameters of `scenario` this AP accepts: with `FAULT_INJECTION=off` the fault parameters
+/// and `crash_after_try` are refused (400), so they are not described either.
+fn accepted(scenario: &Scenario, fault_injection: bool) -> Vec<ParamSpec> {
     scenario
         .params()
+        .into_iter()
+        .filter(|spec| {
+            fault_injection || !(spec.kind == ParamKind::Fault || spec.name == CRASH_AFTER_TRY)
+        })
+        .collect()
+}
+
+/// The query parameters of a scenario.
+fn query_parameters(specs: &[ParamSpec]) -> Vec<Parameter> {
+    specs
         .iter()
         .map(|spec| {
             ParameterBuilder::new()
@@ -74,7 +85,13 @@ fn query_parameters(scenario: &Scenario) -> Vec<Parameter> {
 
 /// One fire operation (`GET` takes the query string only; `POST` also a JSON object body with
 /// the same names, each name given once in all).
-fn fire_operation(scenario: &Scenario, method: &str, with_body: bool) -> Operation {
+fn fire_operation(
+    scenario: &Scenario,
+    fault_injection: bool,
+    method: &str,
+    with_body: bool,
+) -> Operation {
+    let specs = accepted(scenario, fault_injection);
     let mut op = OperationBuilder::new()
         .operation_id(Some(format!("{method}{}", scenario.name)))
         .tag("fire")
@@ -83,13 +100,13 @@ fn fire_operation(scenario: &Scenario, method: &str, with_body: bool) -> Operati
             "Starts one TCC global transaction over the RMs through the coordinator and answers \
              with its outcome. Fault parameters need FAULT_INJECTION=on.",
         ))
-        .parameters(Some(query_parameters(scenario)));
+        .parameters(Some(query_parameters(&specs)));
     if with_body {
         let mut body = ObjectBuilder::new().additional_properties(Some(
             utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
         ));
-        for spec in scenario.params() {
-            body = body.property(spec.name, value_schema(&spec));
+        for spec in &specs {
+            body = body.property(spec.name, value_schema(spec));
         }
         op = op.request_body(Some(
             RequestBodyBuilder::new()
@@ -129,13 +146,20 @@ fn fire_operation(scenario: &Scenario, method: &str, with_body: bool) -> Operati
     .build()
 }
 
-/// The description of the AP's routes ([`crate::routes::configure`]).
-pub fn openapi() -> OpenApi {
+/// The description of the AP's routes ([`crate::routes::configure`]) as this AP serves them:
+/// `fault_injection` is its `FAULT_INJECTION` setting.
+pub fn openapi(fault_injection: bool) -> OpenApi {
     let mut paths = PathsBuilder::new();
     for scenario in CATALOGUE {
-        let item = PathItem::new(HttpMethod::Get, fire_operation(scenario, "get", false));
+        let item = PathItem::new(
+            HttpMethod::Get,
+            fire_operation(scenario, fault_injection, "get", false),
+        );
         paths = paths.path(scenario.path(), item);
-        let item = PathItem::new(HttpMethod::Post, fire_operation(scenario, "post", true));
+        let item = PathItem::new(
+            HttpMethod::Post,
+            fire_operation(scenario, fault_injection, "post", true),
+        );
         paths = paths.path(scenario.path(), item);
     }
     for (name, op) in nested::ENDPOINTS {

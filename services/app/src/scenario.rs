@@ -211,6 +211,10 @@ pub const PURCHASE_PARAMS: &[ParamSpec] = &[
     ParamSpec::positive_int("merchant", 1, "account credited in bank B (trans-in)"),
 ];
 
+/// The test-only parameter that makes the AP exit after its Trys (an AP crash). Like the fault
+/// parameters, it needs `FAULT_INJECTION=on`.
+pub const CRASH_AFTER_TRY: &str = "crash_after_try";
+
 /// Parameters every scenario takes: the transaction options of design §2 (seconds) and the
 /// test-only AP crash.
 pub const COMMON_PARAMS: &[ParamSpec] = &[
@@ -232,7 +236,7 @@ pub const COMMON_PARAMS: &[ParamSpec] = &[
         "answer once the second phase has finished (the final status), or at once after submit",
     ),
     ParamSpec::boolean(
-        "crash_after_try",
+        CRASH_AFTER_TRY,
         false,
         "test only: the AP process exits after every Try succeeded, before submit (an AP crash)",
     ),

@@ -132,7 +132,7 @@ pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server>
         "app",
         "The AP of the TCC sample: each fire endpoint starts one TCC global transaction over the \
          RMs through the coordinator and answers with its outcome.",
-        [crate::openapi::openapi()],
+        [crate::openapi::openapi(settings.fault_injection)],
     );
     let server = HttpServer::new(move || {
         let api = api.clone();

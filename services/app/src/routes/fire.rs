@@ -12,7 +12,7 @@ use crate::error::AppError;
 use crate::metrics::FireOutcome;
 use crate::openapi::FireAnswer;
 use crate::params::RawParams;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, CRASH_AFTER_TRY};
 use crate::startup::AppState;
 
 /// The exit status of the AP process after `crash_after_try`.
@@ -108,7 +108,7 @@ async fn run_scenario(
     if !state.fault_injection {
         let given = params
             .first_fault_given()
-            .or(params.flag("crash_after_try").then_some("crash_after_try"));
+            .or(params.flag(CRASH_AFTER_TRY).then_some(CRASH_AFTER_TRY));
         if let Some(parameter) = given {
             return Err(AppError::FaultInjectionDisabled {
                 parameter: parameter.to_owned(),
@@ -116,7 +116,7 @@ async fn run_scenario(
         }
     }
     let branches = scenario.plan(&params, &state.prices).await?;
-    let crash_after_try = params.flag("crash_after_try");
+    let crash_after_try = params.flag(CRASH_AFTER_TRY);
 
     let gid = state
         .tcc
