@@ -10,6 +10,8 @@
 # `python3 -m venv` is unavailable it falls back to `pip install --target <venv>-lib` and
 # PYTHONPATH. PYTHON picks the interpreter (default python3).
 
+# PY and PY_BIN are this function's results, read by the sourcing script.
+# shellcheck disable=SC2034
 py_install() {
   local venv=$1 package=$2 version=$3 python=${PYTHON:-python3}
   if [[ -x $venv/bin/python ]] &&
