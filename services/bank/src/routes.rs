@@ -43,4 +43,5 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
         "/api/accounts/{id}",
         view_route(ledger::account_view, BankError::AccountNotFound),
     );
+    crate::baseline::configure(cfg, settings);
 }
