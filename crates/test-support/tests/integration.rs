@@ -12,6 +12,7 @@ mod admin;
 mod admin_browser;
 mod app;
 mod bank;
+mod baseline;
 mod barrier_props;
 mod compose_file;
 mod coordinator;
