@@ -57,7 +57,7 @@ thread_local! {
 }
 
 /// Installed on every new pooled connection: a Diesel instrumentation that notes (in
-/// [`CONNECTION_CLOSED`]) a query failing with a closed connection, so that [`blocking`] can
+/// a thread-local flag) a query failing with a closed connection, so that [`blocking`] can
 /// drop that connection. Costs nothing on the success path: no round trip, no query.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionWatch;

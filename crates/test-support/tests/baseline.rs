@@ -16,7 +16,10 @@ async fn fire_baseline_debits_bank_a_and_credits_bank_b_without_a_global_transac
 
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "done");
-    assert_eq!(sys.balances(&sys.trans_out, 1).await, (SEED_BALANCE - 30, 0));
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (SEED_BALANCE - 30, 0)
+    );
     assert_eq!(sys.balances(&sys.trans_in, 2).await, (SEED_BALANCE + 30, 0));
     let all: serde_json::Value = sys
         .http
@@ -35,7 +38,10 @@ async fn fire_baseline_refuses_a_debit_above_the_spendable_balance_and_moves_not
     let sys = spawn_system().await;
 
     let (status, answer) = sys
-        .fire(&format!("/api/fireBaseline?amount={}&from=1&to=2", SEED_BALANCE + 1))
+        .fire(&format!(
+            "/api/fireBaseline?amount={}&from=1&to=2",
+            SEED_BALANCE + 1
+        ))
         .await;
 
     assert_eq!(status, 409, "{answer}");
