@@ -126,6 +126,17 @@ impl Engine {
     /// Runs one pass of `gid`'s second phase now, if nobody else holds its lease.
     /// Returns `false` when it was not claimed (leased elsewhere, or not in a second phase).
     pub async fn drive(&self, gid: &str) -> Result<bool, CoordinatorError> {
+        Ok(self.drive_to_end(gid).await?.is_some())
+    }
+
+    /// [`Engine::drive`], telling how the pass ended: `None` when it was not claimed,
+    /// `Some(Some(final status))` when this pass finished the transaction, `Some(None)` when it
+    /// left work for later (a retry, a lost lease). `submit`/`abort` with `wait_result` answer
+    /// from it without reading the status back.
+    pub async fn drive_to_end(
+        &self,
+        gid: &str,
+    ) -> Result<Option<Option<GlobalStatus>>, CoordinatorError> {
         let owner = self.new_token();
         let (g, o, lease) = (gid.to_owned(), owner.clone(), self.inner.lease_secs);
         let claimed = blocking(&self.inner.pool, move |conn| {
@@ -133,11 +144,8 @@ impl Engine {
         })
         .await??;
         match claimed {
-            Some((trans, pass)) => {
-                self.run(trans, owner, Some(pass)).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+            Some((trans, pass)) => Ok(Some(self.run(trans, owner, Some(pass)).await?)),
+            None => Ok(None),
         }
     }
 
@@ -192,7 +200,7 @@ impl Engine {
         mut trans: TransGlobal,
         owner: String,
         pass: Option<store::Pass>,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<Option<GlobalStatus>, CoordinatorError> {
         let gid = trans.gid.clone();
         if trans.global_status() == GlobalStatus::Prepared {
             let (t, o) = (trans.clone(), owner.clone());
@@ -209,7 +217,7 @@ impl Engine {
             let g = gid.clone();
             trans = self.db(move |conn| store::reload(conn, &g)).await?;
             if trans.owner.as_deref() != Some(owner.as_str()) {
-                return Ok(());
+                return Ok(None);
             }
         }
         let status = trans.global_status();
@@ -226,7 +234,7 @@ impl Engine {
                 );
                 self.db(move |conn| store::reschedule(conn, &g, &o, when, step))
                     .await?;
-                return Ok(());
+                return Ok(None);
             }
         };
         let headers: BTreeMap<String, String> =
@@ -242,7 +250,7 @@ impl Engine {
         };
         if !pass.first_leased {
             log::warn!("gid={gid} lease lost before the first op={op}; another replica continues");
-            return Ok(());
+            return Ok(None);
         }
         let ops = pass.ops;
 
@@ -295,10 +303,10 @@ impl Engine {
                         );
                     }
                     store::Continued::Finished(finished) => {
-                        self.finished(&gid, status, end, finished)
+                        return Ok(self.finished(&gid, status, end, finished));
                     }
                 }
-                return Ok(());
+                return Ok(None);
             }
             let attempts = self
                 .db(move |conn| store::record_attempt(conn, id, succeeded, &r, &event))
@@ -356,7 +364,7 @@ impl Engine {
             let (g, o) = (gid.clone(), owner.clone());
             self.db(move |conn| store::schedule_retry(conn, &g, &o, when, next_step, &note))
                 .await?;
-            return Ok(());
+            return Ok(None);
         }
 
         // No op was pending: only the final status is left to write.
@@ -364,20 +372,20 @@ impl Engine {
         let finished = self
             .db(move |conn| store::finish(conn, &g, &o, status, end))
             .await?;
-        self.finished(&gid, status, end, finished);
-        Ok(())
+        Ok(self.finished(&gid, status, end, finished))
     }
 
     /// Counts and logs a transaction [`store::finish`] moved to its final status (nothing when
-    /// its compare-and-set lost).
+    /// its compare-and-set lost); returns that status when it did.
     fn finished(
         &self,
         gid: &str,
         status: GlobalStatus,
         end: GlobalStatus,
         finished: Option<store::Finished>,
-    ) {
-        if let Some(finished) = finished {
+    ) -> Option<GlobalStatus> {
+        let finished = finished?;
+        {
             self.inner.metrics.observe_finished(
                 &finished.trans_type,
                 end,
@@ -385,6 +393,7 @@ impl Engine {
             );
             log::info!("gid={gid} {status} -> {end}");
         }
+        Some(end)
     }
 
     /// Calls one branch op as DTM does (design §3) and reads its answer, timing the call.

@@ -357,6 +357,21 @@ pub fn status_of(conn: &mut PgConnection, gid: &str) -> QueryResult<Option<Globa
     Ok(status.map(|s| s.parse().expect("CHECK constraint")))
 }
 
+/// `request_timeout` (seconds) and status of `gid`, if it exists: what `wait_result` needs to
+/// bound its wait, in one indexed read.
+pub fn timeout_and_status(
+    conn: &mut PgConnection,
+    gid: &str,
+) -> QueryResult<Option<(i32, GlobalStatus)>> {
+    use trans_global::dsl as g;
+    let row: Option<(i32, String)> = g::trans_global
+        .filter(g::gid.eq(gid))
+        .select((g::request_timeout, g::status))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(t, s)| (t, s.parse().expect("CHECK constraint"))))
+}
+
 /// The transaction `gid` and all its branch ops in registration order.
 pub fn find(
     conn: &mut PgConnection,
