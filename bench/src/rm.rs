@@ -90,6 +90,8 @@ pub fn start() -> std::io::Result<(String, Arc<RmCounters>)> {
                     .route("/rm/{op}", web::post().to(answer))
             })
             .workers(1)
+            // SIGTERM and Ctrl-C stop the whole load generator, not only its RM.
+            .disable_signals()
             .listen(listener)
             .expect("the listener is bound")
             .run();
