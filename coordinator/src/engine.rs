@@ -126,18 +126,26 @@ impl Engine {
     /// Runs one pass of `gid`'s second phase now, if nobody else holds its lease.
     /// Returns `false` when it was not claimed (leased elsewhere, or not in a second phase).
     pub async fn drive(&self, gid: &str) -> Result<bool, CoordinatorError> {
+        Ok(self.drive_to_end(gid).await?.is_some())
+    }
+
+    /// [`Engine::drive`], telling how the pass ended: `None` when it was not claimed,
+    /// `Some(Some(final status))` when this pass finished the transaction, `Some(None)` when it
+    /// left work for later (a retry, a lost lease). `submit`/`abort` with `wait_result` answer
+    /// from it without reading the status back.
+    pub async fn drive_to_end(
+        &self,
+        gid: &str,
+    ) -> Result<Option<Option<GlobalStatus>>, CoordinatorError> {
         let owner = self.new_token();
         let (g, o, lease) = (gid.to_owned(), owner.clone(), self.inner.lease_secs);
         let claimed = blocking(&self.inner.pool, move |conn| {
-            store::claim_one(conn, &g, &o, lease)
+            store::claim_and_start(conn, &g, &o, lease)
         })
         .await??;
         match claimed {
-            Some(trans) => {
-                self.run(trans, owner).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+            Some((trans, pass)) => Ok(Some(self.run(trans, owner, Some(pass)).await?)),
+            None => Ok(None),
         }
     }
 
@@ -155,7 +163,7 @@ impl Engine {
             let owner = trans.owner.clone().expect("claim_due sets the owner");
             async move {
                 let gid = trans.gid.clone();
-                if let Err(e) = self.run(trans, owner).await {
+                if let Err(e) = self.run(trans, owner, None).await {
                     log::error!("gid={gid} second-phase pass failed: {e}");
                 }
             }
@@ -180,8 +188,19 @@ impl Engine {
         Ok(blocking(&self.inner.pool, f).await??)
     }
 
-    /// One pass over a claimed transaction (see the module docs).
-    async fn run(&self, mut trans: TransGlobal, owner: String) -> Result<(), CoordinatorError> {
+    /// One pass over a claimed transaction (see the module docs). `pass` is its start when the
+    /// claim already read it ([`store::claim_and_start`]); otherwise it is read here.
+    ///
+    /// Database round trips are folded so that a pass whose calls all succeed costs one commit
+    /// per call plus one: the start (pending ops + lease and `branch_calling` of the first call),
+    /// then per call its `branch_called` together with the next call's lease and
+    /// `branch_calling`, or with the final status after the last call.
+    async fn run(
+        &self,
+        mut trans: TransGlobal,
+        owner: String,
+        pass: Option<store::Pass>,
+    ) -> Result<Option<GlobalStatus>, CoordinatorError> {
         let gid = trans.gid.clone();
         if trans.global_status() == GlobalStatus::Prepared {
             let (t, o) = (trans.clone(), owner.clone());
@@ -198,7 +217,7 @@ impl Engine {
             let g = gid.clone();
             trans = self.db(move |conn| store::reload(conn, &g)).await?;
             if trans.owner.as_deref() != Some(owner.as_str()) {
-                return Ok(());
+                return Ok(None);
             }
         }
         let status = trans.global_status();
@@ -215,33 +234,28 @@ impl Engine {
                 );
                 self.db(move |conn| store::reschedule(conn, &g, &o, when, step))
                     .await?;
-                return Ok(());
+                return Ok(None);
             }
         };
         let headers: BTreeMap<String, String> =
             serde_json::from_str(&trans.branch_headers).unwrap_or_default();
-        let g = gid.clone();
-        let ops = self
-            .db(move |conn| store::pending_ops(conn, &g, op))
-            .await?;
-
-        for branch in ops {
-            let (g, o, lease, b) = (
-                gid.clone(),
-                owner.clone(),
-                self.inner.lease_secs,
-                branch.clone(),
-            );
-            if !self
-                .db(move |conn| store::renew_lease_for_call(conn, &g, &o, lease, &b))
-                .await?
-            {
-                log::warn!(
-                    "gid={gid} lease lost before branch_id={} op={op}; another replica continues",
-                    branch.branch_id
-                );
-                return Ok(());
+        let lease = self.inner.lease_secs;
+        let pass = match pass {
+            Some(pass) => pass,
+            None => {
+                let (t, o) = (trans.clone(), owner.clone());
+                self.db(move |conn| store::start_pass(conn, &t, &o, lease))
+                    .await?
             }
+        };
+        if !pass.first_leased {
+            log::warn!("gid={gid} lease lost before the first op={op}; another replica continues");
+            return Ok(None);
+        }
+        let ops = pass.ops;
+
+        for (index, branch) in ops.iter().enumerate() {
+            let branch = branch.clone();
             let call = self.call_branch(&trans, &branch, op, &headers).await;
             let outcome = call.outcome;
             let succeeded = outcome == BranchOutcome::Success;
@@ -262,16 +276,41 @@ impl Engine {
                 detail: event_detail(&outcome, call.http_status),
             };
             let (id, r) = (branch.id, result.clone());
-            let attempts = self
-                .db(move |conn| store::record_attempt(conn, id, succeeded, &r, &event))
-                .await?;
             if succeeded {
+                let (o, next) = (owner.clone(), ops.get(index + 1).cloned());
+                let (attempts, continued) = self
+                    .db(move |conn| {
+                        let after = match &next {
+                            Some(next) => store::AfterSuccess::Call(next),
+                            None => store::AfterSuccess::Finish {
+                                from: status,
+                                to: end,
+                            },
+                        };
+                        store::record_success(conn, id, &r, &event, &o, lease, after)
+                    })
+                    .await?;
                 log::info!(
                     "gid={gid} branch_id={} op={op} succeeded (attempt {attempts})",
                     branch.branch_id
                 );
-                continue;
+                match continued {
+                    store::Continued::Leased(true) => continue,
+                    store::Continued::Leased(false) => {
+                        log::warn!(
+                            "gid={gid} lease lost after branch_id={} op={op}; another replica continues",
+                            branch.branch_id
+                        );
+                    }
+                    store::Continued::Finished(finished) => {
+                        return Ok(self.finished(&gid, status, end, finished));
+                    }
+                }
+                return Ok(None);
             }
+            let attempts = self
+                .db(move |conn| store::record_attempt(conn, id, succeeded, &r, &event))
+                .await?;
             let (next_in, next_step) = match outcome {
                 // ONGOING: polled at a fixed interval, the backoff does not grow.
                 BranchOutcome::Ongoing => (
@@ -325,13 +364,27 @@ impl Engine {
             let (g, o) = (gid.clone(), owner.clone());
             self.db(move |conn| store::schedule_retry(conn, &g, &o, when, next_step, &note))
                 .await?;
-            return Ok(());
+            return Ok(None);
         }
 
+        // No op was pending: only the final status is left to write.
         let (g, o) = (gid.clone(), owner.clone());
-        if let Some(finished) = self
+        let finished = self
             .db(move |conn| store::finish(conn, &g, &o, status, end))
-            .await?
+            .await?;
+        Ok(self.finished(&gid, status, end, finished))
+    }
+
+    /// Counts and logs a transaction [`store::finish`] moved to its final status (nothing when
+    /// its compare-and-set lost); returns that status when it did.
+    fn finished(
+        &self,
+        gid: &str,
+        status: GlobalStatus,
+        end: GlobalStatus,
+        finished: Option<store::Finished>,
+    ) -> Option<GlobalStatus> {
+        let finished = finished?;
         {
             self.inner.metrics.observe_finished(
                 &finished.trans_type,
@@ -340,7 +393,7 @@ impl Engine {
             );
             log::info!("gid={gid} {status} -> {end}");
         }
-        Ok(())
+        Some(end)
     }
 
     /// Calls one branch op as DTM does (design §3) and reads its answer, timing the call.

@@ -358,6 +358,21 @@ pub fn status_of(conn: &mut PgConnection, gid: &str) -> QueryResult<Option<Globa
     Ok(status.map(|s| s.parse().expect("CHECK constraint")))
 }
 
+/// `request_timeout` (seconds) and status of `gid`, if it exists: what `wait_result` needs to
+/// bound its wait, in one indexed read.
+pub fn timeout_and_status(
+    conn: &mut PgConnection,
+    gid: &str,
+) -> QueryResult<Option<(i32, GlobalStatus)>> {
+    use trans_global::dsl as g;
+    let row: Option<(i32, String)> = g::trans_global
+        .filter(g::gid.eq(gid))
+        .select((g::request_timeout, g::status))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(t, s)| (t, s.parse().expect("CHECK constraint"))))
+}
+
 /// The transaction `gid` and all its branch ops in registration order.
 pub fn find(
     conn: &mut PgConnection,
@@ -548,6 +563,118 @@ pub fn pending_ops(conn: &mut PgConnection, gid: &str, op: Op) -> QueryResult<Ve
     } else {
         query.order(o::id.asc()).load(conn)
     }
+}
+
+/// The start of one second-phase pass, read and written in one database transaction: the ops
+/// still to call, in call order, and whether the lease was renewed for the first of them (with
+/// its `branch_calling` event, as [`renew_lease_for_call`] does).
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// Pending ops of the transaction's phase ([`pending_ops`]); empty when nothing is left.
+    pub ops: Vec<BranchOp>,
+    /// `false` when the lease was lost before the first call (nothing was recorded then).
+    pub first_leased: bool,
+}
+
+/// The op a transaction in `status` calls in its second phase: Confirm while `submitted`,
+/// Cancel while `aborting`, none otherwise.
+pub fn phase_op(status: GlobalStatus) -> Option<Op> {
+    match status {
+        GlobalStatus::Submitted => Some(Op::Confirm),
+        GlobalStatus::Aborting => Some(Op::Cancel),
+        _ => None,
+    }
+}
+
+/// Loads the pending ops of `trans`'s phase and renews `owner`'s lease for the first call, in
+/// one database transaction (one commit instead of two).
+pub fn start_pass(
+    conn: &mut PgConnection,
+    trans: &TransGlobal,
+    owner: &str,
+    lease_secs: i64,
+) -> QueryResult<Pass> {
+    let Some(op) = phase_op(trans.global_status()) else {
+        return Ok(Pass {
+            ops: Vec::new(),
+            first_leased: true,
+        });
+    };
+    conn.transaction(|conn| {
+        let ops = pending_ops(conn, &trans.gid, op)?;
+        let first_leased = match ops.first() {
+            Some(first) => renew_lease_for_call(conn, &trans.gid, owner, lease_secs, first)?,
+            None => true,
+        };
+        Ok(Pass { ops, first_leased })
+    })
+}
+
+/// [`claim_one`] and [`start_pass`] in one database transaction: what `submit` and `abort` do
+/// to run a transaction's second phase at once.
+pub fn claim_and_start(
+    conn: &mut PgConnection,
+    gid: &str,
+    owner: &str,
+    lease_secs: i64,
+) -> QueryResult<Option<(TransGlobal, Pass)>> {
+    conn.transaction(|conn| {
+        let Some(trans) = claim_one(conn, gid, owner, lease_secs)? else {
+            return Ok(None);
+        };
+        let pass = start_pass(conn, &trans, owner, lease_secs)?;
+        Ok(Some((trans, pass)))
+    })
+}
+
+/// What follows a successful call in [`record_success`].
+#[derive(Debug, Clone, Copy)]
+pub enum AfterSuccess<'a> {
+    /// Another op is called next: renew the lease for it, with its `branch_calling` event.
+    Call(&'a BranchOp),
+    /// That was the last op: move `from` to `to` ([`finish`]).
+    Finish {
+        /// `submitted` or `aborting`.
+        from: GlobalStatus,
+        /// `succeed` or `failed`.
+        to: GlobalStatus,
+    },
+}
+
+/// What [`record_success`] did after recording the call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Continued {
+    /// The lease was renewed for the next call (`true`) or was lost (`false`).
+    Leased(bool),
+    /// The transaction finished (`None`: the compare-and-set of [`finish`] lost).
+    Finished(Option<Finished>),
+}
+
+/// Records a successful call ([`record_attempt`]) and, in the same database transaction, either
+/// renews the lease for the next call or finishes the transaction: one commit per call instead
+/// of two, with the event log unchanged (`branch_called`, then the next `branch_calling` or the
+/// final status). Returns the attempts of the recorded op and what followed.
+pub fn record_success(
+    conn: &mut PgConnection,
+    op_id: i64,
+    result: &str,
+    call: &BranchCall,
+    owner: &str,
+    lease_secs: i64,
+    next: AfterSuccess<'_>,
+) -> QueryResult<(i32, Continued)> {
+    conn.transaction(|conn| {
+        let attempts = record_attempt(conn, op_id, true, result, call)?;
+        let continued = match next {
+            AfterSuccess::Call(branch) => Continued::Leased(renew_lease_for_call(
+                conn, &call.gid, owner, lease_secs, branch,
+            )?),
+            AfterSuccess::Finish { from, to } => {
+                Continued::Finished(finish(conn, &call.gid, owner, from, to)?)
+            }
+        };
+        Ok((attempts, continued))
+    })
 }
 
 /// One Confirm or Cancel call as the engine saw it, for [`record_attempt`].

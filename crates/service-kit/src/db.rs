@@ -4,7 +4,13 @@
 
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::{Pg, PgConnection};
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use std::cell::Cell;
+
+use diesel::connection::{
+    AnsiTransactionManager, Connection, Instrumentation, InstrumentationEvent, TransactionManager,
+};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 /// The pool type every binary uses.
@@ -25,13 +31,65 @@ pub enum DbSetupError {
 
 /// A pool of at most `max_size` connections to `database_url`
 /// (`postgres://user@host:port/dbname`). Fails if no connection can be made.
+///
+/// Connections are not tested on checkout (r2d2's default sends `SELECT 1`, a round trip and a
+/// transaction of its own, before every use: the benchmark of issue 6 counted 15 of them per
+/// transfer in the coordinator, half of its commits). Instead a connection that broke (the
+/// server restarted, a network cut) fails the one query that finds out, [`blocking`] sees the
+/// closed-connection error ([`ConnectionWatch`]) and the pool drops the connection instead of
+/// handing it out again; the callers' retries (the TM's second phase, the AP's) cover that one
+/// failed query.
 pub fn build_pool(database_url: &str, max_size: u32) -> Result<DbPool, DbSetupError> {
     let manager = ConnectionManager::<PgConnection>::new(database_url);
     Ok(Pool::builder()
         .max_size(max_size)
+        .test_on_check_out(false)
+        .connection_customizer(Box::new(ConnectionWatch))
         .connection_timeout(std::time::Duration::from_secs(10))
         .build(manager)?)
 }
+
+thread_local! {
+    /// Set by [`ConnectionWatch`]'s instrumentation when a query of this thread failed because
+    /// the connection is gone; read and cleared by [`blocking`] around its closure (which runs on
+    /// one blocking thread from checkout to return).
+    static CONNECTION_CLOSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installed on every new pooled connection: a Diesel instrumentation that notes (in
+/// a thread-local flag) a query failing with a closed connection, so that [`blocking`] can
+/// drop that connection. Costs nothing on the success path: no round trip, no query.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionWatch;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for ConnectionWatch {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.set_instrumentation(watch_closed_connection);
+        Ok(())
+    }
+}
+
+fn watch_closed_connection(event: InstrumentationEvent<'_>) {
+    if let InstrumentationEvent::FinishQuery {
+        error: Some(DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)),
+        ..
+    } = event
+    {
+        CONNECTION_CLOSED.with(|closed| closed.set(true));
+    }
+}
+
+/// Marks `conn` broken, so that the pool closes it when it is returned instead of reusing it.
+fn discard(conn: &mut PgConnection) {
+    log::warn!("a database connection was closed under a query; the pool drops it");
+    AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+}
+
+// Keeps the instrumentation's signature checked against Diesel's trait.
+const _: fn() = || {
+    fn is_instrumentation<I: Instrumentation>(_: I) {}
+    is_instrumentation(watch_closed_connection);
+};
 
 /// Several embedded migration sets (the barrier's, the fault counters', the service's own) seen
 /// as one source, so they are applied and checked together in version order.
@@ -98,7 +156,12 @@ where
     let pool = pool.clone();
     actix_web::web::block(move || {
         let mut conn = pool.get()?;
-        Ok::<T, BlockingError>(f(&mut conn))
+        CONNECTION_CLOSED.with(|closed| closed.set(false));
+        let out = f(&mut conn);
+        if CONNECTION_CLOSED.with(|closed| closed.replace(false)) {
+            discard(&mut conn);
+        }
+        Ok::<T, BlockingError>(out)
     })
     .await
     .map_err(|e| BlockingError::Join(e.to_string()))?

@@ -14,6 +14,7 @@ mod app;
 mod bad_input;
 mod bank;
 mod barrier_props;
+mod baseline;
 mod compose_file;
 mod coordinator;
 mod coordinator_metrics;

@@ -34,6 +34,7 @@
 
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
+pub mod baseline;
 pub mod configuration;
 pub mod error;
 pub mod ledger;

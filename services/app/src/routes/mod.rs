@@ -1,6 +1,7 @@
 //! The HTTP routes: one `GET`+`POST` endpoint per catalogue scenario, the AP's own nested branch
 //! ([`nested`]), the metrics, plus JSON 404s.
 
+pub mod baseline;
 mod fire;
 pub mod nested;
 
@@ -16,6 +17,7 @@ use crate::startup::AppState;
 /// get `405 {"error":"method_not_allowed"}`), `POST /api/TransInNestedTry|Confirm|Cancel`, and
 /// `GET /api/metrics` ([`crate::metrics`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    baseline::configure(cfg);
     cfg.route(
         service_kit::metrics::PATH,
         web::get().to(crate::metrics::metrics),

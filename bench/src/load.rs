@@ -1,0 +1,199 @@
+//! The load: `concurrency` tasks, each running one global transaction (or baseline transfer)
+//! after another until the point's deadline, timing each into an HDR histogram.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde_json::json;
+use tcc::client::{TccClient, TransOptions};
+use tcc::protocol::GlobalStatus;
+
+/// What one transaction of a mode is.
+#[derive(Clone)]
+pub enum Workload {
+    /// A 2-branch TCC global transaction against the coordinator(s), branches answered by the
+    /// built-in RM at `rm` (`.../rm`). Clients are used round-robin, one per `--dtm`.
+    Coordinator {
+        /// One client per coordinator URL, sharing one HTTP connection pool.
+        clients: Vec<TccClient>,
+        /// Base URL of the built-in RM.
+        rm: String,
+    },
+    /// `GET {app}/{endpoint}?amount=&from=&to=&wait_result=true` (`fireTcc` or `fireBaseline`).
+    App {
+        /// The shared HTTP client (keep-alive).
+        http: reqwest::Client,
+        /// `http://host:port/api/fireTcc` or `.../fireBaseline`.
+        url: String,
+        /// Accounts are drawn from `1..=accounts`.
+        accounts: i64,
+        /// Minor units per transfer.
+        amount: i64,
+    },
+}
+
+/// What the tasks of one point measured.
+#[derive(Debug)]
+pub struct PointLoad {
+    /// Transactions that completed (second phase done).
+    pub completed: u64,
+    /// Everything else, by kind (`http_409`, `timeout`, `status_submitted`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of completed transactions, microseconds.
+    pub histogram: Histogram<u64>,
+    /// Wall-clock length of the point.
+    pub elapsed: Duration,
+    /// Gids of the completed coordinator-mode transactions (for the exactly-once check).
+    pub gids: Vec<String>,
+}
+
+/// Runs `workload` with `concurrency` tasks for `duration`.
+pub async fn run(workload: &Workload, concurrency: usize, duration: Duration) -> PointLoad {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let workload = workload.clone();
+            tokio::spawn(async move { task_loop(workload, task, deadline).await })
+        })
+        .collect();
+    let mut total = PointLoad {
+        completed: 0,
+        errors: BTreeMap::new(),
+        histogram: new_histogram(),
+        elapsed: Duration::ZERO,
+        gids: Vec::new(),
+    };
+    for task in tasks {
+        let part = task.await.expect("a load task panicked");
+        total.completed += part.completed;
+        for (kind, n) in part.errors {
+            *total.errors.entry(kind).or_default() += n;
+        }
+        total
+            .histogram
+            .add(&part.histogram)
+            .expect("histograms of the same bounds add");
+        total.gids.extend(part.gids);
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// 1 µs to 5 minutes at 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 300_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn task_loop(workload: Workload, task: usize, deadline: Instant) -> PointLoad {
+    let mut out = PointLoad {
+        completed: 0,
+        errors: BTreeMap::new(),
+        histogram: new_histogram(),
+        elapsed: Duration::ZERO,
+        gids: Vec::new(),
+    };
+    let mut turn = task;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let result = one(&workload, turn).await;
+        let micros = started.elapsed().as_micros() as u64;
+        turn += 1;
+        match result {
+            Ok(gid) => {
+                out.completed += 1;
+                out.histogram.saturating_record(micros.max(1));
+                if let Some(gid) = gid {
+                    out.gids.push(gid);
+                }
+            }
+            Err(kind) => *out.errors.entry(kind).or_default() += 1,
+        }
+    }
+    out
+}
+
+/// One transaction; `Ok(Some(gid))` for a completed coordinator-mode transaction, `Ok(None)` for
+/// a completed app call, `Err(kind)` otherwise.
+async fn one(workload: &Workload, turn: usize) -> Result<Option<String>, String> {
+    match workload {
+        Workload::Coordinator { clients, rm, .. } => {
+            let client = &clients[turn % clients.len()];
+            let gid = client
+                .new_gid()
+                .await
+                .map_err(|e| format!("new_gid: {e}"))?;
+            let options = TransOptions {
+                wait_result: true,
+                ..TransOptions::default()
+            };
+            let outcome = client
+                .tcc_global_transaction(&gid, options, |tcc| async move {
+                    let body = json!({ "n": 1 });
+                    let (try_url, confirm, cancel) = (
+                        format!("{rm}/try"),
+                        format!("{rm}/confirm"),
+                        format!("{rm}/cancel"),
+                    );
+                    for _ in 0..2 {
+                        tcc.call_branch(&body, &try_url, &confirm, &cancel).await?;
+                    }
+                    Ok::<(), tcc::client::BranchError>(())
+                })
+                .await
+                .map_err(|e| format!("coordinator: {e}"))?;
+            if let Err(e) = outcome.result {
+                return Err(format!("try: {e}"));
+            }
+            if outcome.status != GlobalStatus::Succeed {
+                return Err(format!("status_{}", outcome.status));
+            }
+            Ok(Some(gid))
+        }
+        Workload::App {
+            http,
+            url,
+            accounts,
+            amount,
+        } => {
+            let (from, to) = {
+                let mut rng = rand::rng();
+                (
+                    rng.random_range(1..=*accounts),
+                    rng.random_range(1..=*accounts),
+                )
+            };
+            let response = http
+                .get(url)
+                .query(&[
+                    ("amount", amount.to_string()),
+                    ("from", from.to_string()),
+                    ("to", to.to_string()),
+                    ("wait_result", "true".to_owned()),
+                ])
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        "timeout".to_owned()
+                    } else if e.is_connect() {
+                        "connect".to_owned()
+                    } else {
+                        "transport".to_owned()
+                    }
+                })?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(format!("http_{}", status.as_u16()));
+            }
+            // fireTcc answers the final status; fireBaseline answers none.
+            match body.get("status").and_then(|s| s.as_str()) {
+                Some("succeed" | "done") | None => Ok(None),
+                Some(other) => Err(format!("status_{other}")),
+            }
+        }
+    }
+}
