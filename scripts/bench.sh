@@ -106,7 +106,7 @@ started_here=0
 if ! svc_load || ! svc_running coordinator || ! svc_running app; then
   started_here=1
 fi
-"$ROOT/scripts/up.sh" coordinator trans-out trans-in stock app
+BASELINE_ENDPOINTS=on "$ROOT/scripts/up.sh" coordinator trans-out trans-in stock app
 # Called by the EXIT trap (shellcheck cannot see that).
 # shellcheck disable=SC2317
 cleanup() {

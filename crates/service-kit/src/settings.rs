@@ -88,6 +88,10 @@ pub struct RmCommonSettings {
     /// Whether a branch body may carry a `fault` (demo fault injection, [`crate::fault`]). Env
     /// `FAULT_INJECTION` (on|off), default on. When off, a body with a fault is refused with 400.
     pub fault_injection: bool,
+    /// Whether the bank serves the benchmark's non-TCC floor (`POST /api/BaselineTransOut|In`,
+    /// one plain local transaction, no barrier: unsafe by design, see `bank::baseline`). Env
+    /// `BASELINE_ENDPOINTS` (on|off), default off: only `scripts/bench.sh` turns it on.
+    pub baseline_endpoints: bool,
     /// The secret shared with the coordinator, which signs every Confirm and Cancel call with it
     /// ([`tcc::signing`]); with it set, an unsigned, stale or tampered Confirm/Cancel is refused
     /// with 401 and nothing is done. Try calls (from the AP) are never checked. Env
@@ -121,6 +125,7 @@ impl RmCommonSettings {
             db_pool_size: 10,
             json_limit: 65536,
             fault_injection: true,
+            baseline_endpoints: false,
             branch_signing_secret: None,
             barrier_retention: BarrierRetention::DEFAULT_RETENTION,
             retention_batch: BarrierRetention::DEFAULT_BATCH,
@@ -139,6 +144,7 @@ impl RmCommonSettings {
             db_pool_size: env_or("DB_POOL_SIZE", d.db_pool_size)?,
             json_limit: env_or("JSON_LIMIT", d.json_limit)?,
             fault_injection: env_flag("FAULT_INJECTION", d.fault_injection)?,
+            baseline_endpoints: env_flag("BASELINE_ENDPOINTS", d.baseline_endpoints)?,
             branch_signing_secret: SigningSecret::from_env(),
             barrier_retention: Duration::from_secs(env_or(
                 "BARRIER_RETENTION_SECONDS",

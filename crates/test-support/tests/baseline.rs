@@ -2,13 +2,13 @@
 //! it moves the money with one local transaction per bank, refuses what a Try would refuse, and
 //! touches neither the coordinator nor the holds.
 
-use test_support::spawn::spawn_system;
+use test_support::spawn::{spawn_system, spawn_system_with_baseline};
 
 const SEED_BALANCE: i64 = 1_000_000;
 
 #[tokio::test]
 async fn fire_baseline_debits_bank_a_and_credits_bank_b_without_a_global_transaction() {
-    let sys = spawn_system().await;
+    let sys = spawn_system_with_baseline().await;
 
     let (status, answer) = sys
         .fire("/api/fireBaseline?amount=30&from=1&to=2&wait_result=true")
@@ -35,7 +35,7 @@ async fn fire_baseline_debits_bank_a_and_credits_bank_b_without_a_global_transac
 
 #[tokio::test]
 async fn fire_baseline_refuses_a_debit_above_the_spendable_balance_and_moves_nothing() {
-    let sys = spawn_system().await;
+    let sys = spawn_system_with_baseline().await;
 
     let (status, answer) = sys
         .fire(&format!(
@@ -52,10 +52,27 @@ async fn fire_baseline_refuses_a_debit_above_the_spendable_balance_and_moves_not
 
 #[tokio::test]
 async fn fire_baseline_checks_its_parameters_like_fire_tcc() {
-    let sys = spawn_system().await;
+    let sys = spawn_system_with_baseline().await;
 
     let (status, answer) = sys.fire("/api/fireBaseline?amount=0").await;
 
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"], "invalid_parameter");
+}
+
+#[tokio::test]
+async fn without_baseline_endpoints_on_the_unsafe_floor_is_not_served() {
+    let sys = spawn_system().await;
+
+    let (status, answer) = sys.fire("/api/fireBaseline?amount=30&from=1&to=2").await;
+    assert_eq!(status, 404, "{answer}");
+    let debit = sys
+        .http
+        .post(sys.trans_out.url("/api/BaselineTransOut"))
+        .json(&serde_json::json!({ "account_id": 1, "amount": 30 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(debit.status(), 404);
+    assert_eq!(sys.balances(&sys.trans_out, 1).await, (SEED_BALANCE, 0));
 }

@@ -44,6 +44,10 @@ pub struct Settings {
     /// `FAULT_INJECTION`: `on` (default) lets the fire endpoints take fault parameters
     /// (`trans_in_confirm=error:3`, ...) and `crash_after_try`; `off` answers them with 400.
     pub fault_injection: bool,
+    /// `BASELINE_ENDPOINTS`: `on` serves `GET|POST /api/fireBaseline`, the benchmark's non-TCC
+    /// floor (unsafe by design: a failed credit after the debit loses the money); `off`
+    /// (default) does not. Only `scripts/bench.sh` turns it on.
+    pub baseline_endpoints: bool,
 }
 
 /// Default of `DTM_URL`.
@@ -70,13 +74,14 @@ impl Default for Settings {
             app_url: None,
             json_limit: 65_536,
             fault_injection: true,
+            baseline_endpoints: false,
         }
     }
 }
 
 impl Settings {
     /// Reads `HOST`, `PORT`, `DTM_URL`, `TRANS_OUT_URL`, `TRANS_IN_URL`, `STOCK_URL`,
-    /// `APP_URL`, `JSON_LIMIT` and `FAULT_INJECTION`, each with its default when unset or empty.
+    /// `APP_URL`, `JSON_LIMIT`, `FAULT_INJECTION` and `BASELINE_ENDPOINTS`, each with its default when unset or empty.
     ///
     /// Errors name the variable: a port or limit that is not a number, or a URL that is not an
     /// absolute `http(s)://` URL, stops the binary at start rather than at the first request.
@@ -94,6 +99,10 @@ impl Settings {
             fault_injection: service_kit::settings::env_flag(
                 "FAULT_INJECTION",
                 defaults.fault_injection,
+            )?,
+            baseline_endpoints: service_kit::settings::env_flag(
+                "BASELINE_ENDPOINTS",
+                defaults.baseline_endpoints,
             )?,
         })
     }

@@ -128,6 +128,7 @@ pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server>
     let settings = settings.resolve_app_url(listener.local_addr()?);
     let state = web::Data::new(AppState::new(&settings)?);
     let json_limit = settings.json_limit;
+    let baseline_endpoints = settings.baseline_endpoints;
     let api = service_kit::openapi::describe(
         "app",
         "The AP of the TCC sample: each fire endpoint starts one TCC global transaction over the \
@@ -151,7 +152,7 @@ pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server>
                     },
                 )
             })
-            .configure(routes::configure)
+            .configure(|cfg| routes::configure(cfg, baseline_endpoints))
             .configure(|cfg| service_kit::openapi::configure_docs(cfg, api))
             .default_service(web::to(routes::not_found))
     })

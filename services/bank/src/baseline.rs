@@ -49,8 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     cfg.route(
         &format!("/api/{}", endpoint(role)),
         web::post().to(
-            move |pool: web::Data<DbPool>, body: web::Json<BaselineRequest>| {
-                handle(role, pool, body.into_inner())
+            move |pool: web::Data<DbPool>, body: service_kit::http::JsonObject<BaselineRequest>| {
+                handle(role, pool, body.0)
             },
         ),
     );

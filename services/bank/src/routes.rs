@@ -55,7 +55,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
         ACCOUNT_VIEW,
         view_route(ledger::account_view, BankError::AccountNotFound),
     );
-    crate::baseline::configure(cfg, settings);
+    if settings.common.baseline_endpoints {
+        crate::baseline::configure(cfg, settings);
+    }
 }
 
 /// The OpenAPI description of [`configure`]'s routes for `role`.

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{
-    spawn_app_with, spawn_bank, spawn_coordinator, spawn_stock_with, Spawned, TEST_SEED_ACCOUNTS,
-    TEST_SEED_PRODUCTS,
+    spawn_app_with, spawn_bank_with, spawn_coordinator, spawn_stock_with, Spawned,
+    TEST_SEED_ACCOUNTS, TEST_SEED_PRODUCTS,
 };
 use crate::db::TestDb;
 
@@ -41,9 +41,39 @@ pub async fn spawn_system_with(
     configure_stock: impl FnOnce(&mut stock::configuration::Settings),
     configure_app: impl FnOnce(&mut app::configuration::Settings),
 ) -> System {
+    spawn_system_configured(|_| {}, configure_stock, configure_app).await
+}
+
+/// Starts the five binaries with the benchmark's non-TCC endpoints on (`BASELINE_ENDPOINTS=on`
+/// in both banks and the AP; off by default), for the tests of `fireBaseline`.
+pub async fn spawn_system_with_baseline() -> System {
+    spawn_system_configured(
+        |bank| bank.common.baseline_endpoints = true,
+        |_| {},
+        |app| app.baseline_endpoints = true,
+    )
+    .await
+}
+
+/// [`spawn_system_with`], with `configure_bank` applied to both banks' settings too.
+async fn spawn_system_configured(
+    configure_bank: impl Fn(&mut bank::configuration::Settings),
+    configure_stock: impl FnOnce(&mut stock::configuration::Settings),
+    configure_app: impl FnOnce(&mut app::configuration::Settings),
+) -> System {
     let coordinator = spawn_coordinator().await;
-    let trans_out = spawn_bank(bank::Role::TransOut).await;
-    let trans_in = spawn_bank(bank::Role::TransIn).await;
+    let trans_out = spawn_bank_with(
+        bank::Role::TransOut,
+        TestDb::create(bank::Role::TransOut.database()),
+        &configure_bank,
+    )
+    .await;
+    let trans_in = spawn_bank_with(
+        bank::Role::TransIn,
+        TestDb::create(bank::Role::TransIn.database()),
+        &configure_bank,
+    )
+    .await;
     let stock = spawn_stock_with(TestDb::create("stock"), configure_stock).await;
     let mut settings = app::configuration::Settings {
         dtm_url: coordinator.dtm_url(),

@@ -16,8 +16,13 @@ use crate::startup::AppState;
 /// Registers `GET` and `POST /api/<name>` for every scenario of [`CATALOGUE`] (other methods
 /// get `405 {"error":"method_not_allowed"}`), `POST /api/TransInNestedTry|Confirm|Cancel`, and
 /// `GET /api/metrics` ([`crate::metrics`]).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    baseline::configure(cfg);
+///
+/// With `baseline_endpoints` (`BASELINE_ENDPOINTS=on`, for `scripts/bench.sh` only), also
+/// `GET|POST /api/fireBaseline` ([`baseline`]).
+pub fn configure(cfg: &mut web::ServiceConfig, baseline_endpoints: bool) {
+    if baseline_endpoints {
+        baseline::configure(cfg);
+    }
     cfg.route(
         service_kit::metrics::PATH,
         web::get().to(crate::metrics::metrics),
