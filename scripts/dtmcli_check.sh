@@ -30,43 +30,10 @@ source "$ROOT/scripts/lib/python.sh"
 VENV="${DTMCLI_VENV:-$ROOT/target/dtmcli-venv}"
 DTMCLI_VERSION=1.7.7.0
 
-log() { printf '[dtmcli-check] %s\n' "$*"; }
 
-svc_load
 py_install "$VENV" dtmcli "$DTMCLI_VERSION"
-# Leftovers of an interrupted earlier run (its own RUN_DIR only).
-"$ROOT/scripts/down.sh" >/dev/null
-svc_pick_port_offset
-pg_ensure
-pg_started=$PG_STARTED_HERE
-databases=()
-for name in "${SVC_NAMES[@]}"; do
-  db=$(svc_db "$name")
-  [[ -n $db ]] && databases+=("$db")
-done
-
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-  local rc=$?
-  if [[ ${KEEP:-0} == 1 ]]; then
-    log "KEEP=1: leaving the system up (RUN_DIR=$RUN_DIR PORT_OFFSET=$PORT_OFFSET DB_PREFIX=$DB_PREFIX scripts/down.sh stops it)"
-    exit "$rc"
-  fi
-  "$ROOT/scripts/down.sh" >/dev/null || true
-  (pg_drop_databases "${databases[@]}") || true
-  if [[ $pg_started == 1 ]]; then (pg_stop_private) || true; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-
-# 2. A fresh system on fresh databases.
-pg_drop_databases "${databases[@]}"
-log "building and starting a private system: ports +$PORT_OFFSET, databases ${databases[*]}, logs in $RUN_DIR"
-mkdir -p "$RUN_DIR"
-if ! "$ROOT/scripts/up.sh" >"$RUN_DIR/up.log" 2>&1; then
-  cat "$RUN_DIR/up.log" >&2
-  svc_die "scripts/up.sh failed for the private system"
-fi
+# 2. A fresh private system on fresh databases.
+svc_start_private dtmcli-check
 
 # 3. The check itself.
 status=0

@@ -58,42 +58,12 @@ for name in "${targets[@]}"; do
   svc_port "$name" >/dev/null 2>&1 || svc_die "unknown binary $name (one of ${SVC_NAMES[*]})"
 done
 py_install "$VENV" schemathesis "$SCHEMATHESIS_VERSION"
-"$ROOT/scripts/down.sh" >/dev/null
-svc_pick_port_offset
-pg_ensure
-pg_started=$PG_STARTED_HERE
-databases=()
-for name in "${SVC_NAMES[@]}"; do
-  db=$(svc_db "$name")
-  [[ -n $db ]] && databases+=("$db")
-done
-
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-  local rc=$?
-  if [[ ${KEEP:-0} == 1 ]]; then
-    log "KEEP=1: leaving the system up (RUN_DIR=$RUN_DIR PORT_OFFSET=$PORT_OFFSET DB_PREFIX=$DB_PREFIX scripts/down.sh stops it)"
-    exit "$rc"
-  fi
-  "$ROOT/scripts/down.sh" >/dev/null || true
-  (pg_drop_databases "${databases[@]}") || true
-  if [[ $pg_started == 1 ]]; then (pg_stop_private) || true; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-
-pg_drop_databases "${databases[@]}"
-mkdir -p "$RUN_DIR"
 export BRANCH_HOST_ALLOWLIST=127.0.0.1,localhost
 export FAULT_INJECTION=off
 BRANCH_SIGNING_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 ADMIN_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export BRANCH_SIGNING_SECRET ADMIN_TOKEN
-log "starting a private system: ports +$PORT_OFFSET, databases ${databases[*]}, logs in $RUN_DIR"
-if ! "$ROOT/scripts/up.sh" >"$RUN_DIR/up.log" 2>&1; then
-  cat "$RUN_DIR/up.log" >&2
-  svc_die "scripts/up.sh failed for the private system"
-fi
+svc_start_private fuzz-api
 
 seed_args=()
 [[ -n ${FUZZ_SEED:-} ]] && seed_args=(--seed "$FUZZ_SEED")

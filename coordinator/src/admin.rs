@@ -116,6 +116,29 @@ pub struct AdminListAnswer {
 )]
 pub struct AdminApi;
 
+/// The error answers of the two actions.
+#[derive(utoipa::IntoResponses)]
+pub enum ActionErrors {
+    /// `invalid_gid`.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `unauthorized`: `ADMIN_TOKEN` is set and the bearer token is missing or wrong.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// `cross_origin`: sent by a browser from a page of another origin.
+    #[response(status = 403)]
+    CrossOrigin(ErrorBody),
+    /// `not_found`: no such transaction.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The transaction's status forbids the action.
+    #[response(status = 409)]
+    Conflict(crate::api::ConflictBody),
+    /// `unavailable`: the database is unavailable; retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Declares the `Authorization: Bearer <ADMIN_TOKEN>` scheme of the actions.
 struct BearerToken;
 
@@ -356,12 +379,7 @@ impl Action {
 #[utoipa::path(post, path = "/api/admin/transactions/{gid}/retry-now", tag = "admin", params(("gid" = String, Path, description = "The global transaction id")),
     security((), ("admin_token" = [])), responses(
     (status = 200, description = "Due now, backoff step reset: `{gid, action, from, transaction}`", body = Object),
-    (status = 400, description = "`invalid_gid`", body = ErrorBody),
-    (status = 401, description = "`ADMIN_TOKEN` is set and the bearer token is missing or wrong", body = ErrorBody),
-    (status = 403, description = "Sent by a browser from a page of another origin", body = ErrorBody),
-    (status = 404, description = "No such transaction", body = ErrorBody),
-    (status = 409, description = "The status forbids the action", body = crate::api::ConflictBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    ActionErrors,
 ))]
 async fn retry_now(
     req: HttpRequest,
@@ -376,12 +394,7 @@ async fn retry_now(
 #[utoipa::path(post, path = "/api/admin/transactions/{gid}/force-stop", tag = "admin", params(("gid" = String, Path, description = "The global transaction id")),
     security((), ("admin_token" = [])), responses(
     (status = 200, description = "`failed` without any Confirm or Cancel: `{gid, action, from, transaction, warning}`", body = Object),
-    (status = 400, description = "`invalid_gid`", body = ErrorBody),
-    (status = 401, description = "`ADMIN_TOKEN` is set and the bearer token is missing or wrong", body = ErrorBody),
-    (status = 403, description = "Sent by a browser from a page of another origin", body = ErrorBody),
-    (status = 404, description = "No such transaction", body = ErrorBody),
-    (status = 409, description = "The status forbids the action", body = crate::api::ConflictBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    ActionErrors,
 ))]
 async fn force_stop(
     req: HttpRequest,

@@ -19,7 +19,7 @@ use actix_web::{http::header, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use service_kit::db::blocking;
 use service_kit::http::JsonObject;
-use service_kit::openapi::ErrorBody;
+use service_kit::openapi::{ErrorBody, JsonBodyErrors};
 use tcc::protocol::{validate_branch_id, validate_gid, GlobalStatus, SUCCESS};
 
 use crate::configuration::{BranchHosts, TransDefaults};
@@ -223,10 +223,7 @@ fn option_secs(name: &str, value: Option<i64>, default: u32) -> Result<i32> {
 #[utoipa::path(post, path = "/api/dtmsvr/prepare", tag = "dtm", request_body = PrepareBody, responses(
     (status = 200, description = "Prepared (or already prepared: idempotent)", body = DtmAnswer),
     (status = 409, description = "The transaction exists in another status", body = ConflictBody),
-    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
-    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    JsonBodyErrors,
 ))]
 async fn prepare(
     body: JsonObject<PrepareBody>,
@@ -334,10 +331,7 @@ fn check_allowed(name: &str, value: &str, hosts: &BranchHosts) -> Result<()> {
     responses(
     (status = 200, description = "Registered (or already registered with the same URLs and data)", body = DtmAnswer),
     (status = 409, description = "Unknown gid, not `prepared`, or the branch is registered with other URLs or data", body = ConflictBody),
-    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
-    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    JsonBodyErrors,
 ))]
 async fn register_branch(
     body: JsonObject<RegisterBody>,
@@ -385,10 +379,7 @@ async fn register_branch(
     responses(
     (status = 200, description = "Registered (or already registered with the same URLs and data)", body = DtmAnswer),
     (status = 409, description = "Unknown gid, not `prepared`, or the branch is registered with other URLs or data", body = ConflictBody),
-    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
-    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    JsonBodyErrors,
 ))]
 async fn register_tcc_branch(
     body: JsonObject<RegisterBody>,
@@ -418,10 +409,7 @@ pub struct FinishBody {
     responses(
     (status = 200, description = "Submitted/aborted; `status` is final when `wait_result` was set and the second phase finished within `request_timeout`", body = DtmAnswer),
     (status = 409, description = "Unknown gid, or a status that forbids it", body = ConflictBody),
-    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
-    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    JsonBodyErrors,
 ))]
 async fn submit(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     finish(body.0, engine.get_ref().clone(), GlobalStatus::Submitted).await
@@ -432,10 +420,7 @@ async fn submit(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Resu
     responses(
     (status = 200, description = "Submitted/aborted; `status` is final when `wait_result` was set and the second phase finished within `request_timeout`", body = DtmAnswer),
     (status = 409, description = "Unknown gid, or a status that forbids it", body = ConflictBody),
-    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
-    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    JsonBodyErrors,
 ))]
 async fn abort(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     finish(body.0, engine.get_ref().clone(), GlobalStatus::Aborting).await
@@ -627,10 +612,7 @@ fn check_try_report(body: TryReportBody) -> Result<TryReport> {
     responses(
     (status = 200, description = "Recorded", body = DtmAnswer),
     (status = 409, description = "Unknown gid, or the branch is not registered", body = ConflictBody),
-    (status = 400, description = "Malformed JSON or query, or a value out of range (`invalid_gid`, `unsupported_trans_type`, ...)", body = ErrorBody),
-    (status = 413, description = "The body is larger than `JSON_LIMIT`", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
+    JsonBodyErrors,
 ))]
 async fn report_try(
     body: JsonObject<TryReportBody>,

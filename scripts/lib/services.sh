@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared by scripts/up.sh, scripts/down.sh and scripts/dtmcli_check.sh: the service table
-# (scripts/services.txt) and the bookkeeping of processes started by up.sh.
+# Shared by scripts/up.sh, scripts/down.sh, scripts/dtmcli_check.sh and scripts/fuzz_api.sh:
+# the service table (scripts/services.txt), the bookkeeping of processes started by up.sh, and
+# a private copy of the whole system for a check (svc_start_private).
 #
 #   source "scripts/lib/services.sh"
 #   svc_load                 # reads scripts/services.txt
@@ -33,6 +34,7 @@ svc_load() {
   local name port db
   [[ $PORT_OFFSET =~ ^[0-9]+$ ]] || svc_die "PORT_OFFSET must be a whole number, got '$PORT_OFFSET'"
   [[ $DB_PREFIX =~ ^[a-z0-9_]*$ ]] || svc_die "DB_PREFIX may only hold a-z, 0-9 and _, got '$DB_PREFIX'"
+  SVC_NAMES=()
   while read -r name port db _; do
     [[ -z $name || $name == \#* ]] && continue
     SVC_NAMES+=("$name")
@@ -105,4 +107,49 @@ svc_pick_port_offset() {
     [[ $busy == 0 ]] && return 0
   done
   svc_die "no free port range found for the private system"
+}
+
+# Starts a private copy of the whole system for a check (dtmcli_check.sh, fuzz_api.sh), beside
+# any system scripts/up.sh started: the caller sets RUN_DIR and DB_PREFIX (and sources
+# scripts/lib/pg.sh); this stops leftovers of an interrupted run in that RUN_DIR, picks a free
+# PORT_OFFSET, finds or starts Postgres, creates fresh databases, and starts the five binaries
+# (scripts/up.sh, log in $RUN_DIR/up.log). On exit everything is stopped and the databases
+# dropped (with KEEP=1 the system is left up and the command that stops it printed). Any variable
+# the services read (FAULT_INJECTION, ...) passes through from the caller's environment.
+svc_start_private() {
+  local label=$1 name db
+  svc_load
+  "$SVC_REPO_ROOT/scripts/down.sh" >/dev/null
+  svc_pick_port_offset
+  pg_ensure
+  SVC_PRIVATE_PG_STARTED=$PG_STARTED_HERE
+  SVC_PRIVATE_DATABASES=()
+  for name in "${SVC_NAMES[@]}"; do
+    db=$(svc_db "$name")
+    [[ -n $db ]] && SVC_PRIVATE_DATABASES+=("$db")
+  done
+  trap svc_stop_private EXIT
+  pg_drop_databases "${SVC_PRIVATE_DATABASES[@]}"
+  printf '[%s] starting a private system: ports +%s, databases %s, logs in %s\n' \
+    "$label" "$PORT_OFFSET" "${SVC_PRIVATE_DATABASES[*]}" "$RUN_DIR"
+  mkdir -p "$RUN_DIR"
+  if ! "$SVC_REPO_ROOT/scripts/up.sh" >"$RUN_DIR/up.log" 2>&1; then
+    cat "$RUN_DIR/up.log" >&2
+    svc_die "scripts/up.sh failed for the private system"
+  fi
+}
+
+# The EXIT trap of svc_start_private.
+# shellcheck disable=SC2317 # called by the EXIT trap
+svc_stop_private() {
+  local rc=$?
+  if [[ ${KEEP:-0} == 1 ]]; then
+    printf 'KEEP=1: the system is left up; stop it with RUN_DIR=%s PORT_OFFSET=%s DB_PREFIX=%s scripts/down.sh\n' \
+      "$RUN_DIR" "$PORT_OFFSET" "$DB_PREFIX"
+    exit "$rc"
+  fi
+  "$SVC_REPO_ROOT/scripts/down.sh" >/dev/null || true
+  (pg_drop_databases "${SVC_PRIVATE_DATABASES[@]}") || true
+  if [[ $SVC_PRIVATE_PG_STARTED == 1 ]]; then (pg_stop_private) || true; fi
+  exit "$rc"
 }

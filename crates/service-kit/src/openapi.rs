@@ -85,6 +85,27 @@ pub struct HealthAnswer {
     pub database: Option<String>,
 }
 
+/// The error answers every endpoint with a JSON body may give besides its own: the extractor
+/// errors of [`crate::http::json_config`] (and [`crate::http::JsonObject`]) and a database
+/// outage. `#[utoipa::path(responses((status = 200, ...), JsonBodyErrors))]`; the programmatic
+/// descriptions add them with [`common_errors`].
+#[derive(utoipa::IntoResponses)]
+pub enum JsonBodyErrors {
+    /// Malformed JSON (or not an object) or query, or a value out of range: `invalid_json`,
+    /// `invalid_gid`, `unsupported_trans_type`, ...
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// The body is larger than `JSON_LIMIT`: `body_too_large`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not `application/json`: `unsupported_content_type`.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// The database is unavailable; retry later: `unavailable`.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// What every binary has in common: `/api/ping`, `/api/health` and the shared schemas.
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -163,22 +184,11 @@ pub fn schemas_of<T: ToSchema>() -> ComponentsBuilder {
     ComponentsBuilder::new().schemas_from_iter(schemas)
 }
 
-/// What a JSON-body endpoint of this workspace may answer besides its own results: the extractor
-/// errors of [`crate::http::json_config`] and [`crate::http::query_config`], and a database outage.
+/// Adds [`JsonBodyErrors`] to `op`.
 pub fn common_errors(op: OperationBuilder) -> OperationBuilder {
-    op.response(
-        "400",
-        error_response("Malformed query string, malformed JSON or a value out of range"),
-    )
-    .response(
-        "413",
-        error_response("The body is larger than `JSON_LIMIT`"),
-    )
-    .response("415", error_response("The body is not `application/json`"))
-    .response(
-        "503",
-        error_response("The database is unavailable; retry later"),
-    )
+    <JsonBodyErrors as utoipa::IntoResponses>::responses()
+        .into_iter()
+        .fold(op, |op, (status, response)| op.response(status, response))
 }
 
 /// The operation of one RM branch endpoint (`POST /api/<name>`, [`crate::branch::configure`]):
