@@ -189,7 +189,16 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, check: HealthCheck) {
 #[utoipa::path(get, path = "/api/ping", tag = "health",
     responses((status = 200, description = "The process answers", body = crate::openapi::HealthAnswer)))]
 pub(crate) async fn ping(check: web::Data<HealthCheck>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "service": check.service, "status": "ok" }))
+    HttpResponse::Ok().json(healthy(&check, None))
+}
+
+/// The 200 answer of `/api/ping` and `/api/health` ([`crate::openapi::HealthAnswer`]).
+fn healthy(check: &HealthCheck, database: Option<&str>) -> crate::openapi::HealthAnswer {
+    crate::openapi::HealthAnswer {
+        service: check.service.to_owned(),
+        status: "ok".to_owned(),
+        database: database.map(str::to_owned),
+    }
 }
 
 /// `GET /api/health`: readiness.
@@ -199,7 +208,7 @@ pub(crate) async fn ping(check: web::Data<HealthCheck>) -> HttpResponse {
 ))]
 pub(crate) async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
     let Some(pool) = check.pool.clone() else {
-        return HttpResponse::Ok().json(json!({ "service": check.service, "status": "ok" }));
+        return HttpResponse::Ok().json(healthy(&check, None));
     };
     let migrations = check.migrations;
     let ready = blocking(&pool, move |conn| {
@@ -207,9 +216,7 @@ pub(crate) async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
     })
     .await;
     match ready {
-        Ok(true) => HttpResponse::Ok().json(json!({
-            "service": check.service, "status": "ok", "database": "ok"
-        })),
+        Ok(true) => HttpResponse::Ok().json(healthy(&check, Some("ok"))),
         Ok(false) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
