@@ -129,6 +129,29 @@ pub struct EventsAnswer {
     pub events: Vec<events::Event>,
 }
 
+/// The answers of `registerBranch` and `registerTccBranch` besides [`JsonBodyErrors`].
+#[derive(utoipa::IntoResponses)]
+pub enum RegisterAnswers {
+    /// Registered (or already registered with the same URLs and data).
+    #[response(status = 200)]
+    Registered(DtmAnswer),
+    /// Unknown gid, not `prepared`, or the branch is registered with other URLs or data.
+    #[response(status = 409)]
+    Conflict(ConflictBody),
+}
+
+/// The answers of `submit` and `abort` besides [`JsonBodyErrors`].
+#[derive(utoipa::IntoResponses)]
+pub enum FinishAnswers {
+    /// Submitted or aborted; `status` is final when `wait_result` was set and the second phase
+    /// finished within `request_timeout`.
+    #[response(status = 200)]
+    Done(DtmAnswer),
+    /// Unknown gid, or a status that forbids it.
+    #[response(status = 409)]
+    Conflict(ConflictBody),
+}
+
 /// The coordinator's DTM API (with its `reportTry` extension), the event log views and metrics.
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -328,11 +351,7 @@ fn check_allowed(name: &str, value: &str, hosts: &BranchHosts) -> Result<()> {
 
 #[utoipa::path(post, path = "/api/dtmsvr/registerBranch", tag = "dtm", request_body = RegisterBody,
     description = "Registers a TCC branch's Confirm and Cancel URLs (host on `BRANCH_HOST_ALLOWLIST`, else 400 `url_not_allowed`) and data, while the transaction is `prepared`.",
-    responses(
-    (status = 200, description = "Registered (or already registered with the same URLs and data)", body = DtmAnswer),
-    (status = 409, description = "Unknown gid, not `prepared`, or the branch is registered with other URLs or data", body = ConflictBody),
-    JsonBodyErrors,
-))]
+    responses(RegisterAnswers, JsonBodyErrors))]
 async fn register_branch(
     body: JsonObject<RegisterBody>,
     hosts: web::Data<BranchHosts>,
@@ -376,11 +395,7 @@ async fn register_branch(
 /// `POST registerTccBranch`: the same as [`register_branch`] (DTM's clients use either name).
 #[utoipa::path(post, path = "/api/dtmsvr/registerTccBranch", tag = "dtm", request_body = RegisterBody,
     description = "The same as `registerBranch`: DTM's clients use either name.",
-    responses(
-    (status = 200, description = "Registered (or already registered with the same URLs and data)", body = DtmAnswer),
-    (status = 409, description = "Unknown gid, not `prepared`, or the branch is registered with other URLs or data", body = ConflictBody),
-    JsonBodyErrors,
-))]
+    responses(RegisterAnswers, JsonBodyErrors))]
 async fn register_tcc_branch(
     body: JsonObject<RegisterBody>,
     hosts: web::Data<BranchHosts>,
@@ -406,22 +421,14 @@ pub struct FinishBody {
 
 #[utoipa::path(post, path = "/api/dtmsvr/submit", tag = "dtm", request_body = FinishBody,
     description = "Phase two: Confirm every branch. An unknown gid is a 409 (DTM would create an empty transaction).",
-    responses(
-    (status = 200, description = "Submitted/aborted; `status` is final when `wait_result` was set and the second phase finished within `request_timeout`", body = DtmAnswer),
-    (status = 409, description = "Unknown gid, or a status that forbids it", body = ConflictBody),
-    JsonBodyErrors,
-))]
+    responses(FinishAnswers, JsonBodyErrors))]
 async fn submit(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     finish(body.0, engine.get_ref().clone(), GlobalStatus::Submitted).await
 }
 
 #[utoipa::path(post, path = "/api/dtmsvr/abort", tag = "dtm", request_body = FinishBody,
     description = "Phase two: Cancel every registered branch, in reverse order.",
-    responses(
-    (status = 200, description = "Submitted/aborted; `status` is final when `wait_result` was set and the second phase finished within `request_timeout`", body = DtmAnswer),
-    (status = 409, description = "Unknown gid, or a status that forbids it", body = ConflictBody),
-    JsonBodyErrors,
-))]
+    responses(FinishAnswers, JsonBodyErrors))]
 async fn abort(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     finish(body.0, engine.get_ref().clone(), GlobalStatus::Aborting).await
 }

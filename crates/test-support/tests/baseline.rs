@@ -21,16 +21,8 @@ async fn fire_baseline_debits_bank_a_and_credits_bank_b_without_a_global_transac
         (SEED_BALANCE - 30, 0)
     );
     assert_eq!(sys.balances(&sys.trans_in, 2).await, (SEED_BALANCE + 30, 0));
-    let all: serde_json::Value = sys
-        .http
-        .get(sys.coordinator.url("/api/dtmsvr/all"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(all["transactions"], serde_json::json!([]), "{all}");
+    let transactions = sys.transactions().await;
+    assert!(transactions.is_empty(), "{transactions:?}");
 }
 
 #[tokio::test]

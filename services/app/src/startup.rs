@@ -53,6 +53,9 @@ pub struct AppState {
     pub fault_injection: bool,
     /// This instance's metrics (its own registry: tests run several APs in one process).
     pub metrics: Arc<AppMetrics>,
+    /// The HTTP client of every outgoing call (the one inside `tcc` and `prices` too), for
+    /// calls that go through neither (the benchmark's `fireBaseline`).
+    pub http: reqwest::Client,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             .map_err(std::io::Error::other)?;
         Ok(AppState {
             tcc: TccClient::with_http_client(http.clone(), &settings.dtm_url),
+            http: http.clone(),
             prices: StockPrices::new(http, &settings.stock_url),
             endpoints: Arc::new(Endpoints::from_settings(settings)),
             json_limit: settings.json_limit,

@@ -14,9 +14,6 @@
 //! from bank A (answered `502`, `error` = `credit_failed_after_debit`). Making that impossible is
 //! what TCC costs; this endpoint measures the business work without it.
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -28,19 +25,6 @@ use crate::startup::AppState;
 
 /// The endpoint's name, under `/api/`.
 pub const NAME: &str = "fireBaseline";
-
-/// One HTTP client (one connection pool, kept alive) for every baseline call of the process.
-fn http() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build()
-            .expect("the HTTP client's TLS backend initialises")
-    })
-}
 
 /// Registers `GET` and `POST /api/fireBaseline`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -66,14 +50,26 @@ pub async fn fire_baseline(req: HttpRequest, state: web::Data<AppState>) -> Http
     let debit = json!({ "account_id": params.int("from"), "amount": amount });
     let credit = json!({ "account_id": params.int("to"), "amount": amount });
     let endpoints = &state.endpoints;
-    match call(&format!("{}/BaselineTransOut", endpoints.trans_out), &debit).await {
+    match call(
+        &state.http,
+        &format!("{}/BaselineTransOut", endpoints.trans_out),
+        &debit,
+    )
+    .await
+    {
         Ok(()) => {}
         Err((StatusCode::CONFLICT, message)) => {
             return error_response(StatusCode::CONFLICT, "refused", message)
         }
         Err((_, message)) => return error_response(StatusCode::BAD_GATEWAY, "bank_error", message),
     }
-    match call(&format!("{}/BaselineTransIn", endpoints.trans_in), &credit).await {
+    match call(
+        &state.http,
+        &format!("{}/BaselineTransIn", endpoints.trans_in),
+        &credit,
+    )
+    .await
+    {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "done" })),
         Err((_, message)) => {
             log::error!("fireBaseline: credit failed after the debit committed: {message}");
@@ -86,9 +82,14 @@ pub async fn fire_baseline(req: HttpRequest, state: web::Data<AppState>) -> Http
     }
 }
 
-/// `POST url` with `body`: `Ok` on a 2xx, else the status (502 for no answer) and a message.
-async fn call(url: &str, body: &serde_json::Value) -> Result<(), (StatusCode, String)> {
-    let response = http()
+/// `POST url` with `body`, on the AP's one shared client: `Ok` on a 2xx, else the status (502
+/// for no answer) and a message.
+async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), (StatusCode, String)> {
+    let response = http
         .post(url)
         .json(body)
         .send()
