@@ -445,10 +445,11 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         .chars()
         .take(MAX_REASON_LEN)
         .collect();
-    let g = gid.clone();
-    let transition = blocking(engine.pool(), move |conn| match phase {
-        GlobalStatus::Submitted => store::submit(conn, &g),
-        _ => store::abort(conn, &g, &reason),
+    // The transition, the claim of the second phase and the start of its first pass: one commit.
+    let owner = engine.new_token();
+    let (g, o, lease) = (gid.clone(), owner.clone(), engine.lease_secs());
+    let start = blocking(engine.pool(), move |conn| {
+        store::begin_second_phase(conn, &g, phase, &reason, &o, lease)
     })
     .await??;
     let verb = if phase == GlobalStatus::Submitted {
@@ -456,7 +457,7 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
     } else {
         "aborted"
     };
-    match transition {
+    match start.transition {
         Transition::Unknown => {
             return Err(CoordinatorError::Conflict(format!(
                 "no global transaction {gid}; nothing to be {verb}"
@@ -473,47 +474,50 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         }
         Transition::AlreadyThere(_) => {}
     }
+    let trans = start
+        .trans
+        .ok_or_else(|| CoordinatorError::NotFound(format!("no global transaction {gid}")))?;
     // The wait of `wait_result` is measured from here, the pass included.
     let started = tokio::time::Instant::now();
-    // The pass runs in its own task: if the AP hangs up, the second phase carries on.
-    let pass = {
+    let request_timeout = trans.request_timeout;
+    // The pass runs in its own task: if the AP hangs up, the second phase carries on. Without a
+    // pass (another worker holds the lease) that worker finishes it; `wait_result` polls.
+    let pass = start.pass.map(|pass| {
         let (engine, gid) = (engine.clone(), gid.clone());
         tokio::spawn(async move {
-            match engine.drive_to_end(&gid).await {
-                Ok(ended) => ended.flatten(),
+            match engine.run_claimed(trans, owner, pass).await {
+                Ok(ended) => ended,
                 Err(e) => {
                     log::error!("gid={gid} second phase pass failed: {e}");
                     None
                 }
             }
         })
-    };
+    });
     if !body.wait_result {
         return Ok(success(Some(gid), Some(phase)));
     }
-    let status = wait_final(&engine, &gid, started, pass).await?;
+    let status = wait_final(&engine, &gid, request_timeout, started, pass, phase).await?;
     Ok(success(Some(gid), Some(status)))
 }
 
-/// Waits for `pass`, then polls `gid`, until its status is final or its `request_timeout` has
-/// passed since `started` (the pass is not cancelled; it goes on in its task); returns the last
-/// status seen. When the pass itself finished the transaction, its final status is the answer,
-/// with no read (issue 6: two fewer commits per `wait_result`).
+/// Waits for `pass` (if this request runs one), then polls `gid`, until its status is final or
+/// its `request_timeout` (seconds) has passed since `started` (the pass is not cancelled; it goes
+/// on in its task); returns the last status seen (`seen` before any read). When the pass itself
+/// finished the transaction, its final status is the answer, with no read (issue 6).
 async fn wait_final(
     engine: &Engine,
     gid: &str,
+    request_timeout: i32,
     started: tokio::time::Instant,
-    pass: tokio::task::JoinHandle<Option<GlobalStatus>>,
+    pass: Option<tokio::task::JoinHandle<Option<GlobalStatus>>>,
+    seen: GlobalStatus,
 ) -> Result<GlobalStatus> {
-    let g = gid.to_owned();
-    let (request_timeout, seen) = blocking(engine.pool(), move |conn| {
-        store::timeout_and_status(conn, &g)
-    })
-    .await??
-    .ok_or_else(|| CoordinatorError::NotFound(format!("no global transaction {gid}")))?;
     let deadline = started + Duration::from_secs(request_timeout.max(1) as u64);
-    if let Ok(Ok(Some(end))) = tokio::time::timeout_at(deadline, pass).await {
-        return Ok(end);
+    if let Some(pass) = pass {
+        if let Ok(Ok(Some(end))) = tokio::time::timeout_at(deadline, pass).await {
+            return Ok(end);
+        }
     }
     let g = gid.to_owned();
     let mut status = blocking(engine.pool(), move |conn| store::status_of(conn, &g))

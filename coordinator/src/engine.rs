@@ -123,6 +123,12 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// Seconds a claim of the second phase lasts at least (`LEASE_SECONDS`); each call extends it
+    /// to outlast the call.
+    pub fn lease_secs(&self) -> i64 {
+        self.inner.lease_secs
+    }
+
     /// Runs one pass of `gid`'s second phase now, if nobody else holds its lease.
     /// Returns `false` when it was not claimed (leased elsewhere, or not in a second phase).
     pub async fn drive(&self, gid: &str) -> Result<bool, CoordinatorError> {
@@ -131,8 +137,7 @@ impl Engine {
 
     /// [`Engine::drive`], telling how the pass ended: `None` when it was not claimed,
     /// `Some(Some(final status))` when this pass finished the transaction, `Some(None)` when it
-    /// left work for later (a retry, a lost lease). `submit`/`abort` with `wait_result` answer
-    /// from it without reading the status back.
+    /// left work for later (a retry, a lost lease).
     pub async fn drive_to_end(
         &self,
         gid: &str,
@@ -172,7 +177,23 @@ impl Engine {
         Ok(count)
     }
 
-    fn new_token(&self) -> String {
+    /// Runs the pass `submit`/`abort` claimed and started in their own commit
+    /// ([`store::begin_second_phase`]; `owner` is the token they claimed with, from
+    /// [`Engine::new_token`]). Returns the final status when this pass finished the transaction,
+    /// `None` when it left work for later (a retry, a lost lease): `wait_result` answers from it
+    /// without reading the status back.
+    pub async fn run_claimed(
+        &self,
+        trans: TransGlobal,
+        owner: String,
+        pass: store::Pass,
+    ) -> Result<Option<GlobalStatus>, CoordinatorError> {
+        self.run(trans, owner, Some(pass)).await
+    }
+
+    /// A fresh lease token of this replica: `<coordinator id>:<32 hex digits>` (the shape
+    /// [`store::release_own_leases`] recognises after a restart).
+    pub fn new_token(&self) -> String {
         format!(
             "{}:{}",
             self.inner.coordinator_id,
@@ -189,7 +210,8 @@ impl Engine {
     }
 
     /// One pass over a claimed transaction (see the module docs). `pass` is its start when the
-    /// claim already read it ([`store::claim_and_start`]); otherwise it is read here.
+    /// claim already read it ([`store::claim_and_start`], [`store::begin_second_phase`]);
+    /// otherwise it is read here.
     ///
     /// Database round trips are folded so that a pass whose calls all succeed costs one commit
     /// per call plus one: the start (pending ops + lease and `branch_calling` of the first call),

@@ -13,8 +13,8 @@
 //! * [`crate::diagram`] replays the log into a Mermaid sequence diagram; `GET
 //!   /api/admin/transactions/{gid}/events` serves it as JSON.
 //!
-//! Events are deleted with their transaction (`ON DELETE CASCADE`), so the retention job
-//! ([`crate::retention`]) needs no change.
+//! Events are deleted with their transaction by the retention job ([`crate::retention`],
+//! [`crate::store::delete_finished_before`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -201,7 +201,8 @@ fn rfc3339_millis<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S:
 #[derive(Debug, Clone, Default, Insertable)]
 #[diesel(table_name = trans_event)]
 pub struct NewEvent {
-    /// Global transaction id (must exist: foreign key).
+    /// Global transaction id (of an existing transaction: callers insert events in the database
+    /// transaction that changed it).
     pub gid: String,
     /// [`EventKind::as_str`].
     pub kind: String,
@@ -299,28 +300,27 @@ pub fn record_try(
     conn: &mut PgConnection,
     report: &TryReport,
 ) -> QueryResult<Result<(), TryReportRefusal>> {
-    let inserted = diesel::sql_query(
-        "INSERT INTO trans_event \
-             (gid, kind, actor, branch_id, op, target, url, outcome, http_status, latency_ms, detail) \
-         SELECT $1, 'try_reported', 'ap', $2, 'try', $3, $4, $5, $6, $7, $8 \
-         WHERE EXISTS (SELECT 1 FROM trans_branch_op WHERE gid = $1 AND branch_id = $2)",
-    )
-    .bind::<Text, _>(&report.gid)
-    .bind::<Text, _>(&report.branch_id)
-    .bind::<Text, _>(service_name(&report.url))
-    .bind::<Text, _>(&report.url)
-    .bind::<Text, _>(&report.outcome)
-    .bind::<Nullable<Integer>, _>(report.http_status)
-    .bind::<Integer, _>(report.latency_ms)
-    .bind::<Nullable<Text>, _>(report.message.as_deref())
-    .execute(conn)?;
-    if inserted == 1 {
-        return Ok(Ok(()));
+    #[derive(QueryableByName)]
+    struct Answer {
+        #[diesel(sql_type = Text)]
+        answer: String,
     }
-    Ok(Err(match crate::store::status_of(conn, &report.gid)? {
-        None => TryReportRefusal::UnknownGid,
-        Some(_) => TryReportRefusal::UnknownBranch,
-    }))
+    let recorded: Answer =
+        diesel::sql_query("SELECT tcc_report_try($1, $2, $3, $4, $5, $6, $7, $8) AS answer")
+            .bind::<Text, _>(&report.gid)
+            .bind::<Text, _>(&report.branch_id)
+            .bind::<Text, _>(service_name(&report.url))
+            .bind::<Text, _>(&report.url)
+            .bind::<Text, _>(&report.outcome)
+            .bind::<Nullable<Integer>, _>(report.http_status)
+            .bind::<Integer, _>(report.latency_ms)
+            .bind::<Nullable<Text>, _>(report.message.as_deref())
+            .get_result(conn)?;
+    Ok(match recorded.answer.as_str() {
+        "recorded" => Ok(()),
+        "unknown_branch" => Err(TryReportRefusal::UnknownBranch),
+        _ => Err(TryReportRefusal::UnknownGid),
+    })
 }
 
 /// Longest service name kept, in characters.

@@ -14,6 +14,7 @@ diesel::table! {
         create_time -> Timestamptz,
         update_time -> Timestamptz,
         finish_time -> Nullable<Timestamptz>,
+        target -> Nullable<Text>,
     }
 }
 

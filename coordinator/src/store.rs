@@ -8,14 +8,17 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tcc::protocol::{GlobalStatus, Op};
 
 use crate::events::{self, Actor, EventKind, NewEvent};
 use crate::schema::{trans_branch_op, trans_global};
 
-/// A global transaction row (`trans_global`), serialized with DTM's field names.
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize, utoipa::ToSchema)]
+/// A global transaction row (`trans_global`), serialized with DTM's field names. Deserialized
+/// from the JSON the state-machine functions answer with (`row_to_json`).
+#[derive(
+    Debug, Clone, Queryable, QueryableByName, Selectable, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[diesel(table_name = trans_global)]
 pub struct TransGlobal {
     /// Surrogate key; also the keyset position of `all`.
@@ -68,12 +71,13 @@ fn as_json_object<S: serde::Serializer>(raw: &str, s: S) -> Result<S::Ok, S::Err
     value.serialize(s)
 }
 
-/// One Confirm or Cancel of a branch (`trans_branch_op`).
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+/// One Confirm or Cancel of a branch (`trans_branch_op`). Deserialized from the JSON array of
+/// pending ops that `tcc_start_pass` answers with.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize, utoipa::ToSchema)]
 #[diesel(table_name = trans_branch_op)]
 pub struct BranchOp {
     /// Surrogate key; ascending = registration order.
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub id: i64,
     /// Global transaction id.
     pub gid: String,
@@ -97,6 +101,10 @@ pub struct BranchOp {
     pub update_time: DateTime<Utc>,
     /// Succeeded at.
     pub finish_time: Option<DateTime<Utc>>,
+    /// The branch's service ([`events::service_name`] of the Confirm URL), named once at
+    /// registration for the events of its calls; not part of DTM's answer.
+    #[serde(skip_serializing)]
+    pub target: Option<String>,
 }
 
 /// What `prepare` needs to create a transaction; options already defaulted and validated.
@@ -126,37 +134,42 @@ pub enum PrepareOutcome {
 }
 
 /// Creates the transaction in `prepared`, due for a timeout check after `timeout_to_fail`, and
-/// its `prepared` event (detail: the options), in one statement.
+/// its `prepared` event (detail: the options): one call of `tcc_prepare` (migration
+/// `..._state_machine_functions`), one round trip, one commit.
 pub fn prepare(conn: &mut PgConnection, new: &NewTrans) -> QueryResult<PrepareOutcome> {
     let options = format!(
         "timeout_to_fail={}s retry_interval={}s request_timeout={}s",
         new.timeout_to_fail, new.retry_interval, new.request_timeout
     );
-    let inserted: Count = diesel::sql_query(
-        "WITH ins AS ( \
-             INSERT INTO trans_global (gid, status, timeout_to_fail, retry_interval, request_timeout, \
-                                       branch_headers, next_cron_interval, next_cron_time) \
-             VALUES ($1, 'prepared', $2, $3, $4, $5, $3, now() + make_interval(secs => $2)) \
-             ON CONFLICT (gid) DO NOTHING RETURNING gid), \
-         ev AS ( \
-             INSERT INTO trans_event (gid, kind, actor, status, detail) \
-             SELECT gid, 'prepared', 'ap', 'prepared', $6 FROM ins) \
-         SELECT count(*) AS n FROM ins",
-    )
-    .bind::<Text, _>(&new.gid)
-    .bind::<Integer, _>(new.timeout_to_fail)
-    .bind::<Integer, _>(new.retry_interval)
-    .bind::<Integer, _>(new.request_timeout)
-    .bind::<Text, _>(&new.branch_headers)
-    .bind::<Text, _>(options)
-    .get_result(conn)?;
-    if inserted.n == 1 {
-        return Ok(PrepareOutcome::Created);
-    }
-    Ok(match status_of(conn, &new.gid)? {
-        Some(GlobalStatus::Prepared) | None => PrepareOutcome::AlreadyPrepared,
-        Some(other) => PrepareOutcome::Conflict(other),
+    let answer: Answer = diesel::sql_query("SELECT tcc_prepare($1, $2, $3, $4, $5, $6) AS answer")
+        .bind::<Text, _>(&new.gid)
+        .bind::<Integer, _>(new.timeout_to_fail)
+        .bind::<Integer, _>(new.retry_interval)
+        .bind::<Integer, _>(new.request_timeout)
+        .bind::<Text, _>(&new.branch_headers)
+        .bind::<Text, _>(options)
+        .get_result(conn)?;
+    Ok(match answer.answer.as_str() {
+        "created" => PrepareOutcome::Created,
+        status => match parse_status(status) {
+            GlobalStatus::Prepared => PrepareOutcome::AlreadyPrepared,
+            other => PrepareOutcome::Conflict(other),
+        },
     })
+}
+
+/// The one-word answer of a state-machine function (`SELECT tcc_...(...) AS answer`).
+#[derive(QueryableByName)]
+struct Answer {
+    #[diesel(sql_type = Text)]
+    answer: String,
+}
+
+/// A status read from the database; the CHECK constraint admits only known ones.
+fn parse_status(status: &str) -> GlobalStatus {
+    status
+        .parse()
+        .expect("the status CHECK constraint admits only known statuses")
 }
 
 /// A row count returned by a statement (`SELECT count(*) AS n ...`).
@@ -197,74 +210,28 @@ pub enum RegisterOutcome {
 }
 
 /// Records a branch's Confirm and Cancel while the transaction is `prepared`, and its
-/// `branch_registered` event (in the same database transaction).
+/// `branch_registered` event: one call of `tcc_register_branch`, which also names the branch's
+/// service once ([`events::service_name`] of the Confirm URL) for the events of its calls.
 ///
 /// The transaction row is locked `FOR SHARE` so that a concurrent `submit`/`abort` (an `UPDATE`)
 /// waits: a branch is either registered before the second phase reads the branch list, or refused.
 pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<RegisterOutcome> {
-    use trans_branch_op::dsl as o;
-    use trans_global::dsl as g;
-    conn.transaction(|conn| {
-        let status: Option<String> = g::trans_global
-            .filter(g::gid.eq(&b.gid))
-            .select(g::status)
-            .for_share()
-            .first(conn)
-            .optional()?;
-        let Some(status) = status else {
-            return Ok(RegisterOutcome::UnknownGid);
-        };
-        let status: GlobalStatus = status.parse().expect("CHECK constraint");
-        if status != GlobalStatus::Prepared {
-            return Ok(RegisterOutcome::NotPrepared(status));
-        }
-        let rows = [(Op::Confirm, &b.confirm), (Op::Cancel, &b.cancel)];
-        let mut inserted = 0;
-        for (op, url) in rows {
-            inserted += diesel::insert_into(o::trans_branch_op)
-                .values((
-                    o::gid.eq(&b.gid),
-                    o::branch_id.eq(&b.branch_id),
-                    o::op.eq(op.as_str()),
-                    o::url.eq(url),
-                    o::data.eq(&b.data),
-                    o::status.eq("prepared"),
-                ))
-                .on_conflict((o::gid, o::branch_id, o::op))
-                .do_nothing()
-                .execute(conn)?;
-        }
-        if inserted == 2 {
-            events::insert(
-                conn,
-                &NewEvent {
-                    branch_id: Some(b.branch_id.clone()),
-                    target: Some(events::service_name(&b.confirm)),
-                    detail: Some(format!("confirm {} | cancel {}", b.confirm, b.cancel)),
-                    ..NewEvent::new(&b.gid, EventKind::BranchRegistered, Actor::Ap)
-                },
-            )?;
-            return Ok(RegisterOutcome::Registered);
-        }
-        let existing: Vec<(String, String, String)> = o::trans_branch_op
-            .filter(o::gid.eq(&b.gid))
-            .filter(o::branch_id.eq(&b.branch_id))
-            .select((o::op, o::url, o::data))
-            .load(conn)?;
-        let same = existing.len() == 2
-            && existing.iter().all(|(op, url, data)| {
-                let expected = if op == Op::Confirm.as_str() {
-                    &b.confirm
-                } else {
-                    &b.cancel
-                };
-                url == expected && data == &b.data
-            });
-        Ok(if same {
-            RegisterOutcome::AlreadyRegistered
-        } else {
-            RegisterOutcome::Mismatch
-        })
+    let answer: Answer =
+        diesel::sql_query("SELECT tcc_register_branch($1, $2, $3, $4, $5, $6, $7) AS answer")
+            .bind::<Text, _>(&b.gid)
+            .bind::<Text, _>(&b.branch_id)
+            .bind::<Text, _>(&b.data)
+            .bind::<Text, _>(&b.confirm)
+            .bind::<Text, _>(&b.cancel)
+            .bind::<Text, _>(events::service_name(&b.confirm))
+            .bind::<Text, _>(format!("confirm {} | cancel {}", b.confirm, b.cancel))
+            .get_result(conn)?;
+    Ok(match answer.answer.as_str() {
+        "registered" => RegisterOutcome::Registered,
+        "already" => RegisterOutcome::AlreadyRegistered,
+        "mismatch" => RegisterOutcome::Mismatch,
+        "unknown" => RegisterOutcome::UnknownGid,
+        status => RegisterOutcome::NotPrepared(parse_status(status)),
     })
 }
 
@@ -281,70 +248,93 @@ pub enum Transition {
     Unknown,
 }
 
-/// `prepared -> submitted`, due now, with its `submitted` event (one statement). A resubmit
-/// while `submitted`/`succeed` changes nothing.
-pub fn submit(conn: &mut PgConnection, gid: &str) -> QueryResult<Transition> {
-    let changed: Count = diesel::sql_query(
-        "WITH upd AS ( \
-             UPDATE trans_global SET status = 'submitted', next_cron_time = now(), \
-                    next_cron_interval = retry_interval, update_time = now() \
-             WHERE gid = $1 AND status = 'prepared' RETURNING gid), \
-         ev AS ( \
-             INSERT INTO trans_event (gid, kind, actor, status) \
-             SELECT gid, 'submitted', 'ap', 'submitted' FROM upd) \
-         SELECT count(*) AS n FROM upd",
-    )
-    .bind::<Text, _>(gid)
-    .get_result(conn)?;
-    transition_result(
-        conn,
-        gid,
-        changed.n as usize,
-        GlobalStatus::Submitted,
-        GlobalStatus::Succeed,
-    )
+/// What [`begin_second_phase`] did.
+#[derive(Debug, Clone)]
+pub struct SecondPhaseStart {
+    /// The transition `submit` or `abort` asked for.
+    pub transition: Transition,
+    /// The transaction after it (`None` when the gid is unknown).
+    pub trans: Option<TransGlobal>,
+    /// The first pass of its second phase, when the caller's lease was taken: the caller runs it
+    /// ([`crate::engine::Engine::run_claimed`]). `None` when another worker holds the lease (it
+    /// runs the phase) or when there is nothing to run.
+    pub pass: Option<Pass>,
 }
 
-/// `prepared -> aborting` with `reason`, due now, with its `aborting` event (actor `ap`, the
-/// reason as detail; one statement). A repeated abort changes nothing.
-pub fn abort(conn: &mut PgConnection, gid: &str, reason: &str) -> QueryResult<Transition> {
-    let changed: Count = diesel::sql_query(
-        "WITH upd AS ( \
-             UPDATE trans_global SET status = 'aborting', rollback_reason = $2, \
-                    next_cron_time = now(), next_cron_interval = retry_interval, update_time = now() \
-             WHERE gid = $1 AND status = 'prepared' RETURNING gid), \
-         ev AS ( \
-             INSERT INTO trans_event (gid, kind, actor, status, detail) \
-             SELECT gid, 'aborting', 'ap', 'aborting', $2 FROM upd) \
-         SELECT count(*) AS n FROM upd",
-    )
-    .bind::<Text, _>(gid)
-    .bind::<Text, _>(reason)
-    .get_result(conn)?;
-    transition_result(
-        conn,
-        gid,
-        changed.n as usize,
-        GlobalStatus::Aborting,
-        GlobalStatus::Failed,
-    )
-}
-
-fn transition_result(
+/// `submit` (`phase` = `submitted`) or `abort` (`phase` = `aborting`, with `reason`): one call of
+/// `tcc_begin_second_phase`, one commit for all of
+///
+/// * the compare-and-set `prepared -> phase`, due now, with its `submitted`/`aborting` event
+///   (actor `ap`, the reason as detail); a repeated submit/abort changes no status;
+/// * the claim of the second phase for `owner` when no live lease is held, with a lease that
+///   outlasts the first call, so the caller runs it at once (no worker tick to wait for);
+/// * the start of its first pass ([`start_pass`]): the pending ops and the first call's
+///   `branch_calling` event.
+///
+/// The caller tells "already there" from "refused" by the state machine: `submit` may meet
+/// `submitted`/`succeed`, `abort` may meet `aborting`/`failed` ([`Transition::AlreadyThere`]);
+/// anything else is [`Transition::Refused`]; no such gid is [`Transition::Unknown`] (DTM would
+/// succeed an empty transaction; this project answers 409).
+pub fn begin_second_phase(
     conn: &mut PgConnection,
     gid: &str,
-    changed: usize,
     phase: GlobalStatus,
-    end: GlobalStatus,
-) -> QueryResult<Transition> {
-    if changed == 1 {
-        return Ok(Transition::Changed);
+    reason: &str,
+    owner: &str,
+    lease_secs: i64,
+) -> QueryResult<SecondPhaseStart> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        outcome: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        trans: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        claimed: bool,
+        #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
+        first_leased: Option<bool>,
+        #[diesel(sql_type = Nullable<Text>)]
+        ops: Option<String>,
     }
-    Ok(match status_of(conn, gid)? {
-        None => Transition::Unknown,
-        Some(s) if s == phase || s == end => Transition::AlreadyThere(s),
-        Some(s) => Transition::Refused(s),
+    let end = match phase {
+        GlobalStatus::Submitted => GlobalStatus::Succeed,
+        _ => GlobalStatus::Failed,
+    };
+    let row: Row =
+        diesel::sql_query("SELECT * FROM tcc_begin_second_phase($1, $2, $3, $4, $5)")
+            .bind::<Text, _>(gid)
+            .bind::<Text, _>(phase.as_str())
+            .bind::<Text, _>(reason)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(lease_secs)
+            .get_result(conn)?;
+    let transition = match row.outcome.as_str() {
+        "changed" => Transition::Changed,
+        "unknown" => Transition::Unknown,
+        status => match parse_status(status) {
+            s if s == phase || s == end => Transition::AlreadyThere(s),
+            s => Transition::Refused(s),
+        },
+    };
+    let trans = row.trans.as_deref().map(from_function_json).transpose()?;
+    let pass = match (row.claimed, row.first_leased, row.ops) {
+        (true, Some(first_leased), Some(ops)) => Some(Pass {
+            ops: from_function_json(&ops)?,
+            first_leased,
+        }),
+        _ => None,
+    };
+    Ok(SecondPhaseStart {
+        transition,
+        trans,
+        pass,
     })
+}
+
+/// Reads the JSON a state-machine function built from table rows (`row_to_json`, `json_agg`).
+/// It always matches the row types; a mismatch is a deserialization error, not a panic.
+fn from_function_json<T: serde::de::DeserializeOwned>(json: &str) -> QueryResult<T> {
+    serde_json::from_str(json).map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))
 }
 
 /// The status of `gid`, if it exists.
@@ -356,21 +346,6 @@ pub fn status_of(conn: &mut PgConnection, gid: &str) -> QueryResult<Option<Globa
         .first(conn)
         .optional()?;
     Ok(status.map(|s| s.parse().expect("CHECK constraint")))
-}
-
-/// `request_timeout` (seconds) and status of `gid`, if it exists: what `wait_result` needs to
-/// bound its wait, in one indexed read.
-pub fn timeout_and_status(
-    conn: &mut PgConnection,
-    gid: &str,
-) -> QueryResult<Option<(i32, GlobalStatus)>> {
-    use trans_global::dsl as g;
-    let row: Option<(i32, String)> = g::trans_global
-        .filter(g::gid.eq(gid))
-        .select((g::request_timeout, g::status))
-        .first(conn)
-        .optional()?;
-    Ok(row.map(|(t, s)| (t, s.parse().expect("CHECK constraint"))))
 }
 
 /// The transaction `gid` and all its branch ops in registration order.
@@ -467,40 +442,6 @@ pub fn claim_one(
     .optional()
 }
 
-/// Extends `owner`'s lease on `gid` right before calling a branch op, and writes the
-/// `branch_calling` event of that call, in one statement: a call whose answer is never
-/// recorded (the coordinator was killed during it) still shows in the event log. The lease is
-/// made to outlast the call: at least the transaction's `request_timeout` plus 5 s, so no other
-/// worker claims it while the call is in flight. `false` when the lease was lost (nothing
-/// recorded).
-pub fn renew_lease_for_call(
-    conn: &mut PgConnection,
-    gid: &str,
-    owner: &str,
-    lease_secs: i64,
-    branch: &BranchOp,
-) -> QueryResult<bool> {
-    let renewed: Count = diesel::sql_query(
-        "WITH upd AS ( \
-             UPDATE trans_global \
-             SET lease_expire = now() + make_interval(secs => GREATEST($3, request_timeout + 5)) \
-             WHERE gid = $1 AND owner = $2 RETURNING gid), \
-         ev AS ( \
-             INSERT INTO trans_event (gid, kind, actor, branch_id, op, target, url) \
-             SELECT gid, 'branch_calling', 'tm', $4, $5, $6, $7 FROM upd) \
-         SELECT count(*) AS n FROM upd",
-    )
-    .bind::<Text, _>(gid)
-    .bind::<Text, _>(owner)
-    .bind::<BigInt, _>(lease_secs)
-    .bind::<Text, _>(&branch.branch_id)
-    .bind::<Text, _>(&branch.op)
-    .bind::<Text, _>(events::service_name(&branch.url))
-    .bind::<Text, _>(&branch.url)
-    .get_result(conn)?;
-    Ok(renewed.n == 1)
-}
-
 /// Releases the leases a previous life of this replica held, so its work resumes at once after
 /// a restart instead of after the lease. A lease token is `<coordinator_id>:<32 hex digits>`
 /// (optionally `:<row id>`); the id part must match exactly, so replica `a` never releases the
@@ -549,28 +490,13 @@ pub fn reload(conn: &mut PgConnection, gid: &str) -> QueryResult<TransGlobal> {
         .first(conn)
 }
 
-/// The ops of kind `op` still to succeed, in the order the second phase calls them:
-/// Confirms in registration order, Cancels in reverse (design §4).
-pub fn pending_ops(conn: &mut PgConnection, gid: &str, op: Op) -> QueryResult<Vec<BranchOp>> {
-    use trans_branch_op::dsl as o;
-    let query = o::trans_branch_op
-        .filter(o::gid.eq(gid))
-        .filter(o::op.eq(op.as_str()))
-        .filter(o::status.eq("prepared"))
-        .select(BranchOp::as_select());
-    if op == Op::Cancel {
-        query.order(o::id.desc()).load(conn)
-    } else {
-        query.order(o::id.asc()).load(conn)
-    }
-}
-
 /// The start of one second-phase pass, read and written in one database transaction: the ops
 /// still to call, in call order, and whether the lease was renewed for the first of them (with
-/// its `branch_calling` event, as [`renew_lease_for_call`] does).
+/// its `branch_calling` event).
 #[derive(Debug, Clone)]
 pub struct Pass {
-    /// Pending ops of the transaction's phase ([`pending_ops`]); empty when nothing is left.
+    /// Pending ops of the transaction's phase, in call order: Confirms in registration order,
+    /// Cancels in reverse (design §4); empty when nothing is left.
     pub ops: Vec<BranchOp>,
     /// `false` when the lease was lost before the first call (nothing was recorded then).
     pub first_leased: bool,
@@ -586,27 +512,32 @@ pub fn phase_op(status: GlobalStatus) -> Option<Op> {
     }
 }
 
-/// Loads the pending ops of `trans`'s phase and renews `owner`'s lease for the first call, in
-/// one database transaction (one commit instead of two).
+/// Loads the pending ops of `trans`'s phase and renews `owner`'s lease for the first call, with
+/// that call's `branch_calling` event: one call of `tcc_start_pass`, one commit. The lease is made
+/// to outlast the call (at least the transaction's `request_timeout` plus 5 s), so no other worker
+/// claims it while the call is in flight; a call whose answer is never recorded (the coordinator
+/// was killed during it) still shows in the event log.
 pub fn start_pass(
     conn: &mut PgConnection,
     trans: &TransGlobal,
     owner: &str,
     lease_secs: i64,
 ) -> QueryResult<Pass> {
-    let Some(op) = phase_op(trans.global_status()) else {
-        return Ok(Pass {
-            ops: Vec::new(),
-            first_leased: true,
-        });
-    };
-    conn.transaction(|conn| {
-        let ops = pending_ops(conn, &trans.gid, op)?;
-        let first_leased = match ops.first() {
-            Some(first) => renew_lease_for_call(conn, &trans.gid, owner, lease_secs, first)?,
-            None => true,
-        };
-        Ok(Pass { ops, first_leased })
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        first_leased: bool,
+        #[diesel(sql_type = Text)]
+        ops: String,
+    }
+    let row: Row = diesel::sql_query("SELECT * FROM tcc_start_pass($1, $2, $3, TRUE)")
+        .bind::<Text, _>(&trans.gid)
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(lease_secs)
+        .get_result(conn)?;
+    Ok(Pass {
+        ops: from_function_json(&row.ops)?,
+        first_leased: row.first_leased,
     })
 }
 
@@ -632,7 +563,7 @@ pub fn claim_and_start(
 pub enum AfterSuccess<'a> {
     /// Another op is called next: renew the lease for it, with its `branch_calling` event.
     Call(&'a BranchOp),
-    /// That was the last op: move `from` to `to` ([`finish`]).
+    /// That was the last op: move `from` to `to` (as [`finish`] does).
     Finish {
         /// `submitted` or `aborting`.
         from: GlobalStatus,
@@ -646,14 +577,16 @@ pub enum AfterSuccess<'a> {
 pub enum Continued {
     /// The lease was renewed for the next call (`true`) or was lost (`false`).
     Leased(bool),
-    /// The transaction finished (`None`: the compare-and-set of [`finish`] lost).
+    /// The transaction finished (`None`: the compare-and-set of the final status lost).
     Finished(Option<Finished>),
 }
 
-/// Records a successful call ([`record_attempt`]) and, in the same database transaction, either
-/// renews the lease for the next call or finishes the transaction: one commit per call instead
-/// of two, with the event log unchanged (`branch_called`, then the next `branch_calling` or the
-/// final status). Returns the attempts of the recorded op and what followed.
+/// Records a successful call (the op becomes `succeed`, attempts + 1, with its `branch_called`
+/// event) and, in the same commit, either renews the lease for the next call with its
+/// `branch_calling` event, or finishes the transaction (`submitted -> succeed` /
+/// `aborting -> failed`, lease released, final event): one call of `tcc_record_success`, one round
+/// trip and one commit per call. Returns the attempts of the recorded op (0 if it had already
+/// succeeded) and what followed.
 pub fn record_success(
     conn: &mut PgConnection,
     op_id: i64,
@@ -663,18 +596,46 @@ pub fn record_success(
     lease_secs: i64,
     next: AfterSuccess<'_>,
 ) -> QueryResult<(i32, Continued)> {
-    conn.transaction(|conn| {
-        let attempts = record_attempt(conn, op_id, true, result, call)?;
-        let continued = match next {
-            AfterSuccess::Call(branch) => Continued::Leased(renew_lease_for_call(
-                conn, &call.gid, owner, lease_secs, branch,
-            )?),
-            AfterSuccess::Finish { from, to } => {
-                Continued::Finished(finish(conn, &call.gid, owner, from, to)?)
-            }
-        };
-        Ok((attempts, continued))
-    })
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Integer>)]
+        attempts: Option<i32>,
+        #[diesel(sql_type = Text)]
+        continued: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        trans_type: Option<String>,
+        #[diesel(sql_type = Nullable<Double>)]
+        second_phase_secs: Option<f64>,
+    }
+    let (next_op, from, to) = match next {
+        AfterSuccess::Call(branch) => (Some(branch.id), None, None),
+        AfterSuccess::Finish { from, to } => (None, Some(from.as_str()), Some(to.as_str())),
+    };
+    let row: Row = diesel::sql_query(
+        "SELECT * FROM tcc_record_success($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind::<BigInt, _>(op_id)
+    .bind::<Text, _>(result)
+    .bind::<Text, _>(call.outcome)
+    .bind::<Nullable<Integer>, _>(call.http_status.map(i32::from))
+    .bind::<Integer, _>(i32::try_from(call.latency_ms).unwrap_or(i32::MAX))
+    .bind::<Nullable<Text>, _>(call.detail.as_deref())
+    .bind::<Text, _>(owner)
+    .bind::<BigInt, _>(lease_secs)
+    .bind::<Nullable<BigInt>, _>(next_op)
+    .bind::<Nullable<Text>, _>(from)
+    .bind::<Nullable<Text>, _>(to)
+    .get_result(conn)?;
+    let continued = match row.continued.as_str() {
+        "leased" => Continued::Leased(true),
+        "lost" => Continued::Leased(false),
+        "finished" => Continued::Finished(Some(Finished {
+            trans_type: row.trans_type.unwrap_or_else(|| "tcc".to_owned()),
+            second_phase_secs: row.second_phase_secs,
+        })),
+        _ => Continued::Finished(None),
+    };
+    Ok((row.attempts.unwrap_or(0), continued))
 }
 
 /// One Confirm or Cancel call as the engine saw it, for [`record_attempt`].
@@ -890,8 +851,9 @@ pub fn unfinished_summary(conn: &mut PgConnection) -> QueryResult<Vec<Unfinished
 // ---- retention ----
 
 /// Deletes at most `limit` finished (`succeed`/`failed`) transactions whose `finish_time` is
-/// more than `retention_secs` seconds ago, oldest first; their `trans_branch_op` and
-/// `trans_event` rows go with them (`ON DELETE CASCADE`). Returns how many transactions were deleted.
+/// more than `retention_secs` seconds ago, oldest first, with their `trans_branch_op` and
+/// `trans_event` rows, in one statement (the child tables have no foreign keys: migration
+/// `..._state_machine_functions`). Returns how many transactions were deleted.
 ///
 /// Unfinished transactions (`prepared`, `submitted`, `aborting`) are never selected, however old:
 /// their `finish_time` is NULL (a CHECK constraint ties it to the status) and the status filter
@@ -902,16 +864,22 @@ pub fn delete_finished_before(
     retention_secs: i64,
     limit: i64,
 ) -> QueryResult<usize> {
-    diesel::sql_query(
-        "DELETE FROM trans_global \
-         WHERE id IN (SELECT id FROM trans_global \
-                      WHERE status IN ('succeed', 'failed') \
-                        AND finish_time < now() - make_interval(secs => $1) \
-                      ORDER BY finish_time, id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    let deleted: Count = diesel::sql_query(
+        "WITH gone AS ( \
+             DELETE FROM trans_global \
+             WHERE id IN (SELECT id FROM trans_global \
+                          WHERE status IN ('succeed', 'failed') \
+                            AND finish_time < now() - make_interval(secs => $1) \
+                          ORDER BY finish_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING gid), \
+         ops AS (DELETE FROM trans_branch_op WHERE gid IN (SELECT gid FROM gone)), \
+         evs AS (DELETE FROM trans_event WHERE gid IN (SELECT gid FROM gone)) \
+         SELECT count(*) AS n FROM gone",
     )
     .bind::<BigInt, _>(retention_secs)
     .bind::<BigInt, _>(limit)
-    .execute(conn)
+    .get_result(conn)?;
+    Ok(deleted.n as usize)
 }
 
 // ---- admin: the operator's views and actions (crate::admin) ----
