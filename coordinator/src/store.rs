@@ -300,14 +300,13 @@ pub fn begin_second_phase(
         GlobalStatus::Submitted => GlobalStatus::Succeed,
         _ => GlobalStatus::Failed,
     };
-    let row: Row =
-        diesel::sql_query("SELECT * FROM tcc_begin_second_phase($1, $2, $3, $4, $5)")
-            .bind::<Text, _>(gid)
-            .bind::<Text, _>(phase.as_str())
-            .bind::<Text, _>(reason)
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(lease_secs)
-            .get_result(conn)?;
+    let row: Row = diesel::sql_query("SELECT * FROM tcc_begin_second_phase($1, $2, $3, $4, $5)")
+        .bind::<Text, _>(gid)
+        .bind::<Text, _>(phase.as_str())
+        .bind::<Text, _>(reason)
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(lease_secs)
+        .get_result(conn)?;
     let transition = match row.outcome.as_str() {
         "changed" => Transition::Changed,
         "unknown" => Transition::Unknown,
