@@ -318,6 +318,12 @@ pub struct RegisterBody {
     pub confirm: String,
     /// The Cancel URL (http or https).
     pub cancel: String,
+    /// Extension of this project (DTM ignores it): Try reports of earlier branches, carried here
+    /// instead of a `reportTry` request each. A string holding a JSON array of objects shaped
+    /// as the body of `reportTry` ([`TryReportBody`]), because DTM's `registerBranch` body is a
+    /// flat map of strings. Best-effort: reports that do not parse or check are dropped (logged),
+    /// never failing the registration; reports of unregistered branches are dropped.
+    pub try_reports: Option<String>,
 }
 
 fn check_url(name: &str, value: &str) -> Result<()> {
@@ -367,6 +373,7 @@ async fn register_branch(
     check_allowed("confirm", &body.confirm, &hosts)?;
     check_allowed("cancel", &body.cancel, &hosts)?;
     let new = NewBranch {
+        try_reports: carried_reports(&body.gid, body.try_reports),
         gid: body.gid.clone(),
         branch_id: body.branch_id.clone(),
         data: body.data,
@@ -417,6 +424,9 @@ pub struct FinishBody {
     pub wait_result: bool,
     /// `abort` only: why the AP rolls back; stored (at most 1024 characters) and shown by `query`.
     pub rollback_reason: Option<String>,
+    /// Extension of this project: Try reports not yet sent, as in [`RegisterBody::try_reports`];
+    /// recorded before the transition.
+    pub try_reports: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/dtmsvr/submit", tag = "dtm", request_body = FinishBody,
@@ -445,11 +455,12 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         .chars()
         .take(MAX_REASON_LEN)
         .collect();
+    let reports = carried_reports(&gid, body.try_reports);
     // The transition, the claim of the second phase and the start of its first pass: one commit.
     let owner = engine.new_token();
     let (g, o, lease) = (gid.clone(), owner.clone(), engine.lease_secs());
     let start = blocking(engine.pool(), move |conn| {
-        store::begin_second_phase(conn, &g, phase, &reason, &o, lease)
+        store::begin_second_phase(conn, &g, phase, &reason, &o, lease, &reports)
     })
     .await??;
     let verb = if phase == GlobalStatus::Submitted {
@@ -615,6 +626,41 @@ fn check_try_report(body: TryReportBody) -> Result<TryReport> {
             .filter(|m| !m.is_empty())
             .map(|m| m.chars().take(MAX_REASON_LEN).collect()),
     })
+}
+
+/// Most Try reports one call may carry; more are dropped (a TCC transaction has a few branches).
+const MAX_CARRIED_REPORTS: usize = 64;
+
+/// The Try reports a `registerBranch`, `submit` or `abort` of `gid` carries in `try_reports`
+/// ([`RegisterBody::try_reports`]), checked as `reportTry` checks one. Best-effort, like the
+/// reports themselves: what does not parse, names another gid or fails a check is dropped with
+/// a warning, and never fails the call that carries it.
+fn carried_reports(gid: &str, try_reports: Option<String>) -> Vec<TryReport> {
+    let Some(text) = try_reports.filter(|t| !t.is_empty()) else {
+        return Vec::new();
+    };
+    let bodies: Vec<TryReportBody> = match serde_json::from_str(&text) {
+        Ok(bodies) => bodies,
+        Err(e) => {
+            log::warn!("gid={gid} branch_id=- op=try carried try_reports dropped: not a JSON array of reports ({e})");
+            return Vec::new();
+        }
+    };
+    bodies
+        .into_iter()
+        .take(MAX_CARRIED_REPORTS)
+        .filter(|body| body.gid == gid)
+        .filter_map(|body| {
+            let branch_id = body.branch_id.chars().take(64).collect::<String>();
+            check_try_report(body)
+                .map_err(|e| {
+                    log::warn!(
+                        "gid={gid} branch_id={branch_id} op=try carried Try report dropped: {e}"
+                    )
+                })
+                .ok()
+        })
+        .collect()
 }
 
 /// `POST reportTry`: records a Try report (see [`TryReportBody`]).

@@ -283,6 +283,31 @@ pub struct TryReport {
     pub message: Option<String>,
 }
 
+/// Try reports carried by a later call of the AP's client (`try_reports` of `registerBranch`,
+/// `submit`, `abort`), as the JSON array the state-machine functions record (`NULL` for none):
+/// one `try_reported` event each, in order, for the branches that are registered. The service
+/// name of each URL is computed here, once.
+pub fn carried_reports_json(reports: &[TryReport]) -> Option<String> {
+    if reports.is_empty() {
+        return None;
+    }
+    let rows: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "branch_id": r.branch_id,
+                "target": service_name(&r.url),
+                "url": r.url,
+                "outcome": r.outcome,
+                "http_status": r.http_status,
+                "latency_ms": r.latency_ms,
+                "detail": r.message,
+            })
+        })
+        .collect();
+    Some(serde_json::Value::Array(rows).to_string())
+}
+
 /// Why [`record_try`] recorded nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryReportRefusal {

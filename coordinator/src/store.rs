@@ -192,6 +192,8 @@ pub struct NewBranch {
     pub confirm: String,
     /// Cancel URL.
     pub cancel: String,
+    /// Try reports the registration carries (earlier Trys of this AP), recorded first.
+    pub try_reports: Vec<events::TryReport>,
 }
 
 /// The result of `registerBranch`.
@@ -217,7 +219,7 @@ pub enum RegisterOutcome {
 /// waits: a branch is either registered before the second phase reads the branch list, or refused.
 pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<RegisterOutcome> {
     let answer: Answer =
-        diesel::sql_query("SELECT tcc_register_branch($1, $2, $3, $4, $5, $6, $7) AS answer")
+        diesel::sql_query("SELECT tcc_register_branch($1, $2, $3, $4, $5, $6, $7, $8) AS answer")
             .bind::<Text, _>(&b.gid)
             .bind::<Text, _>(&b.branch_id)
             .bind::<Text, _>(&b.data)
@@ -225,6 +227,7 @@ pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<Re
             .bind::<Text, _>(&b.cancel)
             .bind::<Text, _>(events::service_name(&b.confirm))
             .bind::<Text, _>(format!("confirm {} | cancel {}", b.confirm, b.cancel))
+            .bind::<Nullable<Text>, _>(events::carried_reports_json(&b.try_reports))
             .get_result(conn)?;
     Ok(match answer.answer.as_str() {
         "registered" => RegisterOutcome::Registered,
@@ -264,6 +267,7 @@ pub struct SecondPhaseStart {
 /// `submit` (`phase` = `submitted`) or `abort` (`phase` = `aborting`, with `reason`): one call of
 /// `tcc_begin_second_phase`, one commit for all of
 ///
+/// * the Try reports the call carries (`try_reports`, [`events::carried_reports_json`]);
 /// * the compare-and-set `prepared -> phase`, due now, with its `submitted`/`aborting` event
 ///   (actor `ap`, the reason as detail); a repeated submit/abort changes no status;
 /// * the claim of the second phase for `owner` when no live lease is held, with a lease that
@@ -282,6 +286,7 @@ pub fn begin_second_phase(
     reason: &str,
     owner: &str,
     lease_secs: i64,
+    try_reports: &[events::TryReport],
 ) -> QueryResult<SecondPhaseStart> {
     #[derive(QueryableByName)]
     struct Row {
@@ -300,13 +305,15 @@ pub fn begin_second_phase(
         GlobalStatus::Submitted => GlobalStatus::Succeed,
         _ => GlobalStatus::Failed,
     };
-    let row: Row = diesel::sql_query("SELECT * FROM tcc_begin_second_phase($1, $2, $3, $4, $5)")
-        .bind::<Text, _>(gid)
-        .bind::<Text, _>(phase.as_str())
-        .bind::<Text, _>(reason)
-        .bind::<Text, _>(owner)
-        .bind::<BigInt, _>(lease_secs)
-        .get_result(conn)?;
+    let row: Row =
+        diesel::sql_query("SELECT * FROM tcc_begin_second_phase($1, $2, $3, $4, $5, $6)")
+            .bind::<Text, _>(gid)
+            .bind::<Text, _>(phase.as_str())
+            .bind::<Text, _>(reason)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(lease_secs)
+            .bind::<Nullable<Text>, _>(events::carried_reports_json(try_reports))
+            .get_result(conn)?;
     let transition = match row.outcome.as_str() {
         "changed" => Transition::Changed,
         "unknown" => Transition::Unknown,

@@ -1,5 +1,5 @@
 DROP FUNCTION tcc_record_success, tcc_begin_second_phase, tcc_lease_for_call, tcc_start_pass,
-              tcc_report_try, tcc_register_branch, tcc_prepare;
+              tcc_report_try, tcc_register_branch, tcc_record_try_reports, tcc_prepare;
 ALTER TABLE trans_branch_op DROP COLUMN target;
 ALTER TABLE trans_branch_op ADD CONSTRAINT trans_branch_op_gid_fkey
     FOREIGN KEY (gid) REFERENCES trans_global (gid) ON DELETE CASCADE;

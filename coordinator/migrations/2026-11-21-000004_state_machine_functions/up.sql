@@ -48,19 +48,48 @@ BEGIN
     RETURN coalesce(v_status, 'prepared');
 END $$;
 
+-- Try reports carried by a later call of the AP's client (registerBranch, submit, abort: the
+-- field try_reports) instead of a reportTry request each: `try_reported` events, in the order
+-- given, for the branches of p_gid that are registered (others are dropped, as reportTry refuses
+-- them). p_reports: a JSON array of {branch_id, target, url, outcome, http_status, latency_ms,
+-- detail}, already validated by the coordinator; NULL for none. Answers how many were recorded.
+CREATE FUNCTION tcc_record_try_reports(p_gid TEXT, p_reports TEXT)
+RETURNS INTEGER LANGUAGE plpgsql AS $$
+DECLARE
+    v_recorded INTEGER;
+BEGIN
+    IF p_reports IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO trans_event (gid, kind, actor, branch_id, op, target, url, outcome, http_status,
+                             latency_ms, detail)
+    SELECT p_gid, 'try_reported', 'ap', r.branch_id, 'try', r.target, r.url, r.outcome,
+           r.http_status, r.latency_ms, r.detail
+    FROM json_to_recordset(p_reports::json)
+         AS r(branch_id TEXT, target TEXT, url TEXT, outcome TEXT, http_status INTEGER,
+              latency_ms INTEGER, detail TEXT)
+    WHERE EXISTS (SELECT 1 FROM trans_branch_op o
+                  WHERE o.gid = p_gid AND o.branch_id = r.branch_id);
+    GET DIAGNOSTICS v_recorded = ROW_COUNT;
+    RETURN v_recorded;
+END $$;
+
 -- registerBranch: records a branch's Confirm and Cancel while the transaction is `prepared`, with
 -- its `branch_registered` event. The transaction row is locked FOR SHARE so that a concurrent
 -- submit/abort (an UPDATE) waits: a branch is registered before the second phase reads the branch
 -- list, or refused. Answers 'registered', 'already' (the same registration again), 'mismatch'
 -- (the branch id is taken with other URLs or data), 'unknown' (no such gid), or the status of a
--- transaction that is no longer `prepared`.
+-- transaction that is no longer `prepared`. The Try reports it carries (p_try_reports, see
+-- tcc_record_try_reports) are recorded first, whatever the answer: they describe earlier Trys.
 CREATE FUNCTION tcc_register_branch(p_gid TEXT, p_branch_id TEXT, p_data TEXT, p_confirm TEXT,
-                                    p_cancel TEXT, p_target TEXT, p_detail TEXT)
+                                    p_cancel TEXT, p_target TEXT, p_detail TEXT,
+                                    p_try_reports TEXT)
 RETURNS TEXT LANGUAGE plpgsql AS $$
 DECLARE
     v_status TEXT;
     v_inserted INTEGER;
 BEGIN
+    PERFORM tcc_record_try_reports(p_gid, p_try_reports);
     SELECT status INTO v_status FROM trans_global WHERE gid = p_gid FOR SHARE;
     IF NOT FOUND THEN
         RETURN 'unknown';
@@ -170,15 +199,17 @@ END $$;
 -- outcome: 'changed', 'unknown', or the status the transaction was in (the caller tells "already
 -- there" from "refused"); trans: the transaction row as JSON after the change (NULL when
 -- unknown); claimed: whether `p_owner` now holds the lease, and then first_leased and ops as
--- tcc_start_pass answers them.
+-- tcc_start_pass answers them. The Try reports the call carries (p_try_reports, see
+-- tcc_record_try_reports) are recorded first: those Trys came before the decision.
 CREATE FUNCTION tcc_begin_second_phase(p_gid TEXT, p_phase TEXT, p_reason TEXT, p_owner TEXT,
-                                       p_lease_secs BIGINT,
+                                       p_lease_secs BIGINT, p_try_reports TEXT,
                                        OUT outcome TEXT, OUT trans TEXT, OUT claimed BOOLEAN,
                                        OUT first_leased BOOLEAN, OUT ops TEXT)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_row trans_global;
 BEGIN
+    PERFORM tcc_record_try_reports(p_gid, p_try_reports);
     claimed := FALSE;
     UPDATE trans_global
     SET status = p_phase,
@@ -278,6 +309,7 @@ END $$;
 
 COMMENT ON FUNCTION tcc_prepare IS 'prepare: the transaction and its prepared event; answers created or the existing status.';
 COMMENT ON FUNCTION tcc_register_branch IS 'registerBranch: Confirm and Cancel of a branch and its event, under a FOR SHARE lock of the transaction.';
+COMMENT ON FUNCTION tcc_record_try_reports IS 'Try reports carried by registerBranch/submit/abort (try_reports): try_reported events for registered branches.';
 COMMENT ON FUNCTION tcc_report_try IS 'reportTry (extension): a try_reported event for a registered branch.';
 COMMENT ON FUNCTION tcc_start_pass IS 'Second phase: pending ops in call order, and the lease and branch_calling event of the first call.';
 COMMENT ON FUNCTION tcc_lease_for_call IS 'Second phase: renews the lease for one call and writes its branch_calling event.';

@@ -34,11 +34,16 @@
 //! ```
 //!
 //! **Try reports** (an extension of this project's coordinator, not DTM's protocol): after each
-//! Try, [`Tcc::call_branch`] reports what it saw (branch id, URL, outcome, HTTP status, latency)
-//! with `POST {dtm}/reportTry`, so that the coordinator's sequence diagram of the transaction
-//! shows the Try calls, which only the AP sees. Reporting is best-effort: a failed report is
-//! logged and never fails the branch; a coordinator that does not know the call (DTM answers 404)
-//! is not asked again by this client. [`TccClient::without_try_reports`] turns it off.
+//! Try, [`Tcc::call_branch`] reports what it saw (branch id, URL, outcome, HTTP status, latency),
+//! so that the coordinator's sequence diagram of the transaction shows the Try calls, which only
+//! the AP sees. The handle of [`TccClient::tcc_global_transaction`] does not spend a request on
+//! it: the report rides with the next call it makes to the coordinator anyway (the next
+//! `registerBranch`, or `submit`/`abort`) in the field `try_reports`, a string holding a JSON
+//! array of reports, because DTM's `registerBranch` body is a flat map of strings (DTM ignores the
+//! field). A nested handle ([`TccClient::tcc_from_query`]) makes no such later call, so it sends
+//! each report at once with `POST {dtm}/reportTry`. Reporting is best-effort: a failed report is
+//! logged and never fails the branch; a coordinator that does not know `reportTry` (DTM answers
+//! 404) is not asked again by this client. [`TccClient::without_try_reports`] turns it off.
 //!
 //! **Nested TCC** (DTM's `TccFromQuery`): a branch whose Try is itself an AP rebuilds the
 //! [`Tcc`] handle of the *same* global transaction from its Try request with
@@ -320,6 +325,7 @@ impl TccClient {
                 gid: query.gid.clone(),
                 options: TransOptions::default(),
                 ids: Mutex::new(BranchIdGenerator::new(query.branch_id.clone())),
+                carried_reports: None,
             }),
         })
     }
@@ -353,9 +359,12 @@ impl TccClient {
                 gid: gid.to_owned(),
                 options: options.clone(),
                 ids: Mutex::new(BranchIdGenerator::new("")),
+                carried_reports: Some(Mutex::new(Vec::new())),
             }),
         };
-        let finish = serde_json::json!({
+        // Kept to collect the Try reports still waiting for submit/abort after the closure.
+        let handle = tcc.clone();
+        let mut finish = serde_json::json!({
             "gid": gid,
             "trans_type": TransType::Tcc.as_str(),
             "wait_result": options.wait_result,
@@ -372,7 +381,9 @@ impl TccClient {
             )
         });
 
-        match AssertUnwindSafe(busi(tcc)).catch_unwind().await {
+        let ended = AssertUnwindSafe(busi(tcc)).catch_unwind().await;
+        handle.attach_reports(&mut finish);
+        match ended {
             Ok(Ok(value)) => {
                 let answer = self.call_dtm("submit", &finish, wait).await?;
                 Ok(GlobalOutcome {
@@ -421,11 +432,11 @@ impl TccClient {
 
     /// Sends one Try report (`POST {dtm}/reportTry`, body as documented by the coordinator's
     /// `api::TryReportBody`), best-effort: failures are logged, never returned.
-    async fn report_try(&self, report: &TryReport<'_>) {
+    async fn report_try(&self, report: &TryReport) {
         if !self.reports_trys() {
             return;
         }
-        let (gid, branch_id) = (report.gid, report.branch_id);
+        let (gid, branch_id) = (&report.gid, &report.branch_id);
         let sent = self
             .http
             .post(format!("{}/reportTry", self.dtm))
@@ -532,19 +543,20 @@ async fn read_answer(
     }))
 }
 
-/// The body of a Try report (see [`TccClient::report_try`]).
-#[derive(Debug, Clone, Copy, Serialize)]
-struct TryReport<'a> {
-    gid: &'a str,
-    branch_id: &'a str,
-    url: &'a str,
+/// The body of a Try report (see [`TccClient::report_try`]), also one element of the
+/// `try_reports` a later coordinator call carries.
+#[derive(Debug, Clone, Serialize)]
+struct TryReport {
+    gid: String,
+    branch_id: String,
+    url: String,
     /// `success`, `failure`, `ongoing` or `error`.
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_status: Option<u16>,
     latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
+    message: Option<String>,
 }
 
 /// The global transaction as seen from inside the business closure. Cheap to clone.
@@ -559,9 +571,42 @@ struct TccInner {
     gid: String,
     options: TransOptions,
     ids: Mutex<BranchIdGenerator>,
+    /// Try reports waiting for the next coordinator call of this handle (`registerBranch`,
+    /// `submit`, `abort`); `None` on a nested handle, which sends each one at once.
+    carried_reports: Option<Mutex<Vec<TryReport>>>,
 }
 
 impl Tcc {
+    /// Reports a Try: kept for the next coordinator call, or sent now on a nested handle.
+    async fn report(&self, report: TryReport) {
+        let client = &self.inner.client;
+        match &self.inner.carried_reports {
+            Some(carried) if client.reports_trys() => carried
+                .lock()
+                .expect("pushing a report never panics while locked")
+                .push(report),
+            _ => client.report_try(&report).await,
+        }
+    }
+
+    /// Moves the waiting Try reports into `body` (a `registerBranch`, `submit` or `abort` body)
+    /// as `try_reports`: a string holding their JSON array (see the module docs).
+    fn attach_reports(&self, body: &mut serde_json::Value) {
+        let Some(carried) = &self.inner.carried_reports else {
+            return;
+        };
+        let reports = std::mem::take(
+            &mut *carried
+                .lock()
+                .expect("taking the reports never panics while locked"),
+        );
+        if !reports.is_empty() {
+            body["try_reports"] = serde_json::to_string(&reports)
+                .expect("reports serialize")
+                .into();
+        }
+    }
+
     /// The global transaction id.
     pub fn gid(&self) -> &str {
         &self.inner.gid
@@ -600,7 +645,7 @@ impl Tcc {
             ))))
         })?;
         // DTM's registerBranch takes a flat map of strings.
-        let register = serde_json::json!({
+        let mut register = serde_json::json!({
             "gid": inner.gid,
             "trans_type": TransType::Tcc.as_str(),
             "branch_id": branch_id,
@@ -609,6 +654,7 @@ impl Tcc {
             "confirm": confirm_url,
             "cancel": cancel_url,
         });
+        self.attach_reports(&mut register);
         inner
             .client
             .call_dtm("registerBranch", &register, None)
@@ -652,9 +698,9 @@ impl Tcc {
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let report = TryReport {
-            gid: &inner.gid,
-            branch_id: &branch_id,
-            url: try_url,
+            gid: inner.gid.clone(),
+            branch_id: branch_id.clone(),
+            url: try_url.to_owned(),
             outcome: "error",
             http_status: None,
             latency_ms,
@@ -670,16 +716,16 @@ impl Tcc {
                 let message = describe_transport_error(&e, inner.options.request_timeout);
                 let report = TryReport {
                     http_status,
-                    message: Some(&message),
+                    message: Some(message.clone()),
                     ..report
                 };
-                inner.client.report_try(&report).await;
+                self.report(report).await;
                 return Err(BranchError::Transient { branch_id, message });
             }
         };
         let outcome = BranchOutcome::from_http(status, &text);
         let message = match &outcome {
-            BranchOutcome::Failure(m) | BranchOutcome::Error(m) => Some(m.as_str()),
+            BranchOutcome::Failure(m) | BranchOutcome::Error(m) => Some(m.clone()),
             BranchOutcome::Success | BranchOutcome::Ongoing => None,
         };
         let report = TryReport {
@@ -688,7 +734,7 @@ impl Tcc {
             message,
             ..report
         };
-        inner.client.report_try(&report).await;
+        self.report(report).await;
         match outcome {
             BranchOutcome::Success => Ok(BranchResponse {
                 branch_id,
@@ -765,16 +811,16 @@ mod tests {
     #[test]
     fn a_try_report_has_the_documented_shape() {
         let report = TryReport {
-            gid: "g1",
-            branch_id: "01",
-            url: "http://bank/api/TransOutTry",
+            gid: "g1".into(),
+            branch_id: "01".into(),
+            url: "http://bank/api/TransOutTry".into(),
             outcome: "failure",
             http_status: Some(409),
             latency_ms: 4,
-            message: Some("insufficient funds"),
+            message: Some("insufficient funds".into()),
         };
         assert_eq!(
-            serde_json::to_value(report).unwrap(),
+            serde_json::to_value(report.clone()).unwrap(),
             serde_json::json!({
                 "gid": "g1", "branch_id": "01", "url": "http://bank/api/TransOutTry",
                 "outcome": "failure", "http_status": 409, "latency_ms": 4,
