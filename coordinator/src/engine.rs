@@ -535,13 +535,21 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_a_fifth_of_the_step() {
-        for _ in 0..200 {
-            let d = with_jitter(10);
+        let samples: Vec<Duration> = (0..200).map(|_| with_jitter(10)).collect();
+        for d in &samples {
             assert!(
-                d >= Duration::from_secs(10) && d <= Duration::from_secs(12),
+                *d >= Duration::from_secs(10) && *d <= Duration::from_secs(12),
                 "{d:?}"
             );
         }
+        // There is jitter at all: 200 draws from 2001 possible milliseconds are never all the
+        // same (the chance is 2001^-199), and some land above the bare step.
+        let distinct: std::collections::BTreeSet<_> = samples.iter().collect();
+        assert!(distinct.len() > 1, "every delay was {:?}", samples[0]);
+        assert!(
+            samples.iter().any(|d| *d > Duration::from_secs(10)),
+            "no delay above the step: {samples:?}"
+        );
     }
 
     #[test]

@@ -218,6 +218,34 @@ async fn a_try_racing_its_cancel_leaves_nothing_frozen_whichever_wins() {
 }
 
 #[tokio::test]
+async fn a_trans_in_try_racing_its_cancel_leaves_no_pending_credit_whichever_wins() {
+    let bank = Bank::start(Role::TransIn).await;
+    for i in 0..20 {
+        let gid = format!("race-in-{i}");
+        let body = transfer(1, 10);
+        let try_ = bank.call("TransInTry", &gid, "try", &body);
+        let cancel = bank.call("TransInCancel", &gid, "cancel", &body);
+        // Alternate which request is sent first, so that both orders reach the barrier.
+        let (a, b) = if i % 2 == 0 {
+            tokio::join!(try_, cancel)
+        } else {
+            let (b, a) = tokio::join!(cancel, try_);
+            (a, b)
+        };
+        assert_success(&a);
+        assert_success(&b);
+    }
+    // Cancel first: an empty compensation, and the late Try is skipped as hanging (no hold).
+    // Try first: its pending credit is released by the Cancel (a cancelled hold).
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert!(
+        bank.holds().iter().all(|h| h.5 == "cancelled"),
+        "{:?}",
+        bank.holds()
+    );
+}
+
+#[tokio::test]
 async fn insufficient_funds_is_a_409_failure_that_freezes_nothing() {
     let bank = Bank::start(Role::TransOut).await;
 

@@ -288,6 +288,33 @@ async fn without_wait_result_the_ap_answers_at_submit_and_the_second_phase_finis
 }
 
 #[tokio::test]
+async fn without_wait_result_an_abort_answers_aborting_at_once_and_the_rollback_finishes_later() {
+    let sys = spawn_system().await;
+
+    // TransOut's Cancel takes 2 s, so the rollback cannot have finished when the AP answers.
+    let (status, answer) = sys
+        .fire("/api/fireTccRollback?amount=30&wait_result=false&trans_out_cancel=delay:2000")
+        .await;
+
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["status"], "aborting", "{answer}");
+    let gid = answer["gid"].as_str().unwrap();
+    // The funds TransOut's Try froze are still frozen: its Cancel is in its delay.
+    assert_eq!(sys.balances(&sys.trans_out, 1).await, (SEED_BALANCE, 30));
+    let record = sys
+        .wait_for_status(gid, "failed", Duration::from_secs(10))
+        .await;
+    assert!(
+        ops(&record, "cancel")
+            .iter()
+            .all(|b| b["status"] == "succeed"),
+        "{record:#}"
+    );
+    assert_eq!(sys.balances(&sys.trans_out, 1).await, (SEED_BALANCE, 0));
+    assert_eq!(sys.balances(&sys.trans_in, 1).await, (SEED_BALANCE, 0));
+}
+
+#[tokio::test]
 async fn a_failure_answer_from_confirm_is_retried_and_alerted_never_dropped() {
     let sys = spawn_system().await;
     let tm = spawn_coordinator_with(test_support::TestDb::create("coordinator"), |s| {

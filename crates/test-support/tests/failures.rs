@@ -252,6 +252,117 @@ async fn a_confirm_that_keeps_failing_backs_off_up_to_the_cap_and_raises_an_aler
     );
 }
 
+#[tokio::test]
+async fn a_failure_answer_from_cancel_is_retried_and_alerted_never_dropped() {
+    let sys = spawn_processes(&[("RETRY_MAX_INTERVAL", "1"), ("ALERT_AFTER_ATTEMPTS", "2")]).await;
+
+    // TransIn's Try is refused, so both branches are cancelled (02, then 01); TransOut's
+    // Cancel answers 409 FAILURE on every call.
+    let (status, answer) = sys
+        .fire("/api/fireTccRollback?trans_out_cancel=failure&retry_interval=1&wait_result=false")
+        .await
+        .expect("the AP answers");
+    assert_eq!(status, 409, "{answer}");
+    let gid = answer["gid"].as_str().unwrap().to_owned();
+
+    // A Cancel must eventually succeed: a FAILURE is a bug in the branch, so the TM keeps
+    // retrying (and alerting) past the threshold instead of giving up on the rollback.
+    let cancel = |r: &serde_json::Value, id: &str| {
+        ops(r, "cancel")
+            .into_iter()
+            .find(|b| b["branch_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let record = wait_for_record(
+        &sys.http,
+        &sys.dtm_url(),
+        &gid,
+        Duration::from_secs(15),
+        "3 Cancel attempts on branch 01",
+        |r| cancel(r, "01")["attempts"].as_i64().unwrap() >= 3,
+    )
+    .await;
+    assert_eq!(record["transaction"]["status"], "aborting", "{record:#}");
+    assert_eq!(cancel(&record, "01")["status"], "prepared", "{record:#}");
+    assert!(
+        cancel(&record, "01")["last_result"]
+            .as_str()
+            .unwrap()
+            .starts_with("failure"),
+        "{record:#}"
+    );
+    assert_eq!(cancel(&record, "02")["status"], "succeed", "{record:#}");
+    wait_for_log(
+        &sys.coordinator,
+        &format!("ALERT gid={gid} branch_id=01 op=cancel has failed 2 attempts"),
+        Duration::from_secs(1),
+    )
+    .await;
+    let m = test_support::metrics::scrape(&sys.http, &sys.coordinator.url("")).await;
+    assert!(m.value("tcc_branch_alerts_total", &[("op", "cancel")]) >= 1.0);
+    assert!(
+        m.value(
+            "tcc_branch_calls_total",
+            &[("op", "cancel"), ("result", "failure")]
+        ) >= 3.0
+    );
+    // The refused Cancel kept nothing: TransOut's funds are still frozen, not lost or released.
+    assert_eq!(sys.account(&sys.trans_out, 1).await, (BALANCE, 30, 0));
+}
+
+#[tokio::test]
+async fn error_n_counts_survive_a_restart_of_the_rm_so_confirm_is_called_exactly_n_plus_one_times()
+{
+    // A 2 s step leaves time to restart TransIn between two Confirm attempts.
+    let mut sys = spawn_processes(&[("RETRY_MAX_INTERVAL", "2")]).await;
+
+    let (status, answer) = sys
+        .fire("/api/fireTcc?trans_in_confirm=error:3&retry_interval=2&wait_result=false")
+        .await
+        .expect("the AP answers");
+    assert_eq!(status, 200, "{answer}");
+    let gid = answer["gid"].as_str().unwrap().to_owned();
+    let confirm_in_attempts = |r: &serde_json::Value| {
+        ops(r, "confirm")
+            .into_iter()
+            .find(|b| b["branch_id"] == "02")
+            .unwrap()["attempts"]
+            .as_i64()
+            .unwrap()
+    };
+
+    // SIGKILL and restart TransIn (same database) after its first and after its second
+    // injected 500: were the count kept in memory, each restart would start it again at 0.
+    for failed in 1..=2 {
+        let record = wait_for_record(
+            &sys.http,
+            &sys.dtm_url(),
+            &gid,
+            Duration::from_secs(10),
+            &format!("{failed} failed Confirm attempts"),
+            |r| confirm_in_attempts(r) >= failed,
+        )
+        .await;
+        assert_eq!(confirm_in_attempts(&record), failed, "{record:#}");
+        sys.trans_in.kill();
+        sys.trans_in.restart().await;
+    }
+
+    let record = sys
+        .wait_for_status(&gid, "succeed", Duration::from_secs(20))
+        .await;
+    assert_eq!(confirm_in_attempts(&record), 4, "{record:#}");
+    // TransIn saw exactly those 4 calls (3 injected 500s, then the real one) and applied once.
+    let log = sys.trans_in.log();
+    let calls = format!("gid={gid} branch_id=02 op=confirm injecting fault");
+    assert_eq!(count(&log, &calls), 4, "{log}");
+    let applied = format!("gid={gid} branch_id=02 op=confirm TransInConfirm: applied");
+    assert_eq!(count(&log, &applied), 1, "{log}");
+    assert_eq!(sys.account(&sys.trans_in, 1).await, (BALANCE + 30, 0, 0));
+    assert_eq!(sys.account(&sys.trans_out, 1).await, (BALANCE - 30, 0, 0));
+}
+
 /// How many lines of `log` contain `needle`.
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()

@@ -158,6 +158,34 @@ async fn a_try_confirm_and_cancel_each_sent_twice_concurrently_apply_once() {
 }
 
 #[tokio::test]
+async fn a_try_racing_its_cancel_leaves_no_reservation_whichever_wins() {
+    let stock = Stock::start().await;
+    for i in 0..20 {
+        let gid = format!("race-{i}");
+        let body = reserve(1, 3);
+        let try_ = stock.call("StockTry", &gid, "try", &body);
+        let cancel = stock.call("StockCancel", &gid, "cancel", &body);
+        // Alternate which request is sent first, so that both orders reach the barrier.
+        let (a, b) = if i % 2 == 0 {
+            tokio::join!(try_, cancel)
+        } else {
+            let (b, a) = tokio::join!(cancel, try_);
+            (a, b)
+        };
+        assert_success(&a);
+        assert_success(&b);
+    }
+    // Cancel first: an empty compensation, and the late Try reserves nothing (hanging).
+    // Try first: the Cancel releases its reservation.
+    assert_eq!(stock.levels(1).await, (STOCK, 0, STOCK));
+    assert!(
+        stock.reservations().iter().all(|r| r.3 == "cancelled"),
+        "{:?}",
+        stock.reservations()
+    );
+}
+
+#[tokio::test]
 async fn insufficient_stock_is_a_409_failure_and_concurrent_trys_never_oversell() {
     let stock = Stock::start().await;
     stock.sql("UPDATE products SET stock = 3 WHERE id = 4");
