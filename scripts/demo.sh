@@ -6,46 +6,73 @@
 # the balances of the two bank accounts before and after, the AP's answer, the coordinator's
 # record of the global transaction (its status and every branch op), and the live sequence
 # diagram the coordinator draws from its event log (Mermaid text; the admin page at
-# <coordinator>/admin renders it).
-# Without arguments it runs the default scenarios (success, then rollback).
+# <coordinator>/admin renders it). Only `duplicates` has no diagram: its calls go straight to
+# the RM, outside any global transaction of the coordinator.
+# Without arguments it runs the default scenarios (success, then rollback); `all` runs every one.
 #
 # Scenarios (add one: a scenario_<name> function, a line in SCENARIOS, a case in run_scenario);
 # `scripts/demo.sh --list` prints them all. The failure cases use the AP's fault parameters
 # (trans_in_confirm=error:3, ...), which travel in the branch data to the RMs. Scenarios that
-# kill a binary (ap-crash, coordinator-crash, rm-down) restart it with scripts/up.sh, so they
-# need the system started by scripts/up.sh (pid files in target/run/).
+# kill or reconfigure a binary (ap-crash, coordinator-crash, coordinator-crash-cancel, rm-down,
+# replicas, retention, confirm-failure) restart it with scripts/up.sh, so they need the system
+# started by scripts/up.sh (pid files in RUN_DIR); give them the same PROFILE (and SKIP_BUILD=1
+# to skip the build check) as that system. `retention` deletes every transaction of the system
+# finished more than 5 s before and the banks' settled barrier rows.
 #
-# Environment (defaults = scripts/up.sh's ports; the same names the app reads):
+# Environment (the defaults follow scripts/up.sh: its ports plus PORT_OFFSET, its RUN_DIR and
+# DB_PREFIX, so `PORT_OFFSET=10000 RUN_DIR=... scripts/demo.sh` drives a private copy):
 #   APP_URL=http://127.0.0.1:8080/api        DTM_URL=http://127.0.0.1:36789/api/dtmsvr
 #   TRANS_OUT_URL=http://127.0.0.1:8081/api  TRANS_IN_URL=http://127.0.0.1:8082/api
+#   STOCK_URL=http://127.0.0.1:8083/api
 #   FROM=1 TO=1 AMOUNT=30   accounts (bank A, bank B) and amount in minor units
 #   WAIT_FINAL=30           seconds to wait for a global transaction to reach a final status
+#   LEASE_SECONDS=30        the coordinator's lease (what `replicas` waits for)
+#   ADMIN_TOKEN             the coordinator's admin token, if it has one (`confirm-failure`
+#                           uses the admin action retry-now)
+#   BRANCH_SIGNING_SECRET   the signing secret (default: RUN_DIR/signing-secret, as up.sh);
+#                           `duplicates` signs its Cancels with it, as the TM does
 set -euo pipefail
 
-APP_URL="${APP_URL:-http://127.0.0.1:8080/api}"
-DTM_URL="${DTM_URL:-http://127.0.0.1:36789/api/dtmsvr}"
+SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/lib/pg.sh
+source "$SCRIPTS/lib/pg.sh"
+# shellcheck source=scripts/lib/services.sh
+source "$SCRIPTS/lib/services.sh"
+svc_load
+
+url_of() { echo "http://127.0.0.1:$(svc_port "$1")"; }
+APP_URL="${APP_URL:-$(url_of app)/api}"
+DTM_URL="${DTM_URL:-$(url_of coordinator)/api/dtmsvr}"
 # The coordinator's base URL (its admin API lives beside the DTM one).
 TM_URL="${DTM_URL%/api/dtmsvr}"
-TRANS_OUT_URL="${TRANS_OUT_URL:-http://127.0.0.1:8081/api}"
-TRANS_IN_URL="${TRANS_IN_URL:-http://127.0.0.1:8082/api}"
+TRANS_OUT_URL="${TRANS_OUT_URL:-$(url_of trans-out)/api}"
+TRANS_IN_URL="${TRANS_IN_URL:-$(url_of trans-in)/api}"
+STOCK_URL="${STOCK_URL:-$(url_of stock)/api}"
 FROM="${FROM:-1}"
 TO="${TO:-1}"
 AMOUNT="${AMOUNT:-30}"
 WAIT_FINAL="${WAIT_FINAL:-30}"
+LEASE_SECONDS="${LEASE_SECONDS:-30}"
 
 # name|description; the first column is what `scripts/demo.sh <name>` accepts.
 SCENARIOS=(
   "success|fireTcc: a transfer that commits (Confirm on both banks)"
   "rollback|fireTccRollback: TransIn's Try refused, Cancel on both banks (TransIn's is an empty compensation)"
   "confirm-retry|TransIn's Confirm answers 500 three times: retried with backoff, alert, then succeed"
+  "confirm-failure|TransIn's Confirm answers FAILURE: retried and alerted, never dropped, until the RM is fixed"
   "ongoing|TransOut's Confirm answers ONGOING twice: polled at a fixed interval"
   "try-timeout|TransIn's Try takes 3 s, the AP's request_timeout is 1 s: the AP aborts"
   "hanging-try|TransOut's Try takes 3 s: its Cancel arrives first, the late Try freezes nothing"
   "empty-compensation|TransIn's Try refused: its Cancel finds no Try and changes nothing"
-  "duplicates|the same Try (then Cancel) sent twice at once to TransOut: applied once"
+  "duplicates|the same Try (then Cancel) sent twice at once straight to TransOut: applied once (no diagram)"
+  "race|TransOut's Try (from the AP) and its Cancel (from the TM) at the same moment: no frozen leftover"
   "ap-crash|the AP dies after its Trys: the coordinator times the transaction out and cancels"
   "coordinator-crash|kill -9 the coordinator while TransIn's Confirm is in flight, restart it"
+  "coordinator-crash-cancel|kill -9 the coordinator while TransOut's Cancel is in flight, restart it"
   "rm-down|trans-in is down during the second phase: retried until it is back"
+  "replicas|a second coordinator replica on the same database finishes the work of a killed one"
+  "wait-result|wait_result=false: the AP answers at submit (status submitted), the second phase finishes later"
+  "retention|RETENTION_SECONDS=5: a finished transaction and its barrier rows are deleted"
   "purchase|firePurchase: Stock + TransOut + TransIn in one global transaction"
   "nested|fireTccNested: branch 02's Try is itself an AP that adds TransIn as child 0201"
   "nested-rollback|fireTccNested with the child's Try refused: 0201, 02 and 01 cancelled"
@@ -94,12 +121,21 @@ json_pretty() {
   fi | sed 's/^/  /'
 }
 
-# http METHOD URL: prints "<status> <body>"; status 000 when nothing answered.
+# http METHOD URL [JSON body] [curl args...]: prints "<status> <body>"; status 000 when
+# nothing answered.
 http() {
-  local out status
-  out=$(curl -sS -X "$1" -w $'\n%{http_code}' --max-time 60 "$2" 2>/dev/null) || true
+  local method=$1 url=$2 out status args=()
+  if [[ $# -ge 3 && -n $3 ]]; then args=(-H 'content-type: application/json' --data-binary "$3"); fi
+  args+=("${@:4}")
+  out=$(curl -sS -X "$method" -w $'\n%{http_code}' --max-time 60 "${args[@]}" "$url" 2>/dev/null) || true
   status=${out##*$'\n'}
   printf '%s %s\n' "${status:-000}" "${out%$'\n'*}"
+}
+
+# Milliseconds since some fixed point (bash's EPOCHREALTIME), for latencies.
+now_ms() {
+  local t=${EPOCHREALTIME/[.,]/}
+  echo $((t / 1000))
 }
 
 # Prints "balance trading_balance" of account $2 at bank URL $1.
@@ -221,8 +257,6 @@ scenario_rollback() {
     "fireTccRollback?amount=$AMOUNT&from=$FROM&to=$TO" failed 0 0
 }
 
-RUN_DIR="${RUN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/run}"
-
 # Prints the lines of binary $1's log (target/run/<name>.log, when up.sh started it) about gid $2.
 show_log() {
   local log="$RUN_DIR/$1.log"
@@ -241,7 +275,18 @@ crash() {
 
 restart() {
   echo "restarting $1: scripts/up.sh $1"
-  "$(dirname "${BASH_SOURCE[0]}")/up.sh" "$1" >/dev/null
+  "$SCRIPTS/up.sh" "$1" >/dev/null
+}
+
+# Stops binary $1 (scripts/down.sh) and starts it again with the extra environment VAR=VALUE in
+# $2...; with no VAR=VALUE it comes back with the caller's environment, as scripts/up.sh started it.
+restart_with() {
+  local name=$1
+  shift
+  [[ -f $RUN_DIR/$name.pid ]] || die "$RUN_DIR/$name.pid not found: this scenario needs the system started by scripts/up.sh"
+  echo "restarting $name${*:+ with $*}: scripts/down.sh $name; ${*:+$* }scripts/up.sh $name"
+  "$SCRIPTS/down.sh" "$name" >/dev/null
+  env "$@" "$SCRIPTS/up.sh" "$name" >/dev/null
 }
 
 scenario_confirm_retry() {
@@ -277,28 +322,159 @@ scenario_empty_compensation() {
   show_log trans-in "$LAST_GID"
 }
 
+# The secret the coordinator signs Confirm/Cancel calls with and the RMs check:
+# BRANCH_SIGNING_SECRET, else the one scripts/up.sh keeps in RUN_DIR; nothing when neither exists
+# (the RMs then run in demo mode and accept unsigned calls).
+signing_secret() {
+  if [[ -n ${BRANCH_SIGNING_SECRET:-} ]]; then
+    echo "$BRANCH_SIGNING_SECRET"
+  elif [[ -s $RUN_DIR/signing-secret ]]; then
+    cat "$RUN_DIR/signing-secret"
+  fi
+}
+
+# Lowercase hex HMAC-SHA256 of stdin keyed with $1.
+hmac_sha256_hex() {
+  if command -v openssl >/dev/null 2>&1; then
+    openssl dgst -sha256 -hmac "$1" -r | cut -d' ' -f1
+  else
+    python3 -c 'import hashlib, hmac, sys
+print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())' "$1"
+  fi
+}
+
+# Prints, one per line, the curl arguments that sign a POST of body $2 to URL $1 the way the
+# TM signs its Confirm and Cancel calls (docs/PROTOCOL.md, "Signed branch calls"); nothing
+# without a secret.
+sign_args() {
+  local url=$1 body=$2 secret rest path query="" ts body_hash mac
+  secret=$(signing_secret)
+  [[ -n $secret ]] || return 0
+  rest=${url#*://*/}
+  path="/${rest%%\?*}"
+  if [[ $rest == *\?* ]]; then query=${rest#*\?}; fi
+  ts=$(date +%s)
+  body_hash=$(printf '%s' "$body" | sha256sum | cut -d' ' -f1)
+  mac=$(printf 'POST\n%s\n%s\n%s\n%s' "$path" "$query" "$ts" "$body_hash" | hmac_sha256_hex "$secret")
+  printf '%s\n' -H "X-Tcc-Timestamp: $ts" -H "X-Tcc-Signature: v1=$mac"
+}
+
+# POSTs body $2 to URL $1 twice at the same moment (signed as the TM signs when $3 is "signed")
+# and prints each answer.
+post_twice() {
+  local url=$1 body=$2 tmp i
+  local sig=()
+  if [[ ${3:-} == signed ]]; then mapfile -t sig < <(sign_args "$url" "$body"); fi
+  tmp=$(mktemp -d)
+  for i in 1 2; do
+    http POST "$url" "$body" "${sig[@]}" >"$tmp/$i" &
+  done
+  wait
+  for i in 1 2; do echo "  call $i: POST /${url#*://*/} -> $(cat "$tmp/$i")"; done
+  rm -rf "$tmp"
+}
+
+# The RM's own outcome words for gid $2 and op $3 in binary $1's log (applied, duplicate,
+# empty_compensation, hanging), in order; nothing when the log is not in RUN_DIR.
+rm_outcomes() {
+  local log="$RUN_DIR/$1.log"
+  [[ -f $log ]] || return 0
+  grep -F "gid=$2 " "$log" | grep -F " op=$3 " | sed -n 's/.*Trans[A-Za-z]*: \([a-z_]*\).*/\1/p' | paste -sd' ' -
+}
+
 scenario_duplicates() {
-  local gid="demo-dup-$RANDOM$RANDOM" q before after
+  local gid="demo-dup-$RANDOM$RANDOM" q body bal0 tb0 bal1 tb1 bal2 tb2 ok=1
   q="gid=$gid&trans_type=tcc&branch_id=01"
+  body="{\"account_id\":$FROM,\"amount\":$AMOUNT}"
   echo "=== duplicates: TransOutTry twice at once, then TransOutCancel twice at once (gid $gid)"
-  before=$(account "$TRANS_OUT_URL" "$FROM")
-  for op in try try; do
-    curl -sS -X POST -H 'content-type: application/json' -d "{\"account_id\":$FROM,\"amount\":$AMOUNT}" \
-      "$TRANS_OUT_URL/TransOutTry?$q&op=$op" &
-  done
-  wait
-  echo
-  after=$(account "$TRANS_OUT_URL" "$FROM")
-  echo "balance trading_balance before: $before; after both Trys: $after (frozen once)"
-  for op in cancel cancel; do
-    curl -sS -X POST -H 'content-type: application/json' -d "{\"account_id\":$FROM,\"amount\":$AMOUNT}" \
-      "$TRANS_OUT_URL/TransOutCancel?$q&op=$op" &
-  done
-  wait
-  echo
-  echo "after both Cancels: $(account "$TRANS_OUT_URL" "$FROM") (released once)"
+  echo "No coordinator diagram for this one: the calls go straight to TransOut, as a retrying AP"
+  echo "(the Trys) and a retrying TM (the Cancels, signed with the TM's secret) would send them;"
+  echo "no global transaction of the coordinator is involved. What happened is in TransOut's answers,"
+  echo "its balances and its log."
+  read -r bal0 tb0 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
+  echo "bank A account $FROM before: balance=$bal0 trading_balance=$tb0"
+  post_twice "$TRANS_OUT_URL/TransOutTry?$q&op=try" "$body"
+  read -r bal1 tb1 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
+  echo "after both Trys:   balance=$bal1 trading_balance=$tb1 ($(signed $((tb1 - tb0))) frozen)"
+  post_twice "$TRANS_OUT_URL/TransOutCancel?$q&op=cancel" "$body" signed
+  read -r bal2 tb2 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
+  echo "after both Cancels: balance=$bal2 trading_balance=$tb2"
+  if [[ -f $RUN_DIR/trans-out.log ]]; then
+    echo "TransOut's barrier said: Try: $(rm_outcomes trans-out "$gid" try); Cancel: $(rm_outcomes trans-out "$gid" cancel)"
+  fi
   show_log trans-out "$gid"
-  echo "(no diagram: these calls went straight to the RM, outside any global transaction of the coordinator)"
+  [[ $((tb1 - tb0)) == "$AMOUNT" && $tb2 == "$tb0" && $bal2 == "$bal0" ]] || ok=0
+  if [[ $ok == 1 ]]; then
+    echo "=> as expected: two Trys froze $AMOUNT once, two Cancels released it once; balance unchanged"
+  else
+    echo "=> UNEXPECTED: wanted $AMOUNT frozen once, then released once (other transfers on account $FROM also move it)"
+    FAILED=$((FAILED + 1))
+  fi
+  echo
+}
+
+# "success", "failure", "ongoing" or "error": how an AP reads HTTP status $1 (the reportTry
+# outcome; docs/PROTOCOL.md, "Branch calls").
+try_outcome() {
+  case "$1" in
+    2??) echo success ;;
+    409) echo failure ;;
+    425) echo ongoing ;;
+    *) echo error ;;
+  esac
+}
+
+scenario_race() {
+  local reply gid data escaped tmp bal0 tb0 bal1 tb1 status try_seen cancel_seen ok=1
+  echo "=== race: TransOut's Try (sent as the AP sends it) and its Cancel (the TM's, after abort) at the same moment"
+  reply=$(http GET "$DTM_URL/newGid")
+  gid=$(json_get gid <<<"${reply#* }")
+  [[ -n $gid ]] || die "newGid answered ${reply%% *}: ${reply#* }"
+  data="{\"account_id\":$FROM,\"amount\":$AMOUNT}"
+  escaped=${data//\"/\\\"}
+  reply=$(http POST "$DTM_URL/prepare" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\"}")
+  [[ ${reply%% *} == 200 ]] || die "prepare answered $reply"
+  reply=$(http POST "$DTM_URL/registerBranch" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\",\"branch_id\":\"01\",\"data\":\"$escaped\",\"confirm\":\"$TRANS_OUT_URL/TransOutConfirm\",\"cancel\":\"$TRANS_OUT_URL/TransOutCancel\"}")
+  [[ ${reply%% *} == 200 ]] || die "registerBranch answered $reply"
+  echo "prepared $gid and registered branch 01 (TransOut); now, at the same moment: TransOutTry, and abort"
+  read -r bal0 tb0 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
+  tmp=$(mktemp -d)
+  (
+    t0=$(now_ms)
+    r=$(http POST "$TRANS_OUT_URL/TransOutTry?gid=$gid&trans_type=tcc&branch_id=01&op=try" "$data")
+    t1=$(now_ms)
+    echo "$r" >"$tmp/try"
+    code=${r%% *}
+    # Reported to the coordinator as the AP client reports its Trys, so the diagram draws it.
+    http POST "$DTM_URL/reportTry" "{\"gid\":\"$gid\",\"branch_id\":\"01\",\"url\":\"$TRANS_OUT_URL/TransOutTry\",\"outcome\":\"$(try_outcome "$code")\",\"http_status\":$([[ $code == 000 ]] && echo null || echo "$code"),\"latency_ms\":$((t1 - t0))}" >/dev/null
+  ) &
+  http POST "$DTM_URL/abort" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\",\"rollback_reason\":\"demo: an abort racing the Try\",\"wait_result\":true}" >"$tmp/abort" &
+  wait
+  echo "  TransOutTry -> $(cat "$tmp/try")"
+  echo "  abort       -> $(cat "$tmp/abort")"
+  rm -rf "$tmp"
+  status=$(wait_final "$gid")
+  read -r bal1 tb1 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
+  echo "bank A account $FROM: balance $bal0 -> $bal1, trading_balance $tb0 -> $tb1"
+  show_transaction "$gid"
+  show_diagram "$gid"
+  show_log trans-out "$gid"
+  try_seen=$(rm_outcomes trans-out "$gid" try)
+  cancel_seen=$(rm_outcomes trans-out "$gid" cancel)
+  case "$try_seen/$cancel_seen" in
+    applied*/applied*) echo "this time the Try won: it froze $AMOUNT, then the Cancel released exactly that" ;;
+    hanging*/empty_compensation*) echo "this time the Cancel won: an empty compensation, and the late Try found its row taken (hanging) and froze nothing" ;;
+    /) echo "(TransOut's log is not in $RUN_DIR: its answers do not say which came first)" ;;
+    *) echo "TransOut's barrier said: Try: $try_seen; Cancel: $cancel_seen" ;;
+  esac
+  echo "(run it again: which one wins changes; the end state never does)"
+  [[ $status == failed && $bal1 == "$bal0" && $tb1 == "$tb0" ]] || ok=0
+  if [[ $ok == 1 ]]; then
+    echo "=> as expected: global failed, balance unchanged, nothing left frozen"
+  else
+    echo "=> UNEXPECTED: global $status, balance $(signed $((bal1 - bal0))), trading_balance $(signed $((tb1 - tb0)))"
+    FAILED=$((FAILED + 1))
+  fi
   echo
 }
 
@@ -314,16 +490,23 @@ scenario_ap_crash() {
   show_transaction "$gid"
   show_diagram "$gid"
   echo "  bank A account $FROM balance trading_balance = $(account "$TRANS_OUT_URL" "$FROM")"
-  [[ $status == failed ]] || { echo "=> UNEXPECTED: $status"; FAILED=$((FAILED + 1)); }
+  if [[ $status == failed ]]; then
+    echo "=> as expected: the coordinator timed the abandoned transaction out and cancelled both branches"
+  else
+    echo "=> UNEXPECTED: $status"
+    FAILED=$((FAILED + 1))
+  fi
   restart app
   echo
 }
 
-# Fires $2 with wait_result=false, then kills binary $1 after $3 seconds and restarts it after $4.
+# Fires $2 with wait_result=false, then kills binary $1 after $3 seconds and restarts it after $4;
+# expects global status $5 and balance changes $6 (bank A) and $7 (bank B); shows the log of $1
+# and of the binary named in $8, if any.
 crash_during_second_phase() {
-  local name=$1 path=$2 kill_after=$3 down_for=$4 expect=$5 delta_a=$6 delta_b=$7
-  local reply gid status a_before b_before
-  a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
+  local name=$1 path=$2 kill_after=$3 down_for=$4 expect=$5 delta_a=$6 delta_b=$7 other=${8:-}
+  local reply gid status a_before ta_before b_before
+  read -r a_before ta_before <<<"$(account "$TRANS_OUT_URL" "$FROM")"
   b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
   reply=$(http GET "$APP_URL/$path")
   echo "AP: GET $APP_URL/$path -> ${reply%% *}"
@@ -336,13 +519,15 @@ crash_during_second_phase() {
   show_transaction "$gid"
   show_diagram "$gid"
   show_log "$name" "$gid"
-  local da db
-  da=$(($(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1) - a_before))
+  if [[ -n $other ]]; then show_log "$other" "$gid"; fi
+  local a_after ta_after da db
+  read -r a_after ta_after <<<"$(account "$TRANS_OUT_URL" "$FROM")"
+  da=$((a_after - a_before))
   db=$(($(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1) - b_before))
-  if [[ $status == "$expect" && $da == "$delta_a" && $db == "$delta_b" ]]; then
-    echo "=> as expected: global $status, bank A $(signed "$da"), bank B $(signed "$db") (exactly once)"
+  if [[ $status == "$expect" && $da == "$delta_a" && $db == "$delta_b" && $ta_after == "$ta_before" ]]; then
+    echo "=> as expected: global $status, bank A $(signed "$da"), bank B $(signed "$db") (exactly once), nothing left frozen"
   else
-    echo "=> UNEXPECTED: global $status, bank A $(signed "$da"), bank B $(signed "$db")"
+    echo "=> UNEXPECTED: global $status, bank A $(signed "$da"), bank B $(signed "$db"), trading_balance $(signed $((ta_after - ta_before)))"
     FAILED=$((FAILED + 1))
   fi
   echo
@@ -352,7 +537,15 @@ scenario_coordinator_crash() {
   echo "=== coordinator-crash: kill -9 the coordinator while TransIn's Confirm (3 s) is in flight"
   crash_during_second_phase coordinator \
     "fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false" \
-    1 1 succeed "-$AMOUNT" "$AMOUNT"
+    1 1 succeed "-$AMOUNT" "$AMOUNT" trans-in
+}
+
+scenario_coordinator_crash_cancel() {
+  echo "=== coordinator-crash-cancel: kill -9 the coordinator while TransOut's Cancel (3 s) is in flight"
+  echo "(fireTccRollback: TransIn's Try is refused, the AP aborts; Cancel 02 is quick, Cancel 01 takes 3 s)"
+  crash_during_second_phase coordinator \
+    "fireTccRollback?amount=$AMOUNT&from=$FROM&to=$TO&trans_out_cancel=delay:3000&request_timeout=5&retry_interval=1&wait_result=false" \
+    1 1 failed 0 0 trans-out
 }
 
 scenario_rm_down() {
@@ -362,9 +555,209 @@ scenario_rm_down() {
     0.3 3 succeed "-$AMOUNT" "$AMOUNT"
 }
 
+# Attempts so far of op $3 of branch $2 of gid $1, from the coordinator's record (0 when absent).
+op_attempts() {
+  local body i branch_id
+  body=$(http GET "$DTM_URL/query?gid=$1" | cut -d' ' -f2-)
+  for ((i = 0; ; i++)); do
+    branch_id=$(json_get branches "$i" branch_id <<<"$body")
+    [[ -n $branch_id ]] || break
+    if [[ $branch_id == "$2" && $(json_get branches "$i" op <<<"$body") == "$3" ]]; then
+      json_get branches "$i" attempts <<<"$body"
+      return 0
+    fi
+  done
+  echo 0
+}
+
+# The samples of metric $1 from URL $2 (Prometheus text), indented.
+show_metric() {
+  echo "metrics: GET $2 | grep ^$1"
+  curl -sS --max-time 10 "$2" 2>/dev/null | grep "^$1" | sed 's/^/  /' || echo "  (none yet)"
+}
+
+scenario_confirm_failure() {
+  local path reply gid deadline attempts=0 alert_after=${ALERT_AFTER_ATTEMPTS:-3} status auth=()
+  local a_before b_before da db
+  echo "=== confirm-failure: TransIn's Confirm answers 409 FAILURE on every call"
+  a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
+  b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
+  path="fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=failure&retry_interval=1&wait_result=false"
+  reply=$(http GET "$APP_URL/$path")
+  echo "AP: GET $APP_URL/$path -> $reply"
+  gid=$(json_get gid <<<"${reply#* }")
+  [[ -n $gid ]] || die "the AP answered no gid"
+  echo "waiting for $alert_after Confirm attempts of branch 02 (ALERT_AFTER_ATTEMPTS)..."
+  deadline=$((SECONDS + 30))
+  while ((SECONDS < deadline)); do
+    attempts=$(op_attempts "$gid" 02 confirm)
+    ((attempts >= alert_after)) && break
+    sleep 0.5
+  done
+  show_transaction "$gid"
+  show_log coordinator "$gid"
+  show_metric tcc_branch_alerts_total "$TM_URL/api/metrics"
+  echo "A Confirm must eventually succeed: the TM never gives up on it nor turns it into a rollback,"
+  echo "it retries with backoff and raises an alert. Fix the RM: restart trans-in with FAULT_INJECTION=off,"
+  echo "which ignores the fault the branch data carries, then ask for a retry now (admin action retry-now)."
+  restart_with trans-in FAULT_INJECTION=off
+  if [[ -n ${ADMIN_TOKEN:-} ]]; then auth=(-H "Authorization: Bearer $ADMIN_TOKEN"); fi
+  reply=$(http POST "$TM_URL/api/admin/transactions/$gid/retry-now" "" "${auth[@]}")
+  echo "POST $TM_URL/api/admin/transactions/$gid/retry-now -> ${reply%% *}"
+  status=$(wait_final "$gid")
+  show_transaction "$gid"
+  show_diagram "$gid"
+  restart_with trans-in
+  da=$(($(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1) - a_before))
+  db=$(($(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1) - b_before))
+  if [[ $attempts -ge $alert_after && $status == succeed && $da == "-$AMOUNT" && $db == "$AMOUNT" ]]; then
+    echo "=> as expected: $attempts failed Confirm attempts (alerted), then global succeed, bank A $(signed "$da"), bank B $(signed "$db")"
+  else
+    echo "=> UNEXPECTED: $attempts attempts, global $status, bank A $(signed "$da"), bank B $(signed "$db")"
+    FAILED=$((FAILED + 1))
+  fi
+  echo
+}
+
+scenario_wait_result() {
+  local path reply gid t0 t1 answered now_status status a_before b_before da db
+  echo "=== wait-result: wait_result=false, TransIn's Confirm takes 2 s"
+  a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
+  b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
+  path="fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=delay:2000&request_timeout=5&wait_result=false"
+  t0=$(now_ms)
+  reply=$(http GET "$APP_URL/$path")
+  t1=$(now_ms)
+  echo "AP: GET $APP_URL/$path -> ${reply%% *} after $((t1 - t0)) ms"
+  json_pretty <<<"${reply#* }"
+  gid=$(json_get gid <<<"${reply#* }")
+  [[ -n $gid ]] || die "the AP answered no gid"
+  answered=$(json_get status <<<"${reply#* }")
+  now_status=$(http GET "$DTM_URL/query?gid=$gid" | cut -d' ' -f2- | json_get transaction status)
+  echo "the AP answered at submit: status $answered; the coordinator says $now_status right now"
+  status=$(wait_final "$gid")
+  echo "final status $status, $(($(now_ms) - t0)) ms after the call (with wait_result, the default, the AP would have answered only now)"
+  show_transaction "$gid"
+  show_diagram "$gid"
+  da=$(($(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1) - a_before))
+  db=$(($(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1) - b_before))
+  if [[ $answered == submitted && $status == succeed && $da == "-$AMOUNT" && $db == "$AMOUNT" ]]; then
+    echo "=> as expected: answered submitted at once, then succeed; bank A $(signed "$da"), bank B $(signed "$db")"
+  else
+    echo "=> UNEXPECTED: answered $answered, final $status, bank A $(signed "$da"), bank B $(signed "$db")"
+    FAILED=$((FAILED + 1))
+  fi
+  echo
+}
+
+scenario_replicas() {
+  local b_run="$RUN_DIR/replica-b" b_offset=$((PORT_OFFSET + 1)) b_url b_log secret
+  local path reply gid status a_before b_before da db
+  echo "=== replicas: a second coordinator (COORDINATOR_ID=replica-b) on the same database takes over"
+  secret=$(signing_secret)
+  [[ -n $secret ]] || die "no signing secret found (BRANCH_SIGNING_SECRET or $RUN_DIR/signing-secret): replica-b must sign as the first coordinator does"
+  b_url="http://127.0.0.1:$(PORT_OFFSET=$b_offset svc_port coordinator)"
+  b_log="$b_run/coordinator.log"
+  echo "starting replica-b on $b_url, same database: RUN_DIR=$b_run PORT_OFFSET=$b_offset COORDINATOR_ID=replica-b scripts/up.sh coordinator"
+  RUN_DIR=$b_run PORT_OFFSET=$b_offset COORDINATOR_ID=replica-b BRANCH_SIGNING_SECRET=$secret \
+    "$SCRIPTS/up.sh" coordinator >/dev/null
+  a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
+  b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
+  path="fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false"
+  reply=$(http GET "$APP_URL/$path")
+  echo "AP (its coordinator is the first one, $TM_URL): GET $APP_URL/$path -> ${reply%% *}"
+  gid=$(json_get gid <<<"${reply#* }")
+  [[ -n $gid ]] || die "the AP answered no gid"
+  sleep 1
+  crash coordinator
+  echo "replica-b claims $gid once the killed replica's lease has expired (LEASE_SECONDS=$LEASE_SECONDS, at least request_timeout + 5 s); waiting..."
+  status=$(DTM_URL="$b_url/api/dtmsvr" WAIT_FINAL=$((LEASE_SECONDS + 30)) wait_final "$gid")
+  DTM_URL="$b_url/api/dtmsvr" show_transaction "$gid"
+  TM_URL=$b_url show_diagram "$gid"
+  echo "replica-b's log ($b_log), gid=$gid:"
+  grep -F "gid=$gid " "$b_log" | sed 's/^/  /' | tail -n 12 || true
+  show_log trans-in "$gid"
+  restart coordinator
+  echo "stopping replica-b: RUN_DIR=$b_run PORT_OFFSET=$b_offset scripts/down.sh coordinator"
+  RUN_DIR=$b_run PORT_OFFSET=$b_offset "$SCRIPTS/down.sh" coordinator >/dev/null
+  da=$(($(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1) - a_before))
+  db=$(($(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1) - b_before))
+  if [[ $status == succeed && $da == "-$AMOUNT" && $db == "$AMOUNT" ]] && grep -qF "gid=$gid branch_id=- op=- submitted -> succeed" "$b_log"; then
+    echo "=> as expected: replica-b finished it: global succeed, bank A $(signed "$da"), bank B $(signed "$db") (exactly once)"
+  else
+    echo "=> UNEXPECTED: global $status, bank A $(signed "$da"), bank B $(signed "$db") (finished by replica-b: see its log above)"
+    FAILED=$((FAILED + 1))
+  fi
+  echo
+}
+
+# psql on the database of binary $1, on the server scripts/up.sh uses (PG_URL, else its private
+# cluster); fails when psql is missing or no server answers.
+demo_psql() {
+  local url=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+  command -v psql >/dev/null 2>&1 || return 1
+  url=${url%/}
+  if ! pg_answers "$url"; then url=$(pg_private_url) || return 1; fi
+  psql "$url/$(svc_db "$1")" -XqtA -v ON_ERROR_STOP=1
+}
+
+# Barrier rows of gid $2 in binary $1's database ("?" when they cannot be read).
+barrier_rows() {
+  [[ $2 =~ ^[A-Za-z0-9._:-]+$ ]] || die "unexpected gid '$2'"
+  demo_psql "$1" <<<"SELECT count(*) FROM dtm_barrier.barrier WHERE gid = '$2'" 2>/dev/null || echo "?"
+}
+
+scenario_retention() {
+  local gid code out_rows in_rows deadline t0 gone_tm="" gone_rm=""
+  echo "=== retention: the coordinator with RETENTION_SECONDS=5, the banks with BARRIER_RETENTION_SECONDS=5"
+  echo "(this deletes every transaction of this system that finished more than 5 s ago, and the banks'"
+  echo "settled barrier rows; the three binaries are restarted with the setting and afterwards without it)"
+  restart_with coordinator RETENTION_SECONDS=5
+  restart_with trans-out BARRIER_RETENTION_SECONDS=5
+  restart_with trans-in BARRIER_RETENTION_SECONDS=5
+  fire_and_show "retention: a transfer to be forgotten" \
+    "fireTcc?amount=$AMOUNT&from=$FROM&to=$TO" succeed "-$AMOUNT" "$AMOUNT"
+  gid=$LAST_GID
+  t0=$SECONDS
+  echo "barrier rows of $gid now: trans_out $(barrier_rows trans-out "$gid"), trans_in $(barrier_rows trans-in "$gid")"
+  echo "waiting for the retention jobs (the coordinator's every 10 worker ticks, the banks' every 0.5 s)..."
+  deadline=$((SECONDS + 60))
+  while ((SECONDS < deadline)) && [[ -z $gone_tm || -z $gone_rm ]]; do
+    if [[ -z $gone_tm ]]; then
+      code=$(http GET "$DTM_URL/query?gid=$gid" | cut -d' ' -f1)
+      if [[ $code == 404 ]]; then
+        gone_tm=$((SECONDS - t0))
+        echo "  after ${gone_tm} s: GET $DTM_URL/query?gid=$gid -> 404 (transaction and branch ops deleted)"
+      fi
+    fi
+    if [[ -z $gone_rm ]]; then
+      out_rows=$(barrier_rows trans-out "$gid")
+      in_rows=$(barrier_rows trans-in "$gid")
+      if [[ $out_rows == 0 && $in_rows == 0 ]]; then
+        gone_rm=$((SECONDS - t0))
+        echo "  after ${gone_rm} s: no barrier rows of $gid left in trans_out nor trans_in"
+      elif [[ $out_rows == "?" ]]; then
+        gone_rm="?"
+        echo "  (the barrier rows cannot be read: psql missing or the database unreachable)"
+      fi
+    fi
+    sleep 0.5
+  done
+  restart_with coordinator
+  restart_with trans-out
+  restart_with trans-in
+  if [[ -n $gone_tm && -n $gone_rm ]]; then
+    echo "=> as expected: the finished transaction and its barrier rows were deleted (unfinished ones never are)"
+  else
+    echo "=> UNEXPECTED: after 60 s, $gid deleted by the coordinator: ${gone_tm:+yes}${gone_tm:-no}; barrier rows left: ${out_rows:-?} in trans_out, ${in_rows:-?} in trans_in"
+    FAILED=$((FAILED + 1))
+  fi
+  echo
+}
+
 scenario_purchase() {
   local price
-  price=$(http GET "${STOCK_URL:-http://127.0.0.1:8083/api}/products/1" | cut -d' ' -f2- | json_get price)
+  price=$(http GET "$STOCK_URL/products/1" | cut -d' ' -f2- | json_get price)
   [[ -n $price ]] || die "the stock service did not answer the price of product 1"
   fire_and_show "purchase: 1 unit of product 1 (price $price): stock reserved, then deducted; money moves" \
     "firePurchase?product_id=1&quantity=1&buyer=$FROM&merchant=$TO" succeed "-$price" "$price"
@@ -389,10 +782,16 @@ run_scenario() {
     try-timeout) scenario_try_timeout ;;
     hanging-try) scenario_hanging_try ;;
     empty-compensation) scenario_empty_compensation ;;
+    confirm-failure) scenario_confirm_failure ;;
     duplicates) scenario_duplicates ;;
+    race) scenario_race ;;
     ap-crash) scenario_ap_crash ;;
     coordinator-crash) scenario_coordinator_crash ;;
+    coordinator-crash-cancel) scenario_coordinator_crash_cancel ;;
     rm-down) scenario_rm_down ;;
+    replicas) scenario_replicas ;;
+    wait-result) scenario_wait_result ;;
+    retention) scenario_retention ;;
     purchase | firePurchase) scenario_purchase ;;
     nested | fireTccNested) scenario_nested ;;
     nested-rollback) scenario_nested_rollback ;;
@@ -403,7 +802,7 @@ run_scenario() {
 
 list_scenarios() {
   local line
-  for line in "${SCENARIOS[@]}"; do printf '  %-12s %s\n' "${line%%|*}" "${line#*|}"; done
+  for line in "${SCENARIOS[@]}"; do printf '  %-25s %s\n' "${line%%|*}" "${line#*|}"; done
 }
 
 main() {

@@ -414,7 +414,12 @@ async fn run_action(
     access: &AdminAccess,
     action: Action,
 ) -> Result<HttpResponse> {
-    if let Err(refusal) = auth::authorize(&req, access.token.as_ref(), action.name()) {
+    let logged_gid = if validate_gid(&gid).is_ok() {
+        gid.as_str()
+    } else {
+        "-"
+    };
+    if let Err(refusal) = auth::authorize(&req, access.token.as_ref(), action.name(), logged_gid) {
         return Ok(*refusal);
     }
     check_gid(&gid)?;
@@ -429,7 +434,7 @@ async fn run_action(
         AdminOutcome::Unknown => return Err(not_found(&gid)),
         AdminOutcome::Refused(status) => {
             log::info!(
-                "gid={gid} admin {} refused: the transaction is {status}",
+                "gid={gid} branch_id=- op=- admin {} refused: the transaction is {status}",
                 action.name()
             );
             let allowed = match action {
@@ -451,7 +456,7 @@ async fn run_action(
     match action {
         Action::RetryNow => {
             log::info!(
-                "gid={gid} op={} admin retry-now from {peer}: {from}, due now, backoff step reset to {} s",
+                "gid={gid} branch_id=- op={} admin retry-now from {peer}: {from}, due now, backoff step reset to {} s",
                 active_op(from).map_or("-", Op::as_str),
                 trans.retry_interval
             );
@@ -459,13 +464,15 @@ async fn run_action(
             let (engine, gid) = (engine.clone(), gid.clone());
             tokio::spawn(async move {
                 if let Err(e) = engine.drive(&gid).await {
-                    log::error!("gid={gid} second phase pass after retry-now failed: {e}");
+                    log::error!(
+                        "gid={gid} branch_id=- op=- second phase pass after retry-now failed: {e}"
+                    );
                 }
             });
         }
         Action::ForceStop => {
             log::warn!(
-                "gid={gid} admin force-stop from {peer}: {from} -> failed without calling any \
+                "gid={gid} branch_id=- op=- admin force-stop from {peer}: {from} -> failed without calling any \
                  Confirm or Cancel; reservations made by its Trys may still be held in the RMs"
             );
             body["warning"] = json!(

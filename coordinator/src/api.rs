@@ -288,7 +288,7 @@ async fn prepare(
     };
     match blocking(engine.pool(), move |conn| store::prepare(conn, &new)).await?? {
         PrepareOutcome::Created => {
-            log::info!("gid={} prepared", body.gid);
+            log::info!("gid={} branch_id=- op=- prepared", body.gid);
             Ok(success(Some(body.gid), None))
         }
         PrepareOutcome::AlreadyPrepared => Ok(success(Some(body.gid), None)),
@@ -383,7 +383,7 @@ async fn register_branch(
     let (gid, branch_id) = (body.gid, body.branch_id);
     match blocking(engine.pool(), move |conn| store::register_branch(conn, &new)).await?? {
         RegisterOutcome::Registered => {
-            log::info!("gid={gid} branch_id={branch_id} registered");
+            log::info!("gid={gid} branch_id={branch_id} op=- registered");
             Ok(success(None, None))
         }
         RegisterOutcome::AlreadyRegistered => Ok(success(None, None)),
@@ -479,7 +479,7 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
                 "global transaction {gid} is {status}; it cannot be {verb}"
             )))
         }
-        Transition::Changed => log::info!("gid={gid} prepared -> {phase}"),
+        Transition::Changed => log::info!("gid={gid} branch_id=- op=- prepared -> {phase}"),
         Transition::AlreadyThere(status) if status.is_final() => {
             return Ok(success(Some(gid), Some(status)));
         }
@@ -499,7 +499,7 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
             match engine.run_claimed(trans, owner, pass).await {
                 Ok(ended) => ended,
                 Err(e) => {
-                    log::error!("gid={gid} second phase pass failed: {e}");
+                    log::error!("gid={gid} branch_id=- op=- second phase pass failed: {e}");
                     None
                 }
             }

@@ -169,7 +169,7 @@ impl Engine {
             async move {
                 let gid = trans.gid.clone();
                 if let Err(e) = self.run(trans, owner, None).await {
-                    log::error!("gid={gid} second-phase pass failed: {e}");
+                    log::error!("gid={gid} branch_id=- op=- second-phase pass failed: {e}");
                 }
             }
         });
@@ -231,7 +231,7 @@ impl Engine {
                 .await?
             {
                 log::warn!(
-                    "gid={gid} op=cancel prepared for more than {} s: aborting (Timeout after {} seconds)",
+                    "gid={gid} branch_id=- op=cancel prepared for more than {} s: aborting (Timeout after {} seconds)",
                     trans.timeout_to_fail,
                     trans.timeout_to_fail
                 );
@@ -271,7 +271,9 @@ impl Engine {
             }
         };
         if !pass.first_leased {
-            log::warn!("gid={gid} lease lost before the first op={op}; another replica continues");
+            log::warn!(
+                "gid={gid} branch_id=- op={op} lease lost before the first call; another replica continues"
+            );
             return Ok(None);
         }
         let ops = pass.ops;
@@ -413,7 +415,7 @@ impl Engine {
                 end,
                 finished.second_phase_secs,
             );
-            log::info!("gid={gid} {status} -> {end}");
+            log::info!("gid={gid} branch_id=- op=- {status} -> {end}");
         }
         Some(end)
     }

@@ -82,16 +82,19 @@ fn cross_origin(req: &HttpRequest) -> bool {
 /// * `401 {"error":"unauthorized"}` with `WWW-Authenticate: Bearer` when `token` is set and the
 ///   request does not carry it.
 ///
-/// `action` names the action in the log line of a refusal (the presented credential is never
-/// logged).
+/// `action` and `gid` (the transaction it was asked for; `-` when the path's gid is not a valid
+/// one, so that no caller-written text reaches the log) name the action in the log line of a
+/// refusal, which carries `gid=`, `branch_id=-` and `op=-` like every line about a transaction
+/// (the presented credential is never logged).
 pub fn authorize(
     req: &HttpRequest,
     token: Option<&AdminToken>,
     action: &str,
+    gid: &str,
 ) -> Result<(), Box<HttpResponse>> {
     if cross_origin(req) {
         log::warn!(
-            "admin {action} refused: sent from another origin ({:?})",
+            "gid={gid} branch_id=- op=- admin {action} refused: sent from another origin ({:?})",
             req.headers().get(ORIGIN)
         );
         return Err(Box::new(error_response(
@@ -107,7 +110,7 @@ pub fn authorize(
         Some(presented) if token.matches(presented) => Ok(()),
         presented => {
             log::warn!(
-                "admin {action} refused: {} admin token from {}",
+                "gid={gid} branch_id=- op=- admin {action} refused: {} admin token from {}",
                 if presented.is_some() { "wrong" } else { "no" },
                 req.connection_info().peer_addr().unwrap_or("?")
             );
@@ -167,14 +170,14 @@ mod tests {
     #[test]
     fn without_a_token_actions_are_open_but_a_token_must_then_be_presented() {
         let open = TestRequest::default().to_http_request();
-        assert!(authorize(&open, None, "test").is_ok());
+        assert!(authorize(&open, None, "test", "g1").is_ok());
         let token = AdminToken::new("t");
-        let err = authorize(&open, Some(&token), "test").unwrap_err();
+        let err = authorize(&open, Some(&token), "test", "g1").unwrap_err();
         assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
         let with = TestRequest::default()
             .insert_header((AUTHORIZATION, "Bearer t"))
             .to_http_request();
-        assert!(authorize(&with, Some(&token), "test").is_ok());
+        assert!(authorize(&with, Some(&token), "test", "g1").is_ok());
     }
 
     #[test]
@@ -183,13 +186,13 @@ mod tests {
             .insert_header((HOST, "127.0.0.1:36789"))
             .insert_header((ORIGIN, "http://127.0.0.1:36789"))
             .to_http_request();
-        assert!(authorize(&same, None, "test").is_ok());
+        assert!(authorize(&same, None, "test", "g1").is_ok());
         for origin in ["http://evil.example", "http://127.0.0.1:8080", "null"] {
             let other = TestRequest::default()
                 .insert_header((HOST, "127.0.0.1:36789"))
                 .insert_header((ORIGIN, origin))
                 .to_http_request();
-            let err = authorize(&other, None, "test").unwrap_err();
+            let err = authorize(&other, None, "test", "g1").unwrap_err();
             assert_eq!(err.status(), StatusCode::FORBIDDEN, "{origin}");
         }
     }

@@ -390,7 +390,7 @@ fn malformed(
 
 /// The first value of `name` in a raw query string, still percent-encoded (so it cannot break a
 /// log line), at most 128 characters; `None` when absent or empty.
-fn raw_query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+pub(crate) fn raw_query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     let value = query
         .split('&')
         .filter_map(|pair| pair.split_once('='))

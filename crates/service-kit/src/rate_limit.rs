@@ -50,6 +50,7 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tcc::protocol::Op;
 
+use crate::branch::raw_query_value;
 use crate::http::error_response;
 use crate::metrics::{RequestOutcome, RmMetrics};
 
@@ -198,9 +199,13 @@ pub async fn limit_try(
     if let Some(metrics) = req.app_data::<web::Data<RmMetrics>>() {
         metrics.record(Op::Try, RequestOutcome::RateLimited);
     }
-    // Debug, not warn: a flood would flood the log too; the metric is the signal.
+    // Debug, not warn: a flood would flood the log too; the metric is the signal. The query is
+    // not parsed yet: gid and branch_id are its raw values (still percent-encoded, capped).
+    let raw = |name| raw_query_value(req.query_string(), name).unwrap_or("-");
     log::debug!(
-        "client={client} op=try {} rate limited, retry after {seconds} s",
+        "gid={} branch_id={} op=try {} rate limited, retry after {seconds} s; client {client}",
+        raw("gid"),
+        raw("branch_id"),
         req.path()
     );
     let mut response = error_response(

@@ -410,7 +410,7 @@ impl TccClient {
                     .abort(gid, &format!("panic: {reason}"), &finish, wait)
                     .await
                 {
-                    log::error!("gid={gid} abort after a panic failed: {e}");
+                    log::error!("gid={gid} branch_id=- op=- abort after a panic failed: {e}");
                 }
                 std::panic::resume_unwind(panic)
             }
@@ -424,7 +424,7 @@ impl TccClient {
         finish: &serde_json::Value,
         wait: Option<Duration>,
     ) -> Result<CoordinatorAnswer, TccError> {
-        log::info!("gid={gid} aborting: {reason}");
+        log::info!("gid={gid} branch_id=- op=- aborting: {reason}");
         let mut body = finish.clone();
         body["rollback_reason"] = reason.into();
         self.call_dtm("abort", &body, wait).await

@@ -91,7 +91,11 @@ pub async fn fire(
         .record(scenario.name, outcome, started.elapsed());
     if let Err(e @ AppError::StockUnavailable { .. }) = &result {
         // The answer names no upstream detail (URL, body); the log does.
-        log::error!("gid=- scenario={} {}: {e}", scenario.name, outcome.as_str());
+        log::error!(
+            "gid=- branch_id=- op=- scenario={} {}: {e}",
+            scenario.name,
+            outcome.as_str()
+        );
     }
     result
 }
@@ -124,7 +128,7 @@ async fn run_scenario(
         .await
         .map_err(|source| coordinator_error(scenario, None, source))?;
     log::info!(
-        "gid={gid} scenario={} starting {} branches",
+        "gid={gid} branch_id=- op=- scenario={} starting {} branches",
         scenario.name,
         branches.len()
     );
@@ -173,7 +177,7 @@ async fn run_scenario(
                 // The AP dies between its Trys and submit: the coordinator must abort the
                 // transaction after timeout_to_fail and cancel what the Trys reserved.
                 log::error!(
-                    "gid={} crash_after_try: the AP exits now, before submit (simulated crash)",
+                    "gid={} branch_id=- op=- crash_after_try: the AP exits now, before submit (simulated crash)",
                     tcc.gid()
                 );
                 std::process::exit(CRASH_EXIT_CODE);
@@ -186,7 +190,7 @@ async fn run_scenario(
     Ok(match outcome.result {
         Ok(()) => {
             log::info!(
-                "gid={} scenario={} committed, status={}",
+                "gid={} branch_id=- op=- scenario={} committed, status={}",
                 outcome.gid,
                 scenario.name,
                 outcome.status
@@ -198,7 +202,7 @@ async fn run_scenario(
         }
         Err(reason) => {
             log::info!(
-                "gid={} scenario={} rolled back, status={}: {reason}",
+                "gid={} branch_id=- op=- scenario={} rolled back, status={}: {reason}",
                 outcome.gid,
                 scenario.name,
                 outcome.status
@@ -228,7 +232,7 @@ fn coordinator_error(
     source: tcc::client::TccError,
 ) -> AppError {
     log::error!(
-        "gid={} scenario={} coordinator failure: {source}",
+        "gid={} branch_id=- op=- scenario={} coordinator failure: {source}",
         gid.as_deref().unwrap_or("-"),
         scenario.name
     );
