@@ -19,7 +19,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    trans_event (id) {
+    trans_event (gid, id) {
         id -> Int8,
         gid -> Text,
         kind -> Text,

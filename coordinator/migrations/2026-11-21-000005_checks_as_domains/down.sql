@@ -1,3 +1,8 @@
+ALTER TABLE trans_global RESET (fillfactor);
+ALTER TABLE trans_branch_op RESET (fillfactor);
+ALTER TABLE trans_event DROP CONSTRAINT trans_event_pkey;
+ALTER TABLE trans_event ADD CONSTRAINT trans_event_pkey PRIMARY KEY (id);
+CREATE INDEX trans_event_gid_id_idx ON trans_event (gid, id);
 ALTER TABLE trans_event
     ALTER COLUMN kind TYPE TEXT, ALTER COLUMN actor TYPE TEXT, ALTER COLUMN status TYPE TEXT,
     ALTER COLUMN op TYPE TEXT, ALTER COLUMN outcome TYPE TEXT, ALTER COLUMN http_status TYPE INTEGER,

@@ -68,3 +68,15 @@ ALTER TABLE trans_event
 COMMENT ON DOMAIN tcc_global_status IS 'A global transaction''s status (design §4).';
 COMMENT ON DOMAIN tcc_event_kind IS 'What a trans_event row records (coordinator/src/events.rs, EventKind).';
 COMMENT ON DOMAIN tcc_seconds IS 'A positive number of seconds (timeouts, intervals).';
+
+-- Fewer index entries per write, found in the same profile:
+-- * trans_event is only ever read by gid in id order, so (gid, id) becomes its primary key and
+--   the separate index on id goes: one B-tree insert fewer per event (eleven events per transfer).
+ALTER TABLE trans_event DROP CONSTRAINT trans_event_pkey;
+DROP INDEX trans_event_gid_id_idx;
+ALTER TABLE trans_event ADD CONSTRAINT trans_event_pkey PRIMARY KEY (gid, id);
+-- * Room in each page for the new version of a row, so that updates touching no indexed column
+--   (a lease renewed for the next call, a branch op recorded) stay heap-only (HOT) and write no
+--   index entry at all.
+ALTER TABLE trans_global SET (fillfactor = 70);
+ALTER TABLE trans_branch_op SET (fillfactor = 80);
