@@ -21,6 +21,8 @@
 #   BENCH_CONCURRENCY=1,8,32,128
 #   PORT_OFFSET=1000      added to every service port (the default ports may be in use)
 #   RUN_DIR=target/bench-run   pid files and logs of the services started here
+#   BENCH_HALF_PEAK=1     transfer: a last point open-loop at half the sweep's best tx/s (the
+#                         latency target of issue 6); 0 skips it
 #   SKIP_BUILD=1          use the binaries already built
 #   KEEP_UP=1             leave the services (and a private cluster) running afterwards
 #   RUST_LOG=warn         log level of the services (info logs several lines per transaction)
@@ -129,7 +131,10 @@ status=0
 for mode in "${MODES[@]}"; do
   echo
   echo "[bench] mode $mode"
-  "$TARGET_DIR/release/tcc-bench" "$mode" "${bench_args[@]}" \
+  mode_args=()
+  # The fireTcc latency target is "p99 at half the peak throughput": measured open-loop.
+  if [[ $mode == transfer && ${BENCH_HALF_PEAK:-1} != 0 ]]; then mode_args+=(--half-peak); fi
+  "$TARGET_DIR/release/tcc-bench" "$mode" "${bench_args[@]}" "${mode_args[@]}" \
     --out "$ROOT/target/bench/$mode.json" "$@" || status=$?
 done
 exit "$status"

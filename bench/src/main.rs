@@ -16,6 +16,10 @@
 //! the money that left bank A and arrived in bank B equals the amount times the transfers
 //! counted; in `coordinator` the built-in RM saw one Confirm per branch of every committed
 //! transaction, none lost, none twice. It prints a table and writes `--out` (JSON).
+//!
+//! With `--half-peak` a last point runs open-loop at half the best throughput of the sweep
+//! ([`load::run_at_rate`]): the latency "at half the peak throughput" of issue 6, measured from
+//! each transaction's scheduled start.
 
 mod cpu;
 mod load;
@@ -114,6 +118,9 @@ struct Args {
     /// Send no Try reports in `coordinator` mode (what a DTM client does).
     #[arg(long)]
     no_try_reports: bool,
+    /// After the sweep, one more point open-loop at half its best tx/s (see the crate docs).
+    #[arg(long)]
+    half_peak: bool,
     /// Statements of `pg_stat_statements` kept per point.
     #[arg(long, default_value_t = 15)]
     statements: i64,
@@ -261,6 +268,40 @@ async fn run(args: Args) -> Result<bool, String> {
         );
         eprintln!(
             "[bench] {} c={concurrency}: {}",
+            mode.name(),
+            summary(&point)
+        );
+        gids.extend(measured.gids);
+        points.push(point);
+    }
+
+    if args.half_peak {
+        let peak = points
+            .iter()
+            .filter_map(|p| p["tps"].as_f64())
+            .fold(0.0_f64, f64::max);
+        let rate = (peak / 2.0).max(1.0);
+        let commits_before = pg.commits(&databases)?;
+        pg.reset_statements();
+        let cpu_before = watched.snapshot();
+        let measured =
+            load::run_at_rate(&workload, rate, Duration::from_secs_f64(args.duration)).await;
+        let cpu_after = watched.snapshot();
+        let statements = pg.top_statements(&databases, args.statements);
+        pg.settle(settle);
+        let commits_after = pg.commits(&databases)?;
+        completed_total += measured.completed;
+        let mut point = point_json(
+            0,
+            &measured,
+            &pg::delta(&commits_before, &commits_after),
+            &cpu::delta(&cpu_before, &cpu_after),
+            &statements,
+        );
+        point["concurrency"] = Value::Null;
+        point["rate"] = json!(rate);
+        eprintln!(
+            "[bench] {} open loop at {rate:.0}/s (half the peak {peak:.0}): {}",
             mode.name(),
             summary(&point)
         );
@@ -428,7 +469,7 @@ fn machine() -> Value {
     })
 }
 
-/// The table: one row per concurrency.
+/// The table: one row per concurrency, and `r=<rate>` for the open-loop point.
 fn print_table(mode: Mode, result: &Value) {
     let points = result["points"].as_array().cloned().unwrap_or_default();
     let mut procs: Vec<String> = Vec::new();
@@ -469,9 +510,13 @@ fn print_table(mode: Mode, result: &Value) {
     println!("{header}");
     for p in &points {
         let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        let point_name = match p["rate"].as_f64() {
+            Some(rate) => format!("r={rate:.0}"),
+            None => p["concurrency"].to_string(),
+        };
         let mut row = format!(
             "{:>5} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>6} {:>8.2}",
-            p["concurrency"],
+            point_name,
             f(&p["tps"]),
             f(&p["latency_ms"]["p50"]),
             f(&p["latency_ms"]["p90"]),
