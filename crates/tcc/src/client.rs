@@ -808,6 +808,53 @@ mod tests {
         assert!(!nested.inner.client.reports_trys());
     }
 
+    #[tokio::test]
+    async fn the_root_handle_carries_try_reports_to_its_next_coordinator_call_and_sends_each_once()
+    {
+        let client = TccClient::new("http://own:36789/api/dtmsvr");
+        let root = Tcc {
+            inner: Arc::new(TccInner {
+                client,
+                gid: "g1".into(),
+                options: TransOptions::default(),
+                ids: Mutex::new(BranchIdGenerator::new("")),
+                carried_reports: Some(Mutex::new(Vec::new())),
+            }),
+        };
+        let mut empty = serde_json::json!({"gid": "g1"});
+        root.attach_reports(&mut empty);
+        assert!(
+            empty.get("try_reports").is_none(),
+            "nothing to carry: {empty}"
+        );
+
+        let report = TryReport {
+            gid: "g1".into(),
+            branch_id: "01".into(),
+            url: "http://bank/api/TransOutTry".into(),
+            outcome: "success",
+            http_status: Some(200),
+            latency_ms: 3,
+            message: None,
+        };
+        // Kept, not sent: the coordinator host does not exist, so a request would only log.
+        root.report(report).await;
+        let mut register = serde_json::json!({"gid": "g1", "branch_id": "02"});
+        root.attach_reports(&mut register);
+        let carried: serde_json::Value =
+            serde_json::from_str(register["try_reports"].as_str().expect("a string")).unwrap();
+        assert_eq!(
+            carried,
+            serde_json::json!([{
+                "gid": "g1", "branch_id": "01", "url": "http://bank/api/TransOutTry",
+                "outcome": "success", "http_status": 200, "latency_ms": 3
+            }])
+        );
+        let mut submit = serde_json::json!({"gid": "g1"});
+        root.attach_reports(&mut submit);
+        assert!(submit.get("try_reports").is_none(), "sent once: {submit}");
+    }
+
     #[test]
     fn a_try_report_has_the_documented_shape() {
         let report = TryReport {

@@ -510,6 +510,116 @@ async fn try_reports_are_validated_and_refused_for_unknown_transactions_or_branc
 }
 
 #[tokio::test]
+async fn try_reports_carried_by_register_and_abort_are_recorded_and_bad_ones_never_fail_the_call() {
+    let sys = spawn_system().await;
+    let dtm = sys.coordinator.dtm_url();
+    let gid = format!("carried-{}", std::process::id());
+    let post = |call: &str, body: Value| {
+        let request = sys.http.post(format!("{dtm}/{call}")).json(&body);
+        async move {
+            let response = request.send().await.expect("the TM answers");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let report = |gid: &str, branch_id: &str, outcome: &str| {
+        json!({
+            "gid": gid, "branch_id": branch_id, "url": "http://127.0.0.1:9/api/TransOutTry",
+            "outcome": outcome, "http_status": 200, "latency_ms": 7
+        })
+    };
+    let register = |branch_id: &str, try_reports: Option<String>| {
+        let mut body = json!({
+            "gid": gid, "trans_type": "tcc", "branch_id": branch_id, "data": "{}",
+            "confirm": "http://127.0.0.1:9/api/TransOutConfirm",
+            "cancel": "http://127.0.0.1:9/api/TransOutCancel",
+        });
+        if let Some(reports) = try_reports {
+            body["try_reports"] = reports.into();
+        }
+        body
+    };
+
+    let (status, answer) = post("prepare", json!({"gid": gid, "trans_type": "tcc"})).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post("registerBranch", register("01", None)).await;
+    assert_eq!(status, 200, "{answer}");
+    // One good report among an unregistered branch, a bad outcome and another gid's: the
+    // registration succeeds and only the good one is recorded.
+    let carried = json!([
+        report(&gid, "01", "success"),
+        report(&gid, "07", "success"),
+        report(&gid, "01", "maybe"),
+        report("another-gid", "01", "success"),
+    ]);
+    let (status, answer) = post("registerBranch", register("02", Some(carried.to_string()))).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post(
+        "registerBranch",
+        register("03", Some("not a JSON array".to_owned())),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "a malformed try_reports never fails a registration: {answer}"
+    );
+    let carried = json!([report(&gid, "02", "failure")]).to_string();
+    let (status, answer) = post(
+        "abort",
+        json!({"gid": gid, "trans_type": "tcc", "rollback_reason": "Try 02 refused",
+               "try_reports": carried}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let url = sys
+        .coordinator
+        .url(&format!("/api/admin/transactions/{gid}/events"));
+    let log: Value = sys
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = log["events"].as_array().expect("events");
+    let seen: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .take(7)
+        .map(|e| (e["kind"].as_str().unwrap(), e["branch_id"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("prepared", None),
+            ("branch_registered", Some("01")),
+            ("try_reported", Some("01")),
+            ("branch_registered", Some("02")),
+            ("branch_registered", Some("03")),
+            ("try_reported", Some("02")),
+            ("aborting", None),
+        ],
+        "{log:#}"
+    );
+    let reported: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "try_reported")
+        .collect();
+    assert_eq!(reported.len(), 2, "{log:#}");
+    assert_eq!(
+        (
+            &reported[0]["outcome"],
+            &reported[0]["latency_ms"],
+            &reported[0]["target"]
+        ),
+        (&json!("success"), &json!(7), &json!("TransOut"))
+    );
+    assert_eq!(reported[1]["outcome"], "failure");
+}
+
+#[tokio::test]
 async fn the_diagram_and_events_of_an_unknown_gid_are_404() {
     let sys = spawn_system().await;
     for view in ["diagram", "events"] {
