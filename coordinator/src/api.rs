@@ -5,8 +5,10 @@
 //! differ from DTM: `submit` of an unknown gid is a 409 (DTM creates and succeeds an empty
 //! transaction), and a repeated `submit` still drives pending Confirms (DTM returns at once).
 //!
-//! Extensions beyond DTM's protocol: `POST /api/dtmsvr/reportTry` ([`TryReportBody`]), through
-//! which this project's AP client reports each Try it made, and the read-only views of a
+//! Extensions beyond DTM's protocol: Try reports, through which this project's AP client tells
+//! the coordinator about each Try it made, either carried by its next call (`try_reports` of
+//! `registerBranch`, `submit`, `abort`: [`RegisterBody::try_reports`]) or, from a nested AP, one
+//! by one with `POST /api/dtmsvr/reportTry` ([`TryReportBody`]); and the read-only views of a
 //! transaction's event log: `GET /api/admin/transactions/{gid}/diagram` (text/plain Mermaid,
 //! [`crate::diagram`]) and `GET /api/admin/transactions/{gid}/events` (JSON,
 //! [`crate::events::Event`]). DTM clients never call the former, and nothing else depends on it:

@@ -8,8 +8,10 @@
 //!   events: `branch_calling` with the lease renewal just before it is sent, `branch_called` with
 //!   the recorded attempt once it answered.
 //! * Try calls are made by the AP, not the TM: this project's client ([`tcc::client`]) reports
-//!   each one through the extension endpoint `POST /api/dtmsvr/reportTry`
-//!   ([`crate::api`]), recorded by [`record_try`]. DTM clients do not report; their diagrams say so.
+//!   each one, carried by its next `registerBranch`, `submit` or `abort` (`try_reports`,
+//!   [`carried_reports_json`]) or, from a nested AP, through the extension endpoint
+//!   `POST /api/dtmsvr/reportTry` ([`crate::api`], [`record_try`]). DTM clients do not report;
+//!   their diagrams say so.
 //! * [`crate::diagram`] replays the log into a Mermaid sequence diagram; `GET
 //!   /api/admin/transactions/{gid}/events` serves it as JSON.
 //!
