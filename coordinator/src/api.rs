@@ -329,8 +329,15 @@ pub struct RegisterBody {
 }
 
 fn check_url(name: &str, value: &str) -> Result<()> {
+    // The URL is stored as given, and Postgres text cannot hold a NUL character.
     match url::Url::parse(value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && !value.contains('\0') =>
+        {
+            Ok(())
+        }
         _ => Err(CoordinatorError::bad_request(
             "invalid_url",
             format!("{name} must be an absolute http(s) URL"),
@@ -374,6 +381,12 @@ async fn register_branch(
     check_url("cancel", &body.cancel)?;
     check_allowed("confirm", &body.confirm, &hosts)?;
     check_allowed("cancel", &body.cancel, &hosts)?;
+    if body.data.contains('\0') {
+        return Err(CoordinatorError::bad_request(
+            "invalid_data",
+            "data must not contain NUL characters (it is stored as text and sent as the body of Confirm and Cancel)",
+        ));
+    }
     let new = NewBranch {
         try_reports: carried_reports(&body.gid, body.try_reports),
         gid: body.gid.clone(),
@@ -455,22 +468,46 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         .rollback_reason
         .unwrap_or_default()
         .chars()
+        .filter(|&c| c != '\0')
         .take(MAX_REASON_LEN)
         .collect();
     let reports = carried_reports(&gid, body.try_reports);
-    // The transition, the claim of the second phase and the start of its first pass: one commit.
-    let owner = engine.new_token();
-    let (g, o, lease) = (gid.clone(), owner.clone(), engine.lease_secs());
-    let start = blocking(engine.pool(), move |conn| {
-        store::begin_second_phase(conn, &g, phase, &reason, &o, lease, &reports)
-    })
-    .await??;
+    // The transition, the claim of the second phase and the start of its first pass (one
+    // commit), then the pass itself, in a task of their own: the handler only waits for them, so
+    // an AP that hangs up while the commit is in flight cannot leave a claimed pass unrun.
+    let begun = {
+        let (engine, gid) = (engine.clone(), gid.clone());
+        tokio::spawn(async move {
+            let owner = engine.new_token();
+            let (g, o, lease) = (gid.clone(), owner.clone(), engine.lease_secs());
+            let start = blocking(engine.pool(), move |conn| {
+                store::begin_second_phase(conn, &g, phase, &reason, &o, lease, &reports)
+            })
+            .await??;
+            let pass = match (start.pass, start.trans.clone()) {
+                (Some(pass), Some(trans)) => Some(tokio::spawn(async move {
+                    match engine.run_claimed(trans, owner, pass).await {
+                        Ok(ended) => ended,
+                        Err(e) => {
+                            log::error!("gid={gid} branch_id=- op=- second phase pass failed: {e}");
+                            None
+                        }
+                    }
+                })),
+                _ => None,
+            };
+            Ok::<_, CoordinatorError>((start.transition, start.trans, pass))
+        })
+    };
+    let (transition, trans, pass) = begun
+        .await
+        .map_err(|e| CoordinatorError::Unavailable(format!("the submit task ended: {e}")))??;
     let verb = if phase == GlobalStatus::Submitted {
         "submitted"
     } else {
         "aborted"
     };
-    match start.transition {
+    match transition {
         Transition::Unknown => {
             return Err(CoordinatorError::Conflict(format!(
                 "no global transaction {gid}; nothing to be {verb}"
@@ -487,26 +524,12 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         }
         Transition::AlreadyThere(_) => {}
     }
-    let trans = start
-        .trans
-        .ok_or_else(|| CoordinatorError::NotFound(format!("no global transaction {gid}")))?;
-    // The wait of `wait_result` is measured from here, the pass included.
+    let trans =
+        trans.ok_or_else(|| CoordinatorError::NotFound(format!("no global transaction {gid}")))?;
+    // The wait of `wait_result` is measured from here, the pass included. Without a pass
+    // (another worker holds the lease) that worker finishes it; `wait_result` polls.
     let started = tokio::time::Instant::now();
     let request_timeout = trans.request_timeout;
-    // The pass runs in its own task: if the AP hangs up, the second phase carries on. Without a
-    // pass (another worker holds the lease) that worker finishes it; `wait_result` polls.
-    let pass = start.pass.map(|pass| {
-        let (engine, gid) = (engine.clone(), gid.clone());
-        tokio::spawn(async move {
-            match engine.run_claimed(trans, owner, pass).await {
-                Ok(ended) => ended,
-                Err(e) => {
-                    log::error!("gid={gid} branch_id=- op=- second phase pass failed: {e}");
-                    None
-                }
-            }
-        })
-    });
     if !body.wait_result {
         return Ok(success(Some(gid), Some(phase)));
     }
@@ -625,8 +648,13 @@ fn check_try_report(body: TryReportBody) -> Result<TryReport> {
         latency_ms: body.latency_ms as i32,
         message: body
             .message
-            .filter(|m| !m.is_empty())
-            .map(|m| m.chars().take(MAX_REASON_LEN).collect()),
+            .map(|m| {
+                m.chars()
+                    .filter(|&c| c != '\0')
+                    .take(MAX_REASON_LEN)
+                    .collect::<String>()
+            })
+            .filter(|m| !m.is_empty()),
     })
 }
 

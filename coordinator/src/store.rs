@@ -212,23 +212,26 @@ pub enum RegisterOutcome {
 }
 
 /// Records a branch's Confirm and Cancel while the transaction is `prepared`, and its
-/// `branch_registered` event: one call of `tcc_register_branch`, which also names the branch's
-/// service once ([`events::service_name`] of the Confirm URL) for the events of its calls.
+/// `branch_registered` event: one call of `tcc_register_branch`, which also names each op's
+/// service once ([`events::service_name`] of its URL) for the events of its calls. The Try
+/// reports the registration carries are recorded first (under the same lock).
 ///
 /// The transaction row is locked `FOR SHARE` so that a concurrent `submit`/`abort` (an `UPDATE`)
 /// waits: a branch is either registered before the second phase reads the branch list, or refused.
 pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<RegisterOutcome> {
-    let answer: Answer =
-        diesel::sql_query("SELECT tcc_register_branch($1, $2, $3, $4, $5, $6, $7, $8) AS answer")
-            .bind::<Text, _>(&b.gid)
-            .bind::<Text, _>(&b.branch_id)
-            .bind::<Text, _>(&b.data)
-            .bind::<Text, _>(&b.confirm)
-            .bind::<Text, _>(&b.cancel)
-            .bind::<Text, _>(events::service_name(&b.confirm))
-            .bind::<Text, _>(format!("confirm {} | cancel {}", b.confirm, b.cancel))
-            .bind::<Nullable<Text>, _>(events::carried_reports_json(&b.try_reports))
-            .get_result(conn)?;
+    let answer: Answer = diesel::sql_query(
+        "SELECT tcc_register_branch($1, $2, $3, $4, $5, $6, $7, $8, $9) AS answer",
+    )
+    .bind::<Text, _>(&b.gid)
+    .bind::<Text, _>(&b.branch_id)
+    .bind::<Text, _>(&b.data)
+    .bind::<Text, _>(&b.confirm)
+    .bind::<Text, _>(&b.cancel)
+    .bind::<Text, _>(events::service_name(&b.confirm))
+    .bind::<Text, _>(events::service_name(&b.cancel))
+    .bind::<Text, _>(format!("confirm {} | cancel {}", b.confirm, b.cancel))
+    .bind::<Nullable<Text>, _>(events::carried_reports_json(&b.try_reports))
+    .get_result(conn)?;
     Ok(match answer.answer.as_str() {
         "registered" => RegisterOutcome::Registered,
         "already" => RegisterOutcome::AlreadyRegistered,
@@ -547,8 +550,8 @@ pub fn start_pass(
     })
 }
 
-/// [`claim_one`] and [`start_pass`] in one database transaction: what `submit` and `abort` do
-/// to run a transaction's second phase at once.
+/// [`claim_one`] and [`start_pass`] in one database transaction: what the operator's "retry
+/// now" does to run a transaction's second phase at once ([`crate::engine::Engine::drive`]).
 pub fn claim_and_start(
     conn: &mut PgConnection,
     gid: &str,
@@ -618,7 +621,7 @@ pub fn record_success(
         AfterSuccess::Finish { from, to } => (None, Some(from.as_str()), Some(to.as_str())),
     };
     let row: Row = diesel::sql_query(
-        "SELECT * FROM tcc_record_success($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "SELECT * FROM tcc_record_success($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind::<BigInt, _>(op_id)
     .bind::<Text, _>(result)
@@ -626,6 +629,7 @@ pub fn record_success(
     .bind::<Nullable<Integer>, _>(call.http_status.map(i32::from))
     .bind::<Integer, _>(i32::try_from(call.latency_ms).unwrap_or(i32::MAX))
     .bind::<Nullable<Text>, _>(call.detail.as_deref())
+    .bind::<Text, _>(events::service_name(&call.url))
     .bind::<Text, _>(owner)
     .bind::<BigInt, _>(lease_secs)
     .bind::<Nullable<BigInt>, _>(next_op)
@@ -857,9 +861,11 @@ pub fn unfinished_summary(conn: &mut PgConnection) -> QueryResult<Vec<Unfinished
 // ---- retention ----
 
 /// Deletes at most `limit` finished (`succeed`/`failed`) transactions whose `finish_time` is
-/// more than `retention_secs` seconds ago, oldest first, with their `trans_branch_op` and
-/// `trans_event` rows, in one statement (the child tables have no foreign keys: migration
-/// `..._state_machine_functions`). Returns how many transactions were deleted.
+/// more than `retention_secs` seconds ago, oldest first, then their `trans_branch_op` and
+/// `trans_event` rows, in one database transaction (the child tables have no foreign keys:
+/// migration `..._state_machine_functions`). None is left behind: a writer of a child row
+/// either locks the parent row, as a foreign key would (registrations, Try reports, operator
+/// actions), or writes for an unfinished transaction, which this never deletes (the second phase). Returns how many transactions were deleted.
 ///
 /// Unfinished transactions (`prepared`, `submitted`, `aborting`) are never selected, however old:
 /// their `finish_time` is NULL (a CHECK constraint ties it to the status) and the status filter
@@ -870,22 +876,39 @@ pub fn delete_finished_before(
     retention_secs: i64,
     limit: i64,
 ) -> QueryResult<usize> {
-    let deleted: Count = diesel::sql_query(
-        "WITH gone AS ( \
-             DELETE FROM trans_global \
+    #[derive(QueryableByName)]
+    struct Gone {
+        #[diesel(sql_type = Text)]
+        gid: String,
+    }
+    conn.transaction(|conn| {
+        let gone: Vec<String> = diesel::sql_query(
+            "DELETE FROM trans_global \
              WHERE id IN (SELECT id FROM trans_global \
                           WHERE status IN ('succeed', 'failed') \
                             AND finish_time < now() - make_interval(secs => $1) \
                           ORDER BY finish_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING gid), \
-         ops AS (DELETE FROM trans_branch_op WHERE gid IN (SELECT gid FROM gone)), \
-         evs AS (DELETE FROM trans_event WHERE gid IN (SELECT gid FROM gone)) \
-         SELECT count(*) AS n FROM gone",
-    )
-    .bind::<BigInt, _>(retention_secs)
-    .bind::<BigInt, _>(limit)
-    .get_result(conn)?;
-    Ok(deleted.n as usize)
+             RETURNING gid",
+        )
+        .bind::<BigInt, _>(retention_secs)
+        .bind::<BigInt, _>(limit)
+        .load::<Gone>(conn)?
+        .into_iter()
+        .map(|g| g.gid)
+        .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        // Later statements, hence fresh snapshots: they also see an event that a writer holding
+        // the row's lock committed while the DELETE above waited for it.
+        diesel::delete(trans_branch_op::table.filter(trans_branch_op::gid.eq_any(&gone)))
+            .execute(conn)?;
+        diesel::delete(
+            crate::schema::trans_event::table.filter(crate::schema::trans_event::gid.eq_any(&gone)),
+        )
+        .execute(conn)?;
+        Ok(gone.len())
+    })
 }
 
 // ---- admin: the operator's views and actions (crate::admin) ----

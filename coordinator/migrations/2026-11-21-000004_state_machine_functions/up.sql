@@ -20,8 +20,9 @@
 ALTER TABLE trans_event DROP CONSTRAINT trans_event_gid_fkey;
 ALTER TABLE trans_branch_op DROP CONSTRAINT trans_branch_op_gid_fkey;
 
--- The service behind a branch, named once at registration (events::service_name in Rust), so the
--- events of its calls copy it instead of deriving it per call. NULL on rows registered before.
+-- The service behind a branch op, named once at registration from its URL (events::service_name
+-- in Rust), so the events of its calls copy it instead of deriving it per call. NULL on rows
+-- registered before this migration: their events then name the URL itself.
 ALTER TABLE trans_branch_op ADD COLUMN target TEXT;
 COMMENT ON COLUMN trans_branch_op.target IS
     'The branch''s service name (TransOutConfirm -> TransOut), computed once at registration; events of its calls copy it.';
@@ -53,6 +54,8 @@ END $$;
 -- given, for the branches of p_gid that are registered (others are dropped, as reportTry refuses
 -- them). p_reports: a JSON array of {branch_id, target, url, outcome, http_status, latency_ms,
 -- detail}, already validated by the coordinator; NULL for none. Answers how many were recorded.
+-- The caller holds a lock on the transaction's row, so that the retention job, which deletes the
+-- row first and its events in a later statement, cannot miss these events (no orphans).
 CREATE FUNCTION tcc_record_try_reports(p_gid TEXT, p_reports TEXT)
 RETURNS INTEGER LANGUAGE plpgsql AS $$
 DECLARE
@@ -65,11 +68,13 @@ BEGIN
                              latency_ms, detail)
     SELECT p_gid, 'try_reported', 'ap', r.branch_id, 'try', r.target, r.url, r.outcome,
            r.http_status, r.latency_ms, r.detail
-    FROM json_to_recordset(p_reports::json)
-         AS r(branch_id TEXT, target TEXT, url TEXT, outcome TEXT, http_status INTEGER,
-              latency_ms INTEGER, detail TEXT)
+    FROM ROWS FROM (json_to_recordset(p_reports::json)
+                    AS (branch_id TEXT, target TEXT, url TEXT, outcome TEXT, http_status INTEGER,
+                        latency_ms INTEGER, detail TEXT))
+         WITH ORDINALITY AS r(branch_id, target, url, outcome, http_status, latency_ms, detail, n)
     WHERE EXISTS (SELECT 1 FROM trans_branch_op o
-                  WHERE o.gid = p_gid AND o.branch_id = r.branch_id);
+                  WHERE o.gid = p_gid AND o.branch_id = r.branch_id)
+    ORDER BY r.n;
     GET DIAGNOSTICS v_recorded = ROW_COUNT;
     RETURN v_recorded;
 END $$;
@@ -82,28 +87,29 @@ END $$;
 -- transaction that is no longer `prepared`. The Try reports it carries (p_try_reports, see
 -- tcc_record_try_reports) are recorded first, whatever the answer: they describe earlier Trys.
 CREATE FUNCTION tcc_register_branch(p_gid TEXT, p_branch_id TEXT, p_data TEXT, p_confirm TEXT,
-                                    p_cancel TEXT, p_target TEXT, p_detail TEXT,
-                                    p_try_reports TEXT)
+                                    p_cancel TEXT, p_confirm_target TEXT, p_cancel_target TEXT,
+                                    p_detail TEXT, p_try_reports TEXT)
 RETURNS TEXT LANGUAGE plpgsql AS $$
 DECLARE
     v_status TEXT;
     v_inserted INTEGER;
 BEGIN
-    PERFORM tcc_record_try_reports(p_gid, p_try_reports);
     SELECT status INTO v_status FROM trans_global WHERE gid = p_gid FOR SHARE;
     IF NOT FOUND THEN
         RETURN 'unknown';
-    ELSIF v_status <> 'prepared' THEN
+    END IF;
+    PERFORM tcc_record_try_reports(p_gid, p_try_reports);
+    IF v_status <> 'prepared' THEN
         RETURN v_status;
     END IF;
     INSERT INTO trans_branch_op (gid, branch_id, op, url, data, status, target)
-    VALUES (p_gid, p_branch_id, 'confirm', p_confirm, p_data, 'prepared', p_target),
-           (p_gid, p_branch_id, 'cancel', p_cancel, p_data, 'prepared', p_target)
+    VALUES (p_gid, p_branch_id, 'confirm', p_confirm, p_data, 'prepared', p_confirm_target),
+           (p_gid, p_branch_id, 'cancel', p_cancel, p_data, 'prepared', p_cancel_target)
     ON CONFLICT (gid, branch_id, op) DO NOTHING;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
     IF v_inserted = 2 THEN
         INSERT INTO trans_event (gid, kind, actor, branch_id, target, detail)
-        VALUES (p_gid, 'branch_registered', 'ap', p_branch_id, p_target, p_detail);
+        VALUES (p_gid, 'branch_registered', 'ap', p_branch_id, p_confirm_target, p_detail);
         RETURN 'registered';
     END IF;
     IF (SELECT count(*) FROM trans_branch_op
@@ -121,16 +127,19 @@ CREATE FUNCTION tcc_report_try(p_gid TEXT, p_branch_id TEXT, p_target TEXT, p_ur
                                p_detail TEXT)
 RETURNS TEXT LANGUAGE plpgsql AS $$
 BEGIN
+    -- The lock a foreign key would take: retention cannot delete the row under this report.
+    PERFORM 1 FROM trans_global WHERE gid = p_gid FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RETURN 'unknown_gid';
+    END IF;
     IF EXISTS (SELECT 1 FROM trans_branch_op WHERE gid = p_gid AND branch_id = p_branch_id) THEN
         INSERT INTO trans_event (gid, kind, actor, branch_id, op, target, url, outcome,
                                  http_status, latency_ms, detail)
         VALUES (p_gid, 'try_reported', 'ap', p_branch_id, 'try', p_target, p_url, p_outcome,
                 p_http_status, p_latency_ms, p_detail);
         RETURN 'recorded';
-    ELSIF EXISTS (SELECT 1 FROM trans_global WHERE gid = p_gid) THEN
-        RETURN 'unknown_branch';
     END IF;
-    RETURN 'unknown_gid';
+    RETURN 'unknown_branch';
 END $$;
 
 -- The start of a second-phase pass by the lease holder `p_owner`: the pending ops of the
@@ -209,7 +218,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_row trans_global;
 BEGIN
-    PERFORM tcc_record_try_reports(p_gid, p_try_reports);
     claimed := FALSE;
     UPDATE trans_global
     SET status = p_phase,
@@ -222,6 +230,8 @@ BEGIN
     WHERE gid = p_gid AND status = 'prepared'
     RETURNING * INTO v_row;
     IF FOUND THEN
+        -- Under the row lock the UPDATE took; the Trys came before the decision.
+        PERFORM tcc_record_try_reports(p_gid, p_try_reports);
         INSERT INTO trans_event (gid, kind, actor, status, detail)
         VALUES (p_gid, p_phase, 'ap', p_phase,
                 CASE WHEN p_phase = 'aborting' THEN p_reason END);
@@ -234,12 +244,13 @@ BEGIN
         WHERE gid = p_gid AND status = p_phase AND (lease_expire IS NULL OR lease_expire < now())
         RETURNING * INTO v_row;
         IF NOT FOUND THEN
-            SELECT * INTO v_row FROM trans_global WHERE gid = p_gid;
+            SELECT * INTO v_row FROM trans_global WHERE gid = p_gid FOR KEY SHARE;
             IF NOT FOUND THEN
                 outcome := 'unknown';
                 RETURN;
             END IF;
         END IF;
+        PERFORM tcc_record_try_reports(p_gid, p_try_reports);
         outcome := v_row.status;
     END IF;
     trans := row_to_json(v_row)::text;
@@ -251,7 +262,8 @@ BEGIN
 END $$;
 
 -- A Confirm/Cancel call that succeeded, recorded by the lease holder: the op becomes `succeed`
--- (attempts + 1) with its `branch_called` event, and in the same commit either the lease is
+-- (attempts + 1) with its `branch_called` event (p_target: the service, named as the failed
+-- attempts' events name it), and in the same commit either the lease is
 -- renewed for the next call `p_next_op_id` with that call's `branch_calling` event
 -- (tcc_lease_for_call), or, when p_next_op_id is NULL, the transaction moves from `p_from` to
 -- `p_to` (`succeed`/`failed`), releasing the lease, with its final event.
@@ -262,6 +274,7 @@ END $$;
 -- finished.
 CREATE FUNCTION tcc_record_success(p_op_id BIGINT, p_result TEXT, p_outcome TEXT,
                                    p_http_status INTEGER, p_latency_ms INTEGER, p_detail TEXT,
+                                   p_target TEXT,
                                    p_owner TEXT, p_lease_secs BIGINT, p_next_op_id BIGINT,
                                    p_from TEXT, p_to TEXT,
                                    OUT attempts INTEGER, OUT continued TEXT,
@@ -283,9 +296,8 @@ BEGIN
     END IF;
     INSERT INTO trans_event (gid, kind, actor, branch_id, op, target, url, outcome, http_status,
                              latency_ms, attempt, detail)
-    VALUES (v_op.gid, 'branch_called', 'tm', v_op.branch_id, v_op.op,
-            coalesce(v_op.target, v_op.url), v_op.url, p_outcome, p_http_status, p_latency_ms,
-            attempts, p_detail);
+    VALUES (v_op.gid, 'branch_called', 'tm', v_op.branch_id, v_op.op, p_target, v_op.url,
+            p_outcome, p_http_status, p_latency_ms, attempts, p_detail);
     IF p_next_op_id IS NOT NULL THEN
         SELECT * INTO v_next FROM trans_branch_op o WHERE o.id = p_next_op_id;
         continued := CASE WHEN tcc_lease_for_call(v_op.gid, p_owner, p_lease_secs, v_next, TRUE)

@@ -80,3 +80,10 @@ ALTER TABLE trans_event ADD CONSTRAINT trans_event_pkey PRIMARY KEY (gid, id);
 --   index entry at all.
 ALTER TABLE trans_global SET (fillfactor = 70);
 ALTER TABLE trans_branch_op SET (fillfactor = 80);
+
+COMMENT ON CONSTRAINT trans_event_pkey ON trans_event IS
+    'Reading one transaction''s history in order (the diagrams); id order is the order events were recorded.';
+COMMENT ON COLUMN trans_event.target IS
+    'The branch''s service, named from its URL''s last path segment without the Try/Confirm/Cancel suffix (TransOutConfirm -> TransOut), else host:port; for ops registered before migration 000004, the URL itself.';
+COMMENT ON COLUMN trans_event.create_time IS
+    'When the event was recorded (clock_timestamp(): distinct within one database transaction). A Try report carried by a later call is recorded when that call arrives; its latency_ms is the Try''s own.';

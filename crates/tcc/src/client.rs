@@ -382,6 +382,7 @@ impl TccClient {
         });
 
         let ended = AssertUnwindSafe(busi(tcc)).catch_unwind().await;
+        // The last Trys' reports ride with submit or abort; no later call could carry them.
         handle.attach_reports(&mut finish);
         match ended {
             Ok(Ok(value)) => {
@@ -590,10 +591,11 @@ impl Tcc {
     }
 
     /// Moves the waiting Try reports into `body` (a `registerBranch`, `submit` or `abort` body)
-    /// as `try_reports`: a string holding their JSON array (see the module docs).
-    fn attach_reports(&self, body: &mut serde_json::Value) {
+    /// as `try_reports`: a string holding their JSON array (see the module docs). Returns them,
+    /// for [`Tcc::restore_reports`] when the call carrying them fails.
+    fn attach_reports(&self, body: &mut serde_json::Value) -> Vec<TryReport> {
         let Some(carried) = &self.inner.carried_reports else {
-            return;
+            return Vec::new();
         };
         let reports = std::mem::take(
             &mut *carried
@@ -604,6 +606,19 @@ impl Tcc {
             body["try_reports"] = serde_json::to_string(&reports)
                 .expect("reports serialize")
                 .into();
+        }
+        reports
+    }
+
+    /// Puts back the reports of a call that failed, ahead of any reported since: the abort that
+    /// follows a refused registration carries them instead.
+    fn restore_reports(&self, mut reports: Vec<TryReport>) {
+        if let (Some(carried), false) = (&self.inner.carried_reports, reports.is_empty()) {
+            let mut waiting = carried
+                .lock()
+                .expect("restoring the reports never panics while locked");
+            reports.append(&mut waiting);
+            *waiting = reports;
         }
     }
 
@@ -654,11 +669,15 @@ impl Tcc {
             "confirm": confirm_url,
             "cancel": cancel_url,
         });
-        self.attach_reports(&mut register);
-        inner
+        let carried = self.attach_reports(&mut register);
+        if let Err(e) = inner
             .client
             .call_dtm("registerBranch", &register, None)
-            .await?;
+            .await
+        {
+            self.restore_reports(carried);
+            return Err(e.into());
+        }
 
         let query = BranchQuery {
             gid: inner.gid.clone(),
@@ -809,8 +828,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_root_handle_carries_try_reports_to_its_next_coordinator_call_and_sends_each_once()
-    {
+    async fn the_root_handle_carries_try_reports_to_its_next_successful_coordinator_call_once() {
         let client = TccClient::new("http://own:36789/api/dtmsvr");
         let root = Tcc {
             inner: Arc::new(TccInner {
@@ -822,7 +840,7 @@ mod tests {
             }),
         };
         let mut empty = serde_json::json!({"gid": "g1"});
-        root.attach_reports(&mut empty);
+        assert!(root.attach_reports(&mut empty).is_empty());
         assert!(
             empty.get("try_reports").is_none(),
             "nothing to carry: {empty}"
@@ -839,6 +857,11 @@ mod tests {
         };
         // Kept, not sent: the coordinator host does not exist, so a request would only log.
         root.report(report).await;
+        let mut refused = serde_json::json!({"gid": "g1", "branch_id": "02"});
+        let taken = root.attach_reports(&mut refused);
+        assert_eq!(taken.len(), 1);
+        // That registration failed: the report waits for the next call (the abort).
+        root.restore_reports(taken);
         let mut register = serde_json::json!({"gid": "g1", "branch_id": "02"});
         root.attach_reports(&mut register);
         let carried: serde_json::Value =

@@ -619,6 +619,19 @@ async fn the_coordinator_dtm_api_answers_bad_input_with_a_4xx_json_error_and_cha
             .is(400, "invalid_url"),
             c("empty confirm URL", register(p, json!({ "confirm": "" }))).is(400, "invalid_url"),
             c(
+                "a NUL character in the confirm URL",
+                register(
+                    p,
+                    json!({ "confirm": "http://127.0.0.1:8082/api/In\0Confirm" }),
+                ),
+            )
+            .is(400, "invalid_url"),
+            c(
+                "a NUL character in the data",
+                register(p, json!({ "data": "{\"amount\": 1}\0" })),
+            )
+            .is(400, "invalid_data"),
+            c(
                 "the fields as a JSON array",
                 json!([p, "tcc", "03", "{}", url, url]),
             )
