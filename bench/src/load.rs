@@ -48,6 +48,10 @@ pub struct PointLoad {
     pub elapsed: Duration,
     /// Gids of the completed coordinator-mode transactions (for the exactly-once check).
     pub gids: Vec<String>,
+    /// Gids whose answer came before their second phase finished (`status_submitted`: the wait
+    /// of `wait_result` ran out, e.g. behind a Confirm retry). Counted as errors here; the
+    /// end-of-run check follows them to their final status, since their money still moves.
+    pub late: Vec<String>,
 }
 
 /// Runs `workload` with `concurrency` tasks for `duration`.
@@ -66,6 +70,7 @@ pub async fn run(workload: &Workload, concurrency: usize, duration: Duration) ->
         histogram: new_histogram(),
         elapsed: Duration::ZERO,
         gids: Vec::new(),
+        late: Vec::new(),
     };
     for task in tasks {
         let part = task.await.expect("a load task panicked");
@@ -78,6 +83,7 @@ pub async fn run(workload: &Workload, concurrency: usize, duration: Duration) ->
             .add(&part.histogram)
             .expect("histograms of the same bounds add");
         total.gids.extend(part.gids);
+        total.late.extend(part.late);
     }
     total.elapsed = started.elapsed();
     total
@@ -107,6 +113,7 @@ pub async fn run_at_rate(workload: &Workload, rate: f64, duration: Duration) -> 
         histogram: new_histogram(),
         elapsed: Duration::ZERO,
         gids: Vec::new(),
+        late: Vec::new(),
     };
     while let Some(joined) = running.join_next().await {
         let (result, latency) = joined.expect("a load task panicked");
@@ -118,7 +125,10 @@ pub async fn run_at_rate(workload: &Workload, rate: f64, duration: Duration) -> 
                     .saturating_record((latency.as_micros() as u64).max(1));
                 total.gids.extend(gid);
             }
-            Err(kind) => *total.errors.entry(kind).or_default() += 1,
+            Err((kind, late)) => {
+                *total.errors.entry(kind).or_default() += 1;
+                total.late.extend(late);
+            }
         }
     }
     total.elapsed = started.elapsed();
@@ -137,6 +147,7 @@ async fn task_loop(workload: Workload, task: usize, deadline: Instant) -> PointL
         histogram: new_histogram(),
         elapsed: Duration::ZERO,
         gids: Vec::new(),
+        late: Vec::new(),
     };
     let mut turn = task;
     while Instant::now() < deadline {
@@ -152,15 +163,39 @@ async fn task_loop(workload: Workload, task: usize, deadline: Instant) -> PointL
                     out.gids.push(gid);
                 }
             }
-            Err(kind) => *out.errors.entry(kind).or_default() += 1,
+            Err((kind, late)) => {
+                *out.errors.entry(kind).or_default() += 1;
+                out.late.extend(late);
+            }
         }
     }
     out
 }
 
 /// One transaction; `Ok(Some(gid))` for a completed coordinator-mode transaction, `Ok(None)` for
-/// a completed app call, `Err(kind)` otherwise.
-async fn one(workload: &Workload, turn: usize) -> Result<Option<String>, String> {
+/// a completed app call, `Err((kind, late gid))` otherwise (see [`PointLoad::late`]).
+async fn one(workload: &Workload, turn: usize) -> Result<Option<String>, (String, Option<String>)> {
+    one_call(workload, turn).await.map_err(|e| match e {
+        Failure::Kind(kind) => (kind, None),
+        Failure::Late { kind, gid } => (kind, Some(gid)),
+    })
+}
+
+/// Why one transaction did not count.
+enum Failure {
+    /// An error of this kind.
+    Kind(String),
+    /// The answer came before the second phase finished (its status, and the gid).
+    Late { kind: String, gid: String },
+}
+
+impl From<String> for Failure {
+    fn from(kind: String) -> Failure {
+        Failure::Kind(kind)
+    }
+}
+
+async fn one_call(workload: &Workload, turn: usize) -> Result<Option<String>, Failure> {
     match workload {
         Workload::Coordinator { clients, rm, .. } => {
             let client = &clients[turn % clients.len()];
@@ -188,10 +223,10 @@ async fn one(workload: &Workload, turn: usize) -> Result<Option<String>, String>
                 .await
                 .map_err(|e| format!("coordinator: {e}"))?;
             if let Err(e) = outcome.result {
-                return Err(format!("try: {e}"));
+                return Err(format!("try: {e}").into());
             }
             if outcome.status != GlobalStatus::Succeed {
-                return Err(format!("status_{}", outcome.status));
+                return Err(format!("status_{}", outcome.status).into());
             }
             Ok(Some(gid))
         }
@@ -230,12 +265,19 @@ async fn one(workload: &Workload, turn: usize) -> Result<Option<String>, String>
             let status = response.status();
             let body: serde_json::Value = response.json().await.unwrap_or_default();
             if !status.is_success() {
-                return Err(format!("http_{}", status.as_u16()));
+                return Err(format!("http_{}", status.as_u16()).into());
             }
             // fireTcc answers the final status; fireBaseline answers none.
             match body.get("status").and_then(|s| s.as_str()) {
                 Some("succeed" | "done") | None => Ok(None),
-                Some(other) => Err(format!("status_{other}")),
+                Some(other @ ("submitted" | "aborting")) => match body["gid"].as_str() {
+                    Some(gid) => Err(Failure::Late {
+                        kind: format!("status_{other}"),
+                        gid: gid.to_owned(),
+                    }),
+                    None => Err(format!("status_{other}").into()),
+                },
+                Some(other) => Err(format!("status_{other}").into()),
             }
         }
     }

@@ -14,7 +14,8 @@
 //! (`pg_stat_statements`, when installed) and CPU seconds per 1,000 transactions per process
 //! (`/proc`). At the end it checks that the work really happened: in `transfer` and `baseline`
 //! the money that left bank A and arrived in bank B equals the amount times the transfers
-//! counted; in `coordinator` the built-in RM saw one Confirm per branch of every committed
+//! counted (plus those answered before their second phase finished, `status_submitted`, that
+//! went on to succeed: counted as errors, followed to their end); in `coordinator` the built-in RM saw one Confirm per branch of every committed
 //! transaction, none lost, none twice. It prints a table and writes `--out` (JSON).
 //!
 //! With `--half-peak` a last point runs open-loop at half the best throughput of the sweep
@@ -177,6 +178,7 @@ async fn run(args: Args) -> Result<bool, String> {
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
+        .pool_idle_timeout(tcc::client::POOL_IDLE_TIMEOUT)
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| e.to_string())?;
@@ -229,10 +231,12 @@ async fn run(args: Args) -> Result<bool, String> {
 
     let mut completed_total = 0u64;
     let mut gids = Vec::new();
+    let mut late = Vec::new();
     if args.warmup > 0.0 {
         let warm = load::run(&workload, 8, Duration::from_secs_f64(args.warmup)).await;
         completed_total += warm.completed;
         gids.extend(warm.gids);
+        late.extend(warm.late);
         eprintln!(
             "[bench] {} warmup: {} completed, {} errors",
             mode.name(),
@@ -272,6 +276,7 @@ async fn run(args: Args) -> Result<bool, String> {
             summary(&point)
         );
         gids.extend(measured.gids);
+        late.extend(measured.late);
         points.push(point);
     }
 
@@ -306,6 +311,7 @@ async fn run(args: Args) -> Result<bool, String> {
             summary(&point)
         );
         gids.extend(measured.gids);
+        late.extend(measured.late);
         points.push(point);
     }
 
@@ -343,12 +349,27 @@ async fn run(args: Args) -> Result<bool, String> {
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+            // Answers that came before their second phase finished were counted as errors, but
+            // their transfers still complete (or roll back): follow them to their end.
+            let mut late_succeeded = 0;
+            if !late.is_empty() {
+                for _ in 0..120 {
+                    let (succeeded, unfinished) = pg.late_outcomes(&db("coordinator"), &late)?;
+                    late_succeeded = succeeded;
+                    if unfinished == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
             let out_after = pg.balance_sum(&money_dbs.0)?;
             let in_after = pg.balance_sum(&money_dbs.1)?;
-            let expected = completed_total as i64 * args.amount;
+            let expected = (completed_total as i64 + late_succeeded) * args.amount;
             let (left, arrived) = (out_before - out_after, in_after - in_before);
             json!({
                 "transfers_counted": completed_total,
+                "late_answers": late.len(),
+                "late_answers_succeeded": late_succeeded,
                 "expected_moved": expected,
                 "left_bank_a": left,
                 "arrived_bank_b": arrived,

@@ -139,6 +139,31 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// Of the global transactions `gids` in the coordinator database `db`: how many ended
+    /// `succeed`, and how many have not finished yet.
+    pub fn late_outcomes(&self, db: &str, gids: &[String]) -> Result<(i64, i64), String> {
+        #[derive(QueryableByName)]
+        struct Outcomes {
+            #[diesel(sql_type = BigInt)]
+            succeeded: i64,
+            #[diesel(sql_type = BigInt)]
+            unfinished: i64,
+        }
+        let mut conn = PgConnection::establish(&format!("{}/{db}", self.server_url))
+            .map_err(|e| format!("cannot connect to {db}: {e}"))?;
+        let found: Outcomes = diesel::sql_query(
+            "SELECT count(*) FILTER (WHERE status = 'succeed') AS succeeded, \
+                    count(*) FILTER (WHERE status NOT IN ('succeed', 'failed')) AS unfinished \
+             FROM trans_global WHERE gid = ANY($1)",
+        )
+        .bind::<Array<Text>, _>(gids)
+        .get_result(&mut conn)
+        .map_err(|e| format!("reading late transactions in {db}: {e}"))?;
+        Ok((found.succeeded, found.unfinished))
+    }
+}
+
 /// `after - before` per database.
 pub fn delta(
     before: &BTreeMap<String, i64>,

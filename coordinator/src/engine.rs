@@ -91,6 +91,7 @@ impl Engine {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .pool_max_idle_per_host(64)
+            .pool_idle_timeout(tcc::client::POOL_IDLE_TIMEOUT)
             .build()
             .expect("the HTTP client's TLS backend initialises");
         Engine {

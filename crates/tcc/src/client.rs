@@ -171,6 +171,12 @@ pub struct GlobalOutcome<T, E> {
     pub result: Result<T, E>,
 }
 
+/// How long an idle keep-alive connection is kept for reuse: less than actix-web's default
+/// keep-alive (5 s), so that a client never sends a request on a connection the server is
+/// closing at that instant (the request would fail with "error sending request" and a Confirm
+/// would wait out a retry). Used by every HTTP client of this workspace that calls its services.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// How long a Try report ([`Tcc::call_branch`]) may take before the client gives up on it.
 pub const TRY_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -201,6 +207,7 @@ impl TccClient {
     pub fn new(dtm: impl AsRef<str>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .expect("the HTTP client's TLS backend initialises");
         Self::with_http_client(http, dtm)

@@ -65,6 +65,7 @@ impl AppState {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(HTTP_TIMEOUT)
+            .pool_idle_timeout(tcc::client::POOL_IDLE_TIMEOUT)
             .build()
             .map_err(std::io::Error::other)?;
         Ok(AppState {
