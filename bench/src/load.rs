@@ -54,6 +54,40 @@ pub struct PointLoad {
     pub late: Vec<String>,
 }
 
+impl PointLoad {
+    /// Nothing measured yet.
+    fn empty() -> PointLoad {
+        PointLoad {
+            completed: 0,
+            errors: BTreeMap::new(),
+            histogram: new_histogram(),
+            elapsed: Duration::ZERO,
+            gids: Vec::new(),
+            late: Vec::new(),
+        }
+    }
+
+    /// Counts one transaction: its latency when it completed, its error kind otherwise.
+    fn record(&mut self, result: Outcome, latency: Duration) {
+        match result {
+            Ok(gid) => {
+                self.completed += 1;
+                self.histogram
+                    .saturating_record((latency.as_micros() as u64).max(1));
+                self.gids.extend(gid);
+            }
+            Err((kind, late)) => {
+                *self.errors.entry(kind).or_default() += 1;
+                self.late.extend(late);
+            }
+        }
+    }
+}
+
+/// What [`one`] answers: the gid of a completed coordinator-mode transaction (`None` for an app
+/// call), or the error kind and the gid of a late answer.
+type Outcome = Result<Option<String>, (String, Option<String>)>;
+
 /// Runs `workload` with `concurrency` tasks for `duration`.
 pub async fn run(workload: &Workload, concurrency: usize, duration: Duration) -> PointLoad {
     let started = Instant::now();
@@ -64,14 +98,7 @@ pub async fn run(workload: &Workload, concurrency: usize, duration: Duration) ->
             tokio::spawn(async move { task_loop(workload, task, deadline).await })
         })
         .collect();
-    let mut total = PointLoad {
-        completed: 0,
-        errors: BTreeMap::new(),
-        histogram: new_histogram(),
-        elapsed: Duration::ZERO,
-        gids: Vec::new(),
-        late: Vec::new(),
-    };
+    let mut total = PointLoad::empty();
     for task in tasks {
         let part = task.await.expect("a load task panicked");
         total.completed += part.completed;
@@ -107,29 +134,10 @@ pub async fn run_at_rate(workload: &Workload, rate: f64, duration: Duration) -> 
             (result, scheduled.elapsed())
         });
     }
-    let mut total = PointLoad {
-        completed: 0,
-        errors: BTreeMap::new(),
-        histogram: new_histogram(),
-        elapsed: Duration::ZERO,
-        gids: Vec::new(),
-        late: Vec::new(),
-    };
+    let mut total = PointLoad::empty();
     while let Some(joined) = running.join_next().await {
         let (result, latency) = joined.expect("a load task panicked");
-        match result {
-            Ok(gid) => {
-                total.completed += 1;
-                total
-                    .histogram
-                    .saturating_record((latency.as_micros() as u64).max(1));
-                total.gids.extend(gid);
-            }
-            Err((kind, late)) => {
-                *total.errors.entry(kind).or_default() += 1;
-                total.late.extend(late);
-            }
-        }
+        total.record(result, latency);
     }
     total.elapsed = started.elapsed();
     total
@@ -141,33 +149,13 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 async fn task_loop(workload: Workload, task: usize, deadline: Instant) -> PointLoad {
-    let mut out = PointLoad {
-        completed: 0,
-        errors: BTreeMap::new(),
-        histogram: new_histogram(),
-        elapsed: Duration::ZERO,
-        gids: Vec::new(),
-        late: Vec::new(),
-    };
+    let mut out = PointLoad::empty();
     let mut turn = task;
     while Instant::now() < deadline {
         let started = Instant::now();
         let result = one(&workload, turn).await;
-        let micros = started.elapsed().as_micros() as u64;
+        out.record(result, started.elapsed());
         turn += 1;
-        match result {
-            Ok(gid) => {
-                out.completed += 1;
-                out.histogram.saturating_record(micros.max(1));
-                if let Some(gid) = gid {
-                    out.gids.push(gid);
-                }
-            }
-            Err((kind, late)) => {
-                *out.errors.entry(kind).or_default() += 1;
-                out.late.extend(late);
-            }
-        }
     }
     out
 }

@@ -59,6 +59,15 @@ impl Mode {
     }
 }
 
+/// How one point of the sweep loads the system.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// This many transactions in flight, each task starting its next when the last answered.
+    Closed(usize),
+    /// Transactions started at this rate per second whatever the answers ([`load::run_at_rate`]).
+    Open(f64),
+}
+
 /// Command-line options (see the crate docs).
 #[derive(Debug, Parser)]
 #[command(
@@ -248,68 +257,58 @@ async fn run(args: Args) -> Result<bool, String> {
     pg.settle(settle);
 
     let mut points = Vec::new();
-    for &concurrency in &args.concurrency {
-        let commits_before = pg.commits(&databases)?;
-        pg.reset_statements();
-        let cpu_before = watched.snapshot();
-        let measured = load::run(
-            &workload,
-            concurrency.max(1),
-            Duration::from_secs_f64(args.duration),
-        )
-        .await;
-        let cpu_after = watched.snapshot();
-        let statements = pg.top_statements(&databases, args.statements);
-        pg.settle(settle);
-        let commits_after = pg.commits(&databases)?;
-        completed_total += measured.completed;
-        let point = point_json(
-            concurrency,
-            &measured,
-            &pg::delta(&commits_before, &commits_after),
-            &cpu::delta(&cpu_before, &cpu_after),
-            &statements,
-        );
-        eprintln!(
-            "[bench] {} c={concurrency}: {}",
-            mode.name(),
-            summary(&point)
-        );
-        gids.extend(measured.gids);
-        late.extend(measured.late);
-        points.push(point);
-    }
-
+    let duration = Duration::from_secs_f64(args.duration);
+    let mut loads: Vec<Load> = args
+        .concurrency
+        .iter()
+        .map(|&c| Load::Closed(c.max(1)))
+        .collect();
     if args.half_peak {
-        let peak = points
-            .iter()
-            .filter_map(|p| p["tps"].as_f64())
-            .fold(0.0_f64, f64::max);
-        let rate = (peak / 2.0).max(1.0);
+        // Placeholder: its rate is known once the sweep has run.
+        loads.push(Load::Open(0.0));
+    }
+    for load in loads {
+        let (load, label) = match load {
+            Load::Closed(c) => (load, format!("c={c}")),
+            Load::Open(_) => {
+                let peak = points
+                    .iter()
+                    .filter_map(|p: &Value| p["tps"].as_f64())
+                    .fold(0.0_f64, f64::max);
+                let rate = (peak / 2.0).max(1.0);
+                (
+                    Load::Open(rate),
+                    format!("open loop at {rate:.0}/s (half the peak {peak:.0})"),
+                )
+            }
+        };
         let commits_before = pg.commits(&databases)?;
         pg.reset_statements();
         let cpu_before = watched.snapshot();
-        let measured =
-            load::run_at_rate(&workload, rate, Duration::from_secs_f64(args.duration)).await;
+        let measured = match load {
+            Load::Closed(c) => load::run(&workload, c, duration).await,
+            Load::Open(rate) => load::run_at_rate(&workload, rate, duration).await,
+        };
         let cpu_after = watched.snapshot();
         let statements = pg.top_statements(&databases, args.statements);
         pg.settle(settle);
         let commits_after = pg.commits(&databases)?;
         completed_total += measured.completed;
         let mut point = point_json(
-            0,
+            match load {
+                Load::Closed(c) => c,
+                Load::Open(_) => 0,
+            },
             &measured,
             &pg::delta(&commits_before, &commits_after),
             &cpu::delta(&cpu_before, &cpu_after),
             &statements,
         );
-        point["concurrency"] = Value::Null;
-        point["rate"] = json!(rate);
-        eprintln!(
-            "[bench] {} open loop at {rate:.0}/s (half the peak {peak:.0}): {}",
-            mode.name(),
-            summary(&point)
-        );
+        if let Load::Open(rate) = load {
+            point["concurrency"] = Value::Null;
+            point["rate"] = json!(rate);
+        }
+        eprintln!("[bench] {} {label}: {}", mode.name(), summary(&point));
         gids.extend(measured.gids);
         late.extend(measured.late);
         points.push(point);
