@@ -78,6 +78,16 @@ async fn diagram(sys: &System, gid: &str) -> String {
     response.text().await.expect("a body")
 }
 
+/// The event log of `gid` as the coordinator serves it (`{"gid", "events": [...]}`).
+async fn event_log(sys: &System, gid: &str) -> Value {
+    let url = sys
+        .coordinator
+        .url(&format!("/api/admin/transactions/{gid}/events"));
+    let response = sys.http.get(&url).send().await.expect("the TM answers");
+    assert_eq!(response.status().as_u16(), 200, "GET {url}");
+    response.json().await.expect("a JSON event log")
+}
+
 /// Fires `scenario` through the AP, waits for its final status, and returns (gid, diagram).
 async fn run(sys: &System, scenario: &Scenario) -> (String, String) {
     let (_, answer) = sys.fire(scenario.path).await;
@@ -341,18 +351,7 @@ async fn the_event_log_records_each_state_change_and_call_with_its_latency() {
     let sys = spawn_system().await;
     let (gid, _) = run(&sys, scenario("confirm-retry")).await;
 
-    let url = sys
-        .coordinator
-        .url(&format!("/api/admin/transactions/{gid}/events"));
-    let log: Value = sys
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = event_log(&sys, &gid).await;
     assert_eq!(log["gid"], gid.as_str());
     let events = log["events"].as_array().expect("events");
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
@@ -572,18 +571,7 @@ async fn try_reports_carried_by_register_and_abort_are_recorded_and_bad_ones_nev
     .await;
     assert_eq!(status, 200, "{answer}");
 
-    let url = sys
-        .coordinator
-        .url(&format!("/api/admin/transactions/{gid}/events"));
-    let log: Value = sys
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = event_log(&sys, &gid).await;
     let events = log["events"].as_array().expect("events");
     let seen: Vec<(&str, Option<&str>)> = events
         .iter()
