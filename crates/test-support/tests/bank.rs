@@ -199,16 +199,9 @@ async fn a_try_confirm_and_cancel_each_sent_twice_concurrently_apply_once() {
 #[tokio::test]
 async fn a_try_racing_its_cancel_leaves_nothing_frozen_whichever_wins() {
     let bank = Bank::start(Role::TransOut).await;
-    for i in 0..10 {
-        let gid = format!("race-{i}");
-        let body = transfer(1, 10);
-        let (a, b) = tokio::join!(
-            bank.call("TransOutTry", &gid, "try", &body),
-            bank.call("TransOutCancel", &gid, "cancel", &body)
-        );
-        assert_success(&a);
-        assert_success(&b);
-    }
+    race_try_and_cancel(&bank, "TransOut", 20).await;
+    // Cancel first: an empty compensation, and the late Try is skipped as hanging (nothing
+    // frozen). Try first: the Cancel unfreezes what it froze (a cancelled hold).
     assert_eq!(bank.balances(1).await, (SEED, 0, 0));
     assert!(
         bank.holds().iter().all(|h| h.5 == "cancelled"),
@@ -220,12 +213,27 @@ async fn a_try_racing_its_cancel_leaves_nothing_frozen_whichever_wins() {
 #[tokio::test]
 async fn a_trans_in_try_racing_its_cancel_leaves_no_pending_credit_whichever_wins() {
     let bank = Bank::start(Role::TransIn).await;
-    for i in 0..20 {
-        let gid = format!("race-in-{i}");
+    race_try_and_cancel(&bank, "TransIn", 20).await;
+    // Cancel first: an empty compensation, and the late Try is skipped as hanging (no hold).
+    // Try first: its pending credit is released by the Cancel (a cancelled hold).
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert!(
+        bank.holds().iter().all(|h| h.5 == "cancelled"),
+        "{:?}",
+        bank.holds()
+    );
+}
+
+/// Sends the Try and the Cancel of `rounds` branches (`{service}Try`, `{service}Cancel`, 10 on
+/// account 1) at the same time, alternating which request goes first so that both orders reach
+/// the barrier; both must answer SUCCESS every time.
+async fn race_try_and_cancel(bank: &Bank, service: &str, rounds: usize) {
+    let (try_name, cancel_name) = (format!("{service}Try"), format!("{service}Cancel"));
+    for i in 0..rounds {
+        let gid = format!("race-{service}-{i}");
         let body = transfer(1, 10);
-        let try_ = bank.call("TransInTry", &gid, "try", &body);
-        let cancel = bank.call("TransInCancel", &gid, "cancel", &body);
-        // Alternate which request is sent first, so that both orders reach the barrier.
+        let try_ = bank.call(&try_name, &gid, "try", &body);
+        let cancel = bank.call(&cancel_name, &gid, "cancel", &body);
         let (a, b) = if i % 2 == 0 {
             tokio::join!(try_, cancel)
         } else {
@@ -235,14 +243,6 @@ async fn a_trans_in_try_racing_its_cancel_leaves_no_pending_credit_whichever_win
         assert_success(&a);
         assert_success(&b);
     }
-    // Cancel first: an empty compensation, and the late Try is skipped as hanging (no hold).
-    // Try first: its pending credit is released by the Cancel (a cancelled hold).
-    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
-    assert!(
-        bank.holds().iter().all(|h| h.5 == "cancelled"),
-        "{:?}",
-        bank.holds()
-    );
 }
 
 #[tokio::test]
