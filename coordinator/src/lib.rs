@@ -6,7 +6,10 @@
 //! * [`api`]: the `/api/dtmsvr` endpoints (`newGid`, `prepare`, `registerBranch`, `submit`,
 //!   `abort`, `query`, `all`), their validation and DTM-shaped answers;
 //! * [`store`]: every SQL statement: compare-and-set status transitions, branch registration,
-//!   leases claimed with `FOR UPDATE SKIP LOCKED`;
+//!   leases claimed with `FOR UPDATE SKIP LOCKED`. Each hot-path step is one call of a PL/pgSQL
+//!   function defined in `migrations/…_state_machine_functions/up.sql` (one round trip, one
+//!   commit, plans cached per connection); `store` keeps the decisions readable by mapping
+//!   their answers;
 //! * [`engine`]: one pass of a transaction's second phase: call each Confirm or Cancel, record the
 //!   attempt, back off with jitter, alert, finish;
 //! * [`worker`]: the loop that claims due transactions (retries, timeouts, work of dead replicas);
