@@ -64,8 +64,9 @@ impl Mode {
 enum Load {
     /// This many transactions in flight, each task starting its next when the last answered.
     Closed(usize),
-    /// Transactions started at this rate per second whatever the answers ([`load::run_at_rate`]).
-    Open(f64),
+    /// Transactions started at half the best tx/s of the points before it, whatever the
+    /// answers ([`load::run_at_rate`]).
+    HalfPeak,
 }
 
 /// Command-line options (see the crate docs).
@@ -264,20 +265,20 @@ async fn run(args: Args) -> Result<bool, String> {
         .map(|&c| Load::Closed(c.max(1)))
         .collect();
     if args.half_peak {
-        // Placeholder: its rate is known once the sweep has run.
-        loads.push(Load::Open(0.0));
+        loads.push(Load::HalfPeak);
     }
     for load in loads {
-        let (load, label) = match load {
-            Load::Closed(c) => (load, format!("c={c}")),
-            Load::Open(_) => {
+        let (concurrency, rate, label) = match load {
+            Load::Closed(c) => (c, None, format!("c={c}")),
+            Load::HalfPeak => {
                 let peak = points
                     .iter()
                     .filter_map(|p: &Value| p["tps"].as_f64())
                     .fold(0.0_f64, f64::max);
                 let rate = (peak / 2.0).max(1.0);
                 (
-                    Load::Open(rate),
+                    0,
+                    Some(rate),
                     format!("open loop at {rate:.0}/s (half the peak {peak:.0})"),
                 )
             }
@@ -285,9 +286,9 @@ async fn run(args: Args) -> Result<bool, String> {
         let commits_before = pg.commits(&databases)?;
         pg.reset_statements();
         let cpu_before = watched.snapshot();
-        let measured = match load {
-            Load::Closed(c) => load::run(&workload, c, duration).await,
-            Load::Open(rate) => load::run_at_rate(&workload, rate, duration).await,
+        let measured = match rate {
+            Some(rate) => load::run_at_rate(&workload, rate, duration).await,
+            None => load::run(&workload, concurrency, duration).await,
         };
         let cpu_after = watched.snapshot();
         let statements = pg.top_statements(&databases, args.statements);
@@ -295,16 +296,13 @@ async fn run(args: Args) -> Result<bool, String> {
         let commits_after = pg.commits(&databases)?;
         completed_total += measured.completed;
         let mut point = point_json(
-            match load {
-                Load::Closed(c) => c,
-                Load::Open(_) => 0,
-            },
+            concurrency,
             &measured,
             &pg::delta(&commits_before, &commits_after),
             &cpu::delta(&cpu_before, &cpu_after),
             &statements,
         );
-        if let Load::Open(rate) = load {
+        if let Some(rate) = rate {
             point["concurrency"] = Value::Null;
             point["rate"] = json!(rate);
         }
@@ -492,28 +490,8 @@ fn machine() -> Value {
 /// The table: one row per concurrency, and `r=<rate>` for the open-loop point.
 fn print_table(mode: Mode, result: &Value) {
     let points = result["points"].as_array().cloned().unwrap_or_default();
-    let mut procs: Vec<String> = Vec::new();
-    let mut dbs: Vec<String> = Vec::new();
-    for p in &points {
-        for k in p["cpu_s_per_1000_tx"]
-            .as_object()
-            .into_iter()
-            .flat_map(|o| o.keys())
-        {
-            if !procs.contains(k) {
-                procs.push(k.clone());
-            }
-        }
-        for k in p["commits_per_tx"]
-            .as_object()
-            .into_iter()
-            .flat_map(|o| o.keys())
-        {
-            if !dbs.contains(k) {
-                dbs.push(k.clone());
-            }
-        }
-    }
+    let procs = keys_of(&points, "cpu_s_per_1000_tx");
+    let dbs = keys_of(&points, "commits_per_tx");
     println!();
     println!("== {} ==", mode.name());
     let mut header = format!(
@@ -555,6 +533,21 @@ fn print_table(mode: Mode, result: &Value) {
         println!("{row}");
     }
     println!("check: {}", result["check"]);
+}
+
+/// The keys of the object `field` over all `points`, in first-seen order (the table's columns).
+fn keys_of(points: &[Value], field: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for key in points
+        .iter()
+        .filter_map(|p| p[field].as_object())
+        .flat_map(|o| o.keys())
+    {
+        if !keys.contains(key) {
+            keys.push(key.clone());
+        }
+    }
+    keys
 }
 
 fn trim(s: &str, n: usize) -> String {

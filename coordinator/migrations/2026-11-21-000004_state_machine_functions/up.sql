@@ -166,11 +166,9 @@ BEGIN
     INTO ops
     FROM trans_branch_op o
     WHERE o.gid = p_gid AND o.op = v_op AND o.status = 'prepared';
-    SELECT * INTO v_first FROM trans_branch_op o
-    WHERE o.gid = p_gid AND o.op = v_op AND o.status = 'prepared'
-    ORDER BY CASE WHEN v_op = 'cancel' THEN -o.id ELSE o.id END
-    LIMIT 1;
-    IF FOUND THEN
+    IF json_array_length(ops::json) > 0 THEN
+        -- The first op to call is the array's first element: no second read of the table.
+        v_first := json_populate_record(NULL::trans_branch_op, ops::json -> 0);
         first_leased := tcc_lease_for_call(p_gid, p_owner, p_lease_secs, v_first, p_renew);
     END IF;
 END $$;
