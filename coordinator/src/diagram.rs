@@ -284,7 +284,7 @@ impl<'e> Diagram<'e> {
                 // Calls of one transaction are sequential: a call still open when the next one
                 // starts never had its answer recorded.
                 self.unanswered_call(
-                    "answer never recorded: the coordinator stopped during this call",
+                    "answer never recorded: the coordinator stopped during this call or a later one of its pass",
                 );
                 self.calling = Some(e);
             }
@@ -296,7 +296,7 @@ impl<'e> Diagram<'e> {
                             self.calling = None
                         }
                         Some(_) => self.unanswered_call(
-                            "answer never recorded: the coordinator stopped during this call",
+                            "answer never recorded: the coordinator stopped during this call or a later one of its pass",
                         ),
                         None => {}
                     }
@@ -412,7 +412,7 @@ impl<'e> Diagram<'e> {
 
     fn finish(mut self, gid: &str) -> String {
         self.unanswered_call(
-            "no answer recorded yet: the call is in flight, or the coordinator stopped during it",
+            "no answer recorded yet: its pass is in flight, or the coordinator stopped during it",
         );
         match self.status {
             None => self.line("Note over AP,TM: no events recorded for this transaction".into()),
@@ -760,12 +760,12 @@ mod tests {
                 "TM->>TransOut: Confirm 01",
                 "TransOut-->>TM: 200 SUCCESS (2 ms)",
                 "TM->>TransIn: Confirm 02",
-                "Note over TM,TransIn: answer never recorded: the coordinator stopped during this call",
+                "Note over TM,TransIn: answer never recorded: the coordinator stopped during this call or a later one of its pass",
                 "TM->>TransIn: Confirm 02",
                 "TransIn-->>TM: 200 SUCCESS (2 ms)",
                 "Note over TM: submitted -> succeed",
                 "TM->>TransIn: Confirm 02",
-                "Note over TM,TransIn: no answer recorded yet: the call is in flight, or the coordinator stopped during it",
+                "Note over TM,TransIn: no answer recorded yet: its pass is in flight, or the coordinator stopped during it",
             ]
         );
     }

@@ -7,11 +7,15 @@
 //!    `aborting` with reason `Timeout after N seconds` (this frees what a crashed AP reserved);
 //! 2. call the pending ops in order (Confirms in registration order, Cancels in reverse), each
 //!    `POST <url>?gid=&trans_type=tcc&branch_id=&op=` with the registered data as body (signed
-//!    with `BRANCH_SIGNING_SECRET` when set: [`tcc::signing`]), and record
-//!    each attempt with its `branch_called` event (HTTP status or error, latency, attempt number:
-//!    [`crate::events`]); renew the lease before each call (writing the call's `branch_calling`
-//!    event in the same statement, so a call cut short by a crash still shows) and stop if the
-//!    lease was lost;
+//!    with `BRANCH_SIGNING_SECRET` when set: [`tcc::signing`]), and record them all in one commit
+//!    ([`store::record_calls`]) at the end of the pass, together with what step 3 writes: each
+//!    call's `branch_calling` and `branch_called` events (HTTP status or error, latency, attempt
+//!    number: [`crate::events`]) and its op's new status. Confirm and Cancel are idempotent
+//!    (design §6), so calls a crash kept from being recorded are only sent again by the next
+//!    pass; DTM also writes branch statuses asynchronously by default (`UpdateBranchSync`).
+//!    The claim made the lease outlast the first call and wrote its `branch_calling` event (so a
+//!    pass cut short by a crash still shows); before a later call that might outlive the lease,
+//!    the calls so far are recorded and the lease renewed, and the pass stops if it was lost;
 //! 3. all succeeded: `submitted -> succeed` / `aborting -> failed`;
 //!    a branch answered ONGOING: ask again after `retry_interval`, no backoff growth;
 //!    anything else (5xx, timeout, refused connection, and FAILURE too, since a Confirm or Cancel
@@ -214,10 +218,10 @@ impl Engine {
     /// claim already read it ([`store::claim_and_start`], [`store::begin_second_phase`]);
     /// otherwise it is read here.
     ///
-    /// Database round trips are folded so that a pass whose calls all succeed costs one commit
-    /// per call plus one: the start (pending ops + lease and `branch_calling` of the first call),
-    /// then per call its `branch_called` together with the next call's lease and
-    /// `branch_calling`, or with the final status after the last call.
+    /// A pass whose calls all succeed costs two commits whatever the number of branches: its
+    /// start (the pending ops, the lease and the first call's `branch_calling` event; for
+    /// `submit`/`abort` the same commit as the transition) and the record of every call with the
+    /// final status. A failed call costs the record and the retry's schedule.
     async fn run(
         &self,
         mut trans: TransGlobal,
@@ -278,10 +282,40 @@ impl Engine {
             return Ok(None);
         }
         let ops = pass.ops;
+        let lease_len = store::lease_duration(lease, trans.request_timeout);
+        // A call may take request_timeout, and recording it a little more: renew before a call
+        // that could outlive the lease, as the claim did for the first one.
+        let call_budget = Duration::from_secs(trans.request_timeout.max(1) as u64 + 5);
+        let mut leased_at = pass.leased_at;
+        // Calls made and not recorded yet: all of them are recorded in one commit at the end of
+        // the pass (with the final status), at a failure (before its retry is scheduled), or
+        // before a lease renewal.
+        let mut calls: Vec<BranchCall> = Vec::with_capacity(ops.len());
+        // Whether the next call's `branch_calling` event is already written (with the claim or
+        // the last lease renewal).
+        let mut announced = true;
 
-        for (index, branch) in ops.iter().enumerate() {
-            let branch = branch.clone();
-            let call = self.call_branch(&trans, &branch, op, &headers).await;
+        for branch in &ops {
+            // The claim or renewal made the lease outlast the first call after it.
+            if !announced && leased_at.elapsed() + call_budget > lease_len {
+                let renewing = Instant::now();
+                let recorded = std::mem::take(&mut calls);
+                let (attempts, continued) = self
+                    .record(&gid, recorded.clone(), &owner, Some(branch.clone()), None)
+                    .await?;
+                self.log_successes(&gid, op, &recorded, &attempts);
+                if continued != store::Continued::Leased(true) {
+                    log::warn!(
+                        "gid={gid} branch_id={} op={op} lease lost before the call; another replica continues",
+                        branch.branch_id
+                    );
+                    return Ok(None);
+                }
+                leased_at = renewing;
+                announced = true;
+            }
+            let sent_at = Instant::now();
+            let call = self.call_branch(&trans, branch, op, &headers).await;
             let outcome = call.outcome;
             let succeeded = outcome == BranchOutcome::Success;
             let metrics = &self.inner.metrics;
@@ -290,52 +324,30 @@ impl Engine {
                 .with_label_values(&[op.as_str(), outcome.kind()])
                 .inc();
             let result = describe(&outcome);
-            let event = BranchCall {
-                gid: gid.clone(),
+            calls.push(BranchCall {
+                op_id: branch.id,
                 branch_id: branch.branch_id.clone(),
-                op,
                 url: branch.url.clone(),
+                succeeded,
+                result: result.clone(),
                 outcome: outcome.kind(),
                 http_status: call.http_status,
                 latency_ms: call.latency.as_millis() as u64,
                 detail: event_detail(&outcome, call.http_status),
-            };
-            let (id, r) = (branch.id, result.clone());
+                unannounced_since: (!announced).then_some(sent_at),
+                answered_at: sent_at + call.latency,
+            });
+            announced = false;
             if succeeded {
-                let (o, next) = (owner.clone(), ops.get(index + 1).cloned());
-                let (attempts, continued) = self
-                    .db(move |conn| {
-                        let after = match &next {
-                            Some(next) => store::AfterSuccess::Call(next),
-                            None => store::AfterSuccess::Finish {
-                                from: status,
-                                to: end,
-                            },
-                        };
-                        store::record_success(conn, id, &r, &event, &o, lease, after)
-                    })
-                    .await?;
-                log::info!(
-                    "gid={gid} branch_id={} op={op} succeeded (attempt {attempts})",
-                    branch.branch_id
-                );
-                match continued {
-                    store::Continued::Leased(true) => continue,
-                    store::Continued::Leased(false) => {
-                        log::warn!(
-                            "gid={gid} lease lost after branch_id={} op={op}; another replica continues",
-                            branch.branch_id
-                        );
-                    }
-                    store::Continued::Finished(finished) => {
-                        return Ok(self.finished(&gid, status, end, finished));
-                    }
-                }
-                return Ok(None);
+                continue;
             }
-            let attempts = self
-                .db(move |conn| store::record_attempt(conn, id, succeeded, &r, &event))
+
+            let recorded = std::mem::take(&mut calls);
+            let (attempts, _) = self
+                .record(&gid, recorded.clone(), &owner, None, None)
                 .await?;
+            self.log_successes(&gid, op, &recorded, &attempts);
+            let attempts = attempts.last().copied().unwrap_or(0);
             let (next_in, next_step) = match outcome {
                 // ONGOING: polled at a fixed interval, the backoff does not grow.
                 BranchOutcome::Ongoing => (
@@ -392,15 +404,53 @@ impl Engine {
             return Ok(None);
         }
 
-        // No op was pending: only the final status is left to write.
-        let (g, o) = (gid.clone(), owner.clone());
-        let finished = self
-            .db(move |conn| store::finish(conn, &g, &o, status, end))
+        // Every op succeeded (or none was pending): the calls and the final status, one commit.
+        let (attempts, continued) = self
+            .record(&gid, calls.clone(), &owner, None, Some((status, end)))
             .await?;
-        Ok(self.finished(&gid, status, end, finished))
+        self.log_successes(&gid, op, &calls, &attempts);
+        match continued {
+            store::Continued::Finished(finished) => Ok(self.finished(&gid, status, end, finished)),
+            _ => Ok(None),
+        }
     }
 
-    /// Counts and logs a transaction [`store::finish`] moved to its final status (nothing when
+    /// Records `calls` and then renews the lease for `next`, or moves `finish.0` to `finish.1`,
+    /// or (neither) does nothing more: [`store::record_calls`], one commit.
+    async fn record(
+        &self,
+        gid: &str,
+        calls: Vec<BranchCall>,
+        owner: &str,
+        next: Option<BranchOp>,
+        finish: Option<(GlobalStatus, GlobalStatus)>,
+    ) -> Result<(Vec<i32>, store::Continued), CoordinatorError> {
+        let (g, o, lease) = (gid.to_owned(), owner.to_owned(), self.inner.lease_secs);
+        self.db(move |conn| {
+            let after = match (&next, finish) {
+                (Some(next), _) => store::AfterCalls::Call(next),
+                (None, Some((from, to))) => store::AfterCalls::Finish { from, to },
+                (None, None) => store::AfterCalls::Nothing,
+            };
+            store::record_calls(conn, &g, &calls, &o, lease, after)
+        })
+        .await
+    }
+
+    /// Logs each recorded call that succeeded, with its attempt number (`attempts` in call order,
+    /// as [`store::record_calls`] answered).
+    fn log_successes(&self, gid: &str, op: Op, calls: &[BranchCall], attempts: &[i32]) {
+        for (call, attempts) in calls.iter().zip(attempts) {
+            if call.succeeded {
+                log::info!(
+                    "gid={gid} branch_id={} op={op} succeeded (attempt {attempts})",
+                    call.branch_id
+                );
+            }
+        }
+    }
+
+    /// Counts and logs a transaction [`store::record_calls`] moved to its final status (nothing when
     /// its compare-and-set lost); returns that status when it did.
     fn finished(
         &self,

@@ -5,8 +5,10 @@
 //!   written by [`crate::store`] in the same statement or database transaction as the change
 //!   they describe: a committed change always has its event, an event never describes a change
 //!   that rolled back, and no extra commit is spent on the log. A Confirm/Cancel call leaves two
-//!   events: `branch_calling` with the lease renewal just before it is sent, `branch_called` with
-//!   the recorded attempt once it answered.
+//!   events: `branch_calling` and `branch_called` (the recorded attempt). A second-phase pass
+//!   records all its calls in one commit when it ends ([`crate::store::record_calls`], dated
+//!   when each call was sent and answered); only its first call's `branch_calling` is written
+//!   before that call, with the claim, so that a pass cut short by a crash still shows.
 //! * Try calls are made by the AP, not the TM: this project's client ([`tcc::client`]) reports
 //!   each one, carried by its next `registerBranch`, `submit` or `abort` (`try_reports`,
 //!   [`carried_reports_json`]) or, from a nested AP, through the extension endpoint
@@ -44,10 +46,11 @@ pub enum EventKind {
     /// `prepared -> aborting`, by the AP (`actor` = `ap`, its reason in `detail`) or by the TM
     /// because `timeout_to_fail` passed (`actor` = `timeout`, `Timeout after N seconds`).
     Aborting,
-    /// The TM is about to send a Confirm or Cancel (`op`, `branch_id`, `target`, `url`): written
-    /// with the lease renewal that precedes every call, so it costs no commit of its own. Followed
-    /// by the call's [`EventKind::BranchCalled`]; without one, the answer was never recorded (the
-    /// coordinator stopped during the call, or it is still in flight).
+    /// The TM sends a Confirm or Cancel (`op`, `branch_id`, `target`, `url`). The first call of a
+    /// pass has it written before the call, with the claim or lease renewal (no commit of its
+    /// own); later calls have it written with the pass's record, dated when the call was sent.
+    /// Followed by the call's [`EventKind::BranchCalled`]; without one, the answer was never
+    /// recorded (the coordinator stopped during the pass, or the pass is still in flight).
     BranchCalling,
     /// One Confirm or Cancel call by the TM: `op`, `branch_id`, `target`, `url`, `outcome`,
     /// `http_status` (absent when no answer was read), `latency_ms`, `attempt`, and the

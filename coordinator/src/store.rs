@@ -5,6 +5,8 @@
 //! so concurrent requests and replicas cannot both win a transition (design §4). Work on the
 //! second phase additionally requires holding the transaction's lease (design §5).
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
@@ -308,6 +310,7 @@ pub fn begin_second_phase(
         GlobalStatus::Submitted => GlobalStatus::Succeed,
         _ => GlobalStatus::Failed,
     };
+    let leased_at = Instant::now();
     let row: Row =
         diesel::sql_query("SELECT * FROM tcc_begin_second_phase($1, $2, $3, $4, $5, $6)")
             .bind::<Text, _>(gid)
@@ -330,6 +333,7 @@ pub fn begin_second_phase(
         (true, Some(first_leased), Some(ops)) => Some(Pass {
             ops: from_function_json(&ops)?,
             first_leased,
+            leased_at,
         }),
         _ => None,
     };
@@ -509,6 +513,17 @@ pub struct Pass {
     pub ops: Vec<BranchOp>,
     /// `false` when the lease was lost before the first call (nothing was recorded then).
     pub first_leased: bool,
+    /// An instant no later than the one at which the database set the lease: it expires
+    /// [`lease_duration`] after this at the earliest. The engine renews the lease before a call
+    /// that might outlive it.
+    pub leased_at: Instant,
+}
+
+/// How long a lease taken or renewed for a call lasts: `LEASE_SECONDS`, and at least the
+/// transaction's `request_timeout` plus 5 s, so that it outlasts the call it was taken for (the
+/// rule `tcc_lease_for_call` and `tcc_begin_second_phase` apply in the database).
+pub fn lease_duration(lease_secs: i64, request_timeout: i32) -> Duration {
+    Duration::from_secs(lease_secs.max(i64::from(request_timeout) + 5).max(1) as u64)
 }
 
 /// The op a transaction in `status` calls in its second phase: Confirm while `submitted`,
@@ -539,6 +554,7 @@ pub fn start_pass(
         #[diesel(sql_type = Text)]
         ops: String,
     }
+    let leased_at = Instant::now();
     let row: Row = diesel::sql_query("SELECT * FROM tcc_start_pass($1, $2, $3, TRUE)")
         .bind::<Text, _>(&trans.gid)
         .bind::<Text, _>(owner)
@@ -547,6 +563,7 @@ pub fn start_pass(
     Ok(Pass {
         ops: from_function_json(&row.ops)?,
         first_leased: row.first_leased,
+        leased_at,
     })
 }
 
@@ -559,20 +576,25 @@ pub fn claim_and_start(
     lease_secs: i64,
 ) -> QueryResult<Option<(TransGlobal, Pass)>> {
     conn.transaction(|conn| {
+        // The lease's clock starts at this transaction's start (`now()` in Postgres).
+        let leased_at = Instant::now();
         let Some(trans) = claim_one(conn, gid, owner, lease_secs)? else {
             return Ok(None);
         };
         let pass = start_pass(conn, &trans, owner, lease_secs)?;
-        Ok(Some((trans, pass)))
+        Ok(Some((trans, Pass { leased_at, ..pass })))
     })
 }
 
-/// What follows a successful call in [`record_success`].
+/// What [`record_calls`] does after recording the calls, in the same commit.
 #[derive(Debug, Clone, Copy)]
-pub enum AfterSuccess<'a> {
+pub enum AfterCalls<'a> {
+    /// Nothing more (a call failed: the engine schedules its retry next).
+    Nothing,
     /// Another op is called next: renew the lease for it, with its `branch_calling` event.
     Call(&'a BranchOp),
-    /// That was the last op: move `from` to `to` (as [`finish`] does).
+    /// Every op of the phase succeeded: move `from` to `to`, releasing the lease, with the final
+    /// event.
     Finish {
         /// `submitted` or `aborting`.
         from: GlobalStatus,
@@ -581,84 +603,30 @@ pub enum AfterSuccess<'a> {
     },
 }
 
-/// What [`record_success`] did after recording the call.
+/// What [`record_calls`] did after recording the calls.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Continued {
+    /// The calls were recorded and nothing more was asked ([`AfterCalls::Nothing`]).
+    Recorded,
     /// The lease was renewed for the next call (`true`) or was lost (`false`).
     Leased(bool),
     /// The transaction finished (`None`: the compare-and-set of the final status lost).
     Finished(Option<Finished>),
 }
 
-/// Records a successful call (the op becomes `succeed`, attempts + 1, with its `branch_called`
-/// event) and, in the same commit, either renews the lease for the next call with its
-/// `branch_calling` event, or finishes the transaction (`submitted -> succeed` /
-/// `aborting -> failed`, lease released, final event): one call of `tcc_record_success`, one round
-/// trip and one commit per call. Returns the attempts of the recorded op (0 if it had already
-/// succeeded) and what followed.
-pub fn record_success(
-    conn: &mut PgConnection,
-    op_id: i64,
-    result: &str,
-    call: &BranchCall,
-    owner: &str,
-    lease_secs: i64,
-    next: AfterSuccess<'_>,
-) -> QueryResult<(i32, Continued)> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Nullable<Integer>)]
-        attempts: Option<i32>,
-        #[diesel(sql_type = Text)]
-        continued: String,
-        #[diesel(sql_type = Nullable<Text>)]
-        trans_type: Option<String>,
-        #[diesel(sql_type = Nullable<Double>)]
-        second_phase_secs: Option<f64>,
-    }
-    let (next_op, from, to) = match next {
-        AfterSuccess::Call(branch) => (Some(branch.id), None, None),
-        AfterSuccess::Finish { from, to } => (None, Some(from.as_str()), Some(to.as_str())),
-    };
-    let row: Row = diesel::sql_query(
-        "SELECT * FROM tcc_record_success($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind::<BigInt, _>(op_id)
-    .bind::<Text, _>(result)
-    .bind::<Text, _>(call.outcome)
-    .bind::<Nullable<Integer>, _>(call.http_status.map(i32::from))
-    .bind::<Integer, _>(i32::try_from(call.latency_ms).unwrap_or(i32::MAX))
-    .bind::<Nullable<Text>, _>(call.detail.as_deref())
-    .bind::<Text, _>(events::service_name(&call.url))
-    .bind::<Text, _>(owner)
-    .bind::<BigInt, _>(lease_secs)
-    .bind::<Nullable<BigInt>, _>(next_op)
-    .bind::<Nullable<Text>, _>(from)
-    .bind::<Nullable<Text>, _>(to)
-    .get_result(conn)?;
-    let continued = match row.continued.as_str() {
-        "leased" => Continued::Leased(true),
-        "lost" => Continued::Leased(false),
-        "finished" => Continued::Finished(Some(Finished {
-            trans_type: row.trans_type.unwrap_or_else(|| "tcc".to_owned()),
-            second_phase_secs: row.second_phase_secs,
-        })),
-        _ => Continued::Finished(None),
-    };
-    Ok((row.attempts.unwrap_or(0), continued))
-}
-
-/// One Confirm or Cancel call as the engine saw it, for [`record_attempt`].
+/// One Confirm or Cancel call of a pass, as the engine saw it, for [`record_calls`].
 #[derive(Debug, Clone)]
 pub struct BranchCall {
-    /// Global transaction id.
-    pub gid: String,
+    /// The op called (`trans_branch_op.id`).
+    pub op_id: i64,
     /// The branch called.
     pub branch_id: String,
-    /// `confirm` or `cancel`.
-    pub op: Op,
     /// The URL called.
     pub url: String,
+    /// Whether the call succeeded (the op then becomes `succeed`).
+    pub succeeded: bool,
+    /// `success`, `ongoing`, `failure: <message>` or `error: <detail>`, for `last_result`.
+    pub result: String,
     /// `success`, `failure`, `ongoing` or `error`.
     pub outcome: &'static str,
     /// HTTP status of the answer, if one was read.
@@ -667,54 +635,96 @@ pub struct BranchCall {
     pub latency_ms: u64,
     /// The branch's message or the error (no `HTTP <status>: ` prefix); `None` on success.
     pub detail: Option<String>,
+    /// When the call was sent, if its `branch_calling` event is still to be written; `None`
+    /// when it was written before the call (the first call after a claim or a lease renewal).
+    pub unannounced_since: Option<Instant>,
+    /// When its answer was read (or the call gave up).
+    pub answered_at: Instant,
 }
 
-/// Records one call of a branch op: its outcome text in `last_result`, `succeed` when it
-/// succeeded, and its `branch_called` event (op, branch_id, target service, HTTP status or
-/// error, latency, attempt number) — one statement, so the log costs no commit of its own.
-/// Returns the number of attempts so far (0 if a successful op had already succeeded).
-pub fn record_attempt(
+/// Records the calls of one pass in call order, then does `after`, in one commit: one call of
+/// `tcc_record_calls` (migration `..._one_record_per_pass`). Each op gets attempts + 1 and its
+/// `last_result`, and becomes `succeed` if its call succeeded; each call gets its
+/// `branch_called` event (target service, HTTP status or error, latency, attempt number) and,
+/// when the engine had not written it before the call, its `branch_calling` event, both dated
+/// when they happened. Returns each op's attempts after its call, in call order (0 for a success
+/// of an op that had already succeeded), and what followed.
+///
+/// Confirm and Cancel are idempotent (design §6), so calls that succeeded and were not recorded
+/// before a crash are only sent again by the next pass: DTM, likewise, writes branch statuses
+/// asynchronously by default (`UpdateBranchSync`).
+pub fn record_calls(
     conn: &mut PgConnection,
-    op_id: i64,
-    succeeded: bool,
-    result: &str,
-    call: &BranchCall,
-) -> QueryResult<i32> {
+    gid: &str,
+    calls: &[BranchCall],
+    owner: &str,
+    lease_secs: i64,
+    after: AfterCalls<'_>,
+) -> QueryResult<(Vec<i32>, Continued)> {
     #[derive(QueryableByName)]
-    struct Attempt {
-        #[diesel(sql_type = Nullable<Integer>)]
-        attempt: Option<i32>,
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Array<Integer>)]
+        attempts: Vec<i32>,
+        #[diesel(sql_type = Text)]
+        continued: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        trans_type: Option<String>,
+        #[diesel(sql_type = Nullable<Double>)]
+        second_phase_secs: Option<f64>,
     }
-    let recorded: Attempt = diesel::sql_query(
-        "WITH upd AS ( \
-             UPDATE trans_branch_op SET \
-                    status = CASE WHEN $2 THEN 'succeed' ELSE status END, \
-                    finish_time = CASE WHEN $2 THEN now() ELSE finish_time END, \
-                    attempts = attempts + 1, last_result = $3, update_time = now() \
-             WHERE id = $1 AND (NOT $2 OR status = 'prepared') RETURNING attempts) \
-         INSERT INTO trans_event (gid, kind, actor, branch_id, op, target, url, outcome, \
-                                  http_status, latency_ms, attempt, detail) \
-         VALUES ($4, 'branch_called', 'tm', $5, $6, $7, $8, $9, $10, $11, \
-                 (SELECT attempts FROM upd), $12) \
-         RETURNING attempt",
+    let (next_op, from, to) = match after {
+        AfterCalls::Nothing => (None, None, None),
+        AfterCalls::Call(branch) => (Some(branch.id), None, None),
+        AfterCalls::Finish { from, to } => (None, Some(from.as_str()), Some(to.as_str())),
+    };
+    // The events are dated by how long ago they happened, on this process's monotonic clock,
+    // so that the database's clock dates them (it dates every other event).
+    let now = Instant::now();
+    let ms_ago = |at: Instant| now.saturating_duration_since(at).as_secs_f64() * 1000.0;
+    let calls_json = serde_json::Value::Array(
+        calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "op_id": c.op_id,
+                    "succeeded": c.succeeded,
+                    "result": c.result,
+                    "outcome": c.outcome,
+                    "http_status": c.http_status,
+                    "latency_ms": i32::try_from(c.latency_ms).unwrap_or(i32::MAX),
+                    "detail": c.detail,
+                    "target": events::service_name(&c.url),
+                    "calling_ms_ago": c.unannounced_since.map(ms_ago),
+                    "called_ms_ago": ms_ago(c.answered_at),
+                })
+            })
+            .collect(),
     )
-    .bind::<BigInt, _>(op_id)
-    .bind::<diesel::sql_types::Bool, _>(succeeded)
-    .bind::<Text, _>(result)
-    .bind::<Text, _>(&call.gid)
-    .bind::<Text, _>(&call.branch_id)
-    .bind::<Text, _>(call.op.as_str())
-    .bind::<Text, _>(events::service_name(&call.url))
-    .bind::<Text, _>(&call.url)
-    .bind::<Text, _>(call.outcome)
-    .bind::<Nullable<Integer>, _>(call.http_status.map(i32::from))
-    .bind::<Integer, _>(i32::try_from(call.latency_ms).unwrap_or(i32::MAX))
-    .bind::<Nullable<Text>, _>(call.detail.as_deref())
-    .get_result(conn)?;
-    Ok(recorded.attempt.unwrap_or(0))
+    .to_string();
+    let row: Row =
+        diesel::sql_query("SELECT * FROM tcc_record_calls($1, $2, $3, $4, $5, $6, $7)")
+            .bind::<Text, _>(gid)
+            .bind::<Text, _>(&calls_json)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(lease_secs)
+            .bind::<Nullable<BigInt>, _>(next_op)
+            .bind::<Nullable<Text>, _>(from)
+            .bind::<Nullable<Text>, _>(to)
+            .get_result(conn)?;
+    let continued = match row.continued.as_str() {
+        "recorded" => Continued::Recorded,
+        "leased" => Continued::Leased(true),
+        "lost" => Continued::Leased(false),
+        "finished" => Continued::Finished(Some(Finished {
+            trans_type: row.trans_type.unwrap_or_else(|| "tcc".to_owned()),
+            second_phase_secs: row.second_phase_secs,
+        })),
+        _ => Continued::Finished(None),
+    };
+    Ok((row.attempts, continued))
 }
 
-/// A transaction [`finish`] moved to its final status.
+/// A transaction [`record_calls`] moved to its final status.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct Finished {
     /// Its `trans_type` (`tcc`).
@@ -724,39 +734,6 @@ pub struct Finished {
     /// `None` for a transaction that has no such event (created before the event log existed).
     #[diesel(sql_type = Nullable<Double>)]
     pub second_phase_secs: Option<f64>,
-}
-
-/// `submitted -> succeed` or `aborting -> failed`, releasing the lease, with the `succeed` or
-/// `failed` event (one statement); only by the lease holder. `None` when the compare-and-set
-/// lost (the lease or the status changed).
-pub fn finish(
-    conn: &mut PgConnection,
-    gid: &str,
-    owner: &str,
-    from: GlobalStatus,
-    to: GlobalStatus,
-) -> QueryResult<Option<Finished>> {
-    diesel::sql_query(
-        "WITH upd AS ( \
-             UPDATE trans_global SET status = $4, finish_time = now(), update_time = now(), \
-                    owner = NULL, lease_expire = NULL \
-             WHERE gid = $1 AND owner = $2 AND status = $3 RETURNING gid, trans_type), \
-         ev AS ( \
-             INSERT INTO trans_event (gid, kind, actor, status) \
-             SELECT gid, $4, 'tm', $4 FROM upd) \
-         SELECT upd.trans_type, \
-                EXTRACT(EPOCH FROM clock_timestamp() - ( \
-                    SELECT min(e.create_time) FROM trans_event e \
-                    WHERE e.gid = upd.gid AND e.kind IN ('submitted', 'aborting')))::float8 \
-                    AS second_phase_secs \
-         FROM upd",
-    )
-    .bind::<Text, _>(gid)
-    .bind::<Text, _>(owner)
-    .bind::<Text, _>(from.as_str())
-    .bind::<Text, _>(to.as_str())
-    .get_result(conn)
-    .optional()
 }
 
 /// Schedules the next attempt at `next_time` with backoff step `next_interval` (seconds), and
