@@ -23,8 +23,9 @@
 -- one per call: each op gets attempts + 1 and `last_result`, and becomes `succeed` if the call
 -- succeeded (only from `prepared`; finish_time: when it answered); each call gets its
 -- `branch_called` event, and its `branch_calling` event too unless that was written before the
--- call (calling_ms_ago NULL: the first call after the claim or a lease renewal). The events carry when they happened, measured
--- by the engine as milliseconds before this call (its clock and the database's need not agree).
+-- call (calling_ms_ago NULL: the first call after the claim or a lease renewal). The events are
+-- dated when they happened, which the engine gives as milliseconds before this call (its clock
+-- and the database's need not agree).
 -- Then, in the same commit, one of:
 --   * p_next_op_id set: the lease is renewed for that next call, with its `branch_calling` event
 --     (tcc_lease_for_call): continued 'leased' or 'lost';
