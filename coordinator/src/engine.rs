@@ -299,11 +299,16 @@ impl Engine {
             // The claim or renewal made the lease outlast the first call after it.
             if !announced && leased_at.elapsed() + call_budget > lease_len {
                 let renewing = Instant::now();
-                let recorded = std::mem::take(&mut calls);
-                let (attempts, continued) = self
-                    .record(&gid, recorded.clone(), &owner, Some(branch.clone()), None)
+                let (_, continued) = self
+                    .record(
+                        &gid,
+                        op,
+                        std::mem::take(&mut calls),
+                        &owner,
+                        Some(branch.clone()),
+                        None,
+                    )
                     .await?;
-                self.log_successes(&gid, op, &recorded, &attempts);
                 if continued != store::Continued::Leased(true) {
                     log::warn!(
                         "gid={gid} branch_id={} op={op} lease lost before the call; another replica continues",
@@ -342,11 +347,9 @@ impl Engine {
                 continue;
             }
 
-            let recorded = std::mem::take(&mut calls);
             let (attempts, _) = self
-                .record(&gid, recorded.clone(), &owner, None, None)
+                .record(&gid, op, std::mem::take(&mut calls), &owner, None, None)
                 .await?;
-            self.log_successes(&gid, op, &recorded, &attempts);
             let attempts = attempts.last().copied().unwrap_or(0);
             let (next_in, next_step) = match outcome {
                 // ONGOING: polled at a fixed interval, the backoff does not grow.
@@ -405,42 +408,41 @@ impl Engine {
         }
 
         // Every op succeeded (or none was pending): the calls and the final status, one commit.
-        let (attempts, continued) = self
-            .record(&gid, calls.clone(), &owner, None, Some((status, end)))
+        let (_, continued) = self
+            .record(&gid, op, calls, &owner, None, Some((status, end)))
             .await?;
-        self.log_successes(&gid, op, &calls, &attempts);
         match continued {
             store::Continued::Finished(finished) => Ok(self.finished(&gid, status, end, finished)),
             _ => Ok(None),
         }
     }
 
-    /// Records `calls` and then renews the lease for `next`, or moves `finish.0` to `finish.1`,
-    /// or (neither) does nothing more: [`store::record_calls`], one commit.
+    /// Records `calls` (of `op`) and then renews the lease for `next`, or moves `finish.0` to
+    /// `finish.1`, or (neither) does nothing more: [`store::record_calls`], one commit. Logs
+    /// each recorded success with its attempt number; answers each op's attempts in call order.
     async fn record(
         &self,
         gid: &str,
+        op: Op,
         calls: Vec<BranchCall>,
         owner: &str,
         next: Option<BranchOp>,
         finish: Option<(GlobalStatus, GlobalStatus)>,
     ) -> Result<(Vec<i32>, store::Continued), CoordinatorError> {
         let (g, o, lease) = (gid.to_owned(), owner.to_owned(), self.inner.lease_secs);
-        self.db(move |conn| {
-            let after = match (&next, finish) {
-                (Some(next), _) => store::AfterCalls::Call(next),
-                (None, Some((from, to))) => store::AfterCalls::Finish { from, to },
-                (None, None) => store::AfterCalls::Nothing,
-            };
-            store::record_calls(conn, &g, &calls, &o, lease, after)
-        })
-        .await
-    }
-
-    /// Logs each recorded call that succeeded, with its attempt number (`attempts` in call order,
-    /// as [`store::record_calls`] answered).
-    fn log_successes(&self, gid: &str, op: Op, calls: &[BranchCall], attempts: &[i32]) {
-        for (call, attempts) in calls.iter().zip(attempts) {
+        let (attempts, continued, calls) = self
+            .db(move |conn| {
+                let after = match (&next, finish) {
+                    (Some(next), _) => store::AfterCalls::Call(next),
+                    (None, Some((from, to))) => store::AfterCalls::Finish { from, to },
+                    (None, None) => store::AfterCalls::Nothing,
+                };
+                let (attempts, continued) =
+                    store::record_calls(conn, &g, &calls, &o, lease, after)?;
+                Ok((attempts, continued, calls))
+            })
+            .await?;
+        for (call, attempts) in calls.iter().zip(&attempts) {
             if call.succeeded {
                 log::info!(
                     "gid={gid} branch_id={} op={op} succeeded (attempt {attempts})",
@@ -448,6 +450,7 @@ impl Engine {
                 );
             }
         }
+        Ok((attempts, continued))
     }
 
     /// Counts and logs a transaction [`store::record_calls`] moved to its final status (nothing when

@@ -701,16 +701,15 @@ pub fn record_calls(
             .collect(),
     )
     .to_string();
-    let row: Row =
-        diesel::sql_query("SELECT * FROM tcc_record_calls($1, $2, $3, $4, $5, $6, $7)")
-            .bind::<Text, _>(gid)
-            .bind::<Text, _>(&calls_json)
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(lease_secs)
-            .bind::<Nullable<BigInt>, _>(next_op)
-            .bind::<Nullable<Text>, _>(from)
-            .bind::<Nullable<Text>, _>(to)
-            .get_result(conn)?;
+    let row: Row = diesel::sql_query("SELECT * FROM tcc_record_calls($1, $2, $3, $4, $5, $6, $7)")
+        .bind::<Text, _>(gid)
+        .bind::<Text, _>(&calls_json)
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(lease_secs)
+        .bind::<Nullable<BigInt>, _>(next_op)
+        .bind::<Nullable<Text>, _>(from)
+        .bind::<Nullable<Text>, _>(to)
+        .get_result(conn)?;
     let continued = match row.continued.as_str() {
         "recorded" => Continued::Recorded,
         "leased" => Continued::Leased(true),

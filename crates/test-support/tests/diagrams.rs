@@ -308,7 +308,8 @@ async fn the_confirm_retry_diagram_shows_each_failed_attempt_then_the_success() 
 }
 
 #[tokio::test]
-async fn a_pass_cut_short_by_a_killed_coordinator_shows_its_first_call_without_an_answer_then_runs_again() {
+async fn a_pass_cut_short_by_a_killed_coordinator_shows_its_first_call_without_an_answer_then_runs_again(
+) {
     let mut sys = spawn_processes(&[]).await;
     let (status, answer) = sys
         .fire("/api/fireTcc?trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false")

@@ -487,3 +487,53 @@ async fn two_coordinator_replicas_never_call_one_branch_op_twice_and_one_finishe
         (BALANCE - 45 * 30, 0, 0)
     );
 }
+
+/// Fires a transfer whose TransIn Confirm (branch 02) is delayed 1.5 s, and answers the status
+/// of TransOut's Confirm (branch 01) in the coordinator's tables while that delayed call is in
+/// flight, then both Confirms' final attempts once the transaction succeeded.
+async fn confirm_01_while_confirm_02_is_in_flight(lease_seconds: &str) -> (String, Vec<i64>) {
+    let sys = spawn_processes(&[("LEASE_SECONDS", lease_seconds)]).await;
+    let (status, answer) = sys
+        .fire("/api/fireTcc?trans_in_confirm=delay:1500&wait_result=false")
+        .await
+        .expect("the AP answers");
+    assert_eq!(status, 200, "{answer}");
+    let gid = answer["gid"].as_str().unwrap().to_owned();
+    wait_for_log(
+        &sys.trans_in,
+        &format!("gid={gid} branch_id=02 op=confirm injecting fault"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let during = get_json(&sys.http, &format!("{}/query?gid={gid}", sys.dtm_url())).await;
+    let confirms = ops(&during, "confirm");
+    let first = confirms.iter().find(|b| b["branch_id"] == "01").unwrap();
+    let first_status = first["status"].as_str().unwrap().to_owned();
+
+    let after = sys
+        .wait_for_status(&gid, "succeed", Duration::from_secs(20))
+        .await;
+    let attempts = ops(&after, "confirm")
+        .iter()
+        .map(|b| b["attempts"].as_i64().unwrap())
+        .collect();
+    (first_status, attempts)
+}
+
+#[tokio::test]
+async fn a_pass_records_all_its_confirms_in_one_commit_when_it_ends() {
+    // The default lease (30 s) covers both calls: nothing is written between them, so Confirm 01,
+    // answered already, is still `prepared` in the tables while Confirm 02 is in flight.
+    let (during, attempts) = confirm_01_while_confirm_02_is_in_flight("30").await;
+    assert_eq!(during, "prepared");
+    assert_eq!(attempts, [1, 1]);
+}
+
+#[tokio::test]
+async fn a_pass_whose_lease_cannot_cover_the_next_call_records_and_renews_before_sending_it() {
+    // A lease of 1 s is taken as request_timeout + 5 s per call (8 s): enough for one call only,
+    // so the pass records Confirm 01 (with the renewal) before it sends Confirm 02.
+    let (during, attempts) = confirm_01_while_confirm_02_is_in_flight("1").await;
+    assert_eq!(during, "succeed");
+    assert_eq!(attempts, [1, 1]);
+}
