@@ -1005,8 +1005,11 @@ pub fn retry_now(conn: &mut PgConnection, gid: &str) -> QueryResult<AdminOutcome
 /// Operator's "force stop" (DTM's admin `forceStop`): an unfinished transaction (`prepared`,
 /// `submitted`, `aborting`) moves straight to `failed`, **without calling any Confirm or
 /// Cancel**. Its pending branch ops stay as they are (`prepared`, never called), its lease is
-/// dropped (a pass running now loses it at its next renewal and stops), and the rollback reason
-/// records the stop and the status it interrupted. A final transaction is refused.
+/// dropped, and the rollback reason records the stop and the status it interrupted. A pass
+/// running at that instant still sends the calls it has left (milliseconds of work: a pass
+/// renews its lease only before a call the lease cannot cover), records them, and then loses
+/// the compare-and-set of the final status, so the transaction stays `failed`. A final
+/// transaction is refused.
 ///
 /// DANGER: whatever the Trys reserved (frozen funds, holds, stock reservations) stays held in
 /// the RMs until someone releases it by hand; a half-confirmed transaction stays half applied.

@@ -361,6 +361,25 @@ impl ProcessSystem {
         Ok((status, response.json().await?))
     }
 
+    /// Fires `path` on the AP (with `wait_result=false`, so that it answers at `submit`), checks
+    /// its HTTP status is `expected`, and waits until `rm` logs that `op` of `branch_id` is in
+    /// flight (the `injecting fault` line of a delayed call); returns the gid.
+    pub async fn fire_until_in_flight(
+        &self,
+        path: &str,
+        expected: u16,
+        rm: &Process,
+        branch_id: &str,
+        op: &str,
+    ) -> String {
+        let (status, answer) = self.fire(path).await.expect("the AP answers");
+        assert_eq!(status, expected, "{answer}");
+        let gid = answer["gid"].as_str().expect("a gid").to_owned();
+        let needle = format!("gid={gid} branch_id={branch_id} op={op} injecting fault");
+        wait_for_log(rm, &needle, Duration::from_secs(10)).await;
+        gid
+    }
+
     /// `(balance, trading_balance, pending_in)` of account `id` in `bank`.
     pub async fn account(&self, bank: &Process, id: i64) -> (i64, i64, i64) {
         let a = crate::spawn::get_json(&self.http, &bank.url(&format!("/api/accounts/{id}"))).await;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tcc::client::{TccClient, TransOptions};
-use test_support::process::{spawn_processes, wait_for_log};
+use test_support::process::spawn_processes;
 use test_support::spawn::{spawn_system, tcc_transfer, System};
 
 /// A scenario of `scripts/diagrams.sh`: its file name under `docs/diagrams/`, the AP request that
@@ -311,18 +311,10 @@ async fn the_confirm_retry_diagram_shows_each_failed_attempt_then_the_success() 
 async fn a_pass_cut_short_by_a_killed_coordinator_shows_its_first_call_without_an_answer_then_runs_again(
 ) {
     let mut sys = spawn_processes(&[]).await;
-    let (status, answer) = sys
-        .fire("/api/fireTcc?trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false")
-        .await
-        .expect("the AP answers");
-    assert_eq!(status, 200, "{answer}");
-    let gid = answer["gid"].as_str().unwrap().to_owned();
-    wait_for_log(
-        &sys.trans_in,
-        &format!("gid={gid} branch_id=02 op=confirm injecting fault"),
-        Duration::from_secs(10),
-    )
-    .await;
+    let path = "/api/fireTcc?trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false";
+    let gid = sys
+        .fire_until_in_flight(path, 200, &sys.trans_in, "02", "confirm")
+        .await;
     sys.coordinator.kill();
     sys.coordinator.restart().await;
     sys.wait_for_status(&gid, "succeed", Duration::from_secs(20))

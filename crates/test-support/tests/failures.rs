@@ -125,12 +125,10 @@ async fn kill_the_coordinator_mid_call(
     end: &str,
 ) -> ProcessSystem {
     let mut sys = spawn_processes(&[]).await;
-    let (status, answer) = sys.fire(path).await.expect("the AP answers");
-    assert_eq!(status, expected_answer, "{answer}");
-    let gid = answer["gid"].as_str().unwrap().to_owned();
     let (rm, branch_id, op) = in_flight;
-    let needle = format!("gid={gid} branch_id={branch_id} op={op} injecting fault");
-    wait_for_log(rm(&sys), &needle, Duration::from_secs(10)).await;
+    let gid = sys
+        .fire_until_in_flight(path, expected_answer, rm(&sys), branch_id, op)
+        .await;
 
     sys.coordinator.kill();
     sys.coordinator.restart().await;
@@ -493,18 +491,10 @@ async fn two_coordinator_replicas_never_call_one_branch_op_twice_and_one_finishe
 /// flight, then both Confirms' final attempts once the transaction succeeded.
 async fn confirm_01_while_confirm_02_is_in_flight(lease_seconds: &str) -> (String, Vec<i64>) {
     let sys = spawn_processes(&[("LEASE_SECONDS", lease_seconds)]).await;
-    let (status, answer) = sys
-        .fire("/api/fireTcc?trans_in_confirm=delay:1500&wait_result=false")
-        .await
-        .expect("the AP answers");
-    assert_eq!(status, 200, "{answer}");
-    let gid = answer["gid"].as_str().unwrap().to_owned();
-    wait_for_log(
-        &sys.trans_in,
-        &format!("gid={gid} branch_id=02 op=confirm injecting fault"),
-        Duration::from_secs(10),
-    )
-    .await;
+    let path = "/api/fireTcc?trans_in_confirm=delay:1500&wait_result=false";
+    let gid = sys
+        .fire_until_in_flight(path, 200, &sys.trans_in, "02", "confirm")
+        .await;
     let during = get_json(&sys.http, &format!("{}/query?gid={gid}", sys.dtm_url())).await;
     let confirms = ops(&during, "confirm");
     let first = confirms.iter().find(|b| b["branch_id"] == "01").unwrap();
