@@ -7,11 +7,11 @@
 //!   `abort`, `query`, `all`), their validation and DTM-shaped answers;
 //! * [`store`]: every SQL statement: compare-and-set status transitions, branch registration,
 //!   leases claimed with `FOR UPDATE SKIP LOCKED`. Each hot-path step is one call of a PL/pgSQL
-//!   function defined in `migrations/…_state_machine_functions/up.sql` (one round trip, one
-//!   commit, plans cached per connection); `store` keeps the decisions readable by mapping
-//!   their answers;
-//! * [`engine`]: one pass of a transaction's second phase: call each Confirm or Cancel, record the
-//!   attempt, back off with jitter, alert, finish;
+//!   function defined in `migrations/…_state_machine_functions/up.sql` and
+//!   `migrations/…_one_record_per_pass/up.sql` (one round trip, one commit, plans cached per
+//!   connection); `store` keeps the decisions readable by mapping their answers;
+//! * [`engine`]: one pass of a transaction's second phase: call each Confirm or Cancel in order,
+//!   record all the calls in one commit, back off with jitter, alert, finish;
 //! * [`worker`]: the loop that claims due transactions (retries, timeouts, work of dead replicas);
 //! * [`retention`]: the background job deleting finished transactions older than the retention;
 //! * [`admin`]: the operator's page at `/admin` and its JSON API under `/api/admin` (list,
@@ -22,9 +22,12 @@
 //! * [`configuration`], [`startup`], [`error`], [`schema`]: settings, wiring, the one error type,
 //!   and Diesel's view of the tables.
 //!
-//! Durability: nothing of the second phase lives only in memory. `submit` commits the status
+//! Durability: no decision of the second phase lives only in memory. `submit` commits the status
 //! change before any Confirm is called; a crash at any point leaves a row that some replica's
-//! worker claims once its lease has expired (at once after a restart of the same replica).
+//! worker claims once its lease has expired (at once after a restart of the same replica). Only
+//! the outcomes of the calls of a pass in flight are held in memory until the pass's commit: a
+//! crash loses them, and the next pass sends those calls again, which the RMs' barriers answer as
+//! duplicates (Confirm and Cancel are idempotent).
 
 #![warn(missing_docs)]
 
