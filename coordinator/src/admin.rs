@@ -20,7 +20,9 @@
 //! * `POST /api/admin/transactions/{gid}/force-stop`: an unfinished transaction becomes `failed`
 //!   **without any Confirm or Cancel being called** ([`store::force_stop`]): what its Trys
 //!   reserved stays held in the RMs. For operators who repaired the RMs by hand, never routine.
-//!   `{"gid", "action": "force-stop", "from", "transaction", "warning"}`; 409 when already final.
+//!   `{"gid", "action": "force-stop", "from", "transaction", "warning"}`; 409 when already final,
+//!   or while a second-phase pass holds its lease (a pass sends all its calls before it records
+//!   them: it could not be stopped half-way).
 //! * `GET /admin`: the page ([`assets`]); `GET /admin/assets/...`: its script, style sheet and the
 //!   vendored Mermaid renderer.
 //!
@@ -443,6 +445,16 @@ async fn run_action(
             };
             return Err(CoordinatorError::Conflict(format!(
                 "global transaction {gid} is {status}; {allowed}"
+            )));
+        }
+        AdminOutcome::Leased(until) => {
+            log::info!(
+                "gid={gid} branch_id=- op=- admin {} refused: a second-phase pass holds the lease until {until}",
+                action.name()
+            );
+            return Err(CoordinatorError::Conflict(format!(
+                "global transaction {gid} has a second-phase pass running (lease held until {});                  a pass sends all its calls before it records them, so force-stop it once the pass                  has ended",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             )));
         }
         AdminOutcome::Done { from, trans } => (from, trans),

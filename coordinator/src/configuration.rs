@@ -38,8 +38,9 @@ pub struct Settings {
     pub coordinator_id: Option<String>,
     /// How often the worker looks for due transactions. Env `CRON_INTERVAL_MS`, 1000.
     pub cron_interval: Duration,
-    /// How long a claimed transaction is reserved for its worker; renewed before each branch
-    /// call. A replica that dies is replaced after this. Env `LEASE_SECONDS`, 30.
+    /// How long a claimed transaction is reserved for its worker, at least the transaction's
+    /// `request_timeout` + 5 s; a pass renews it before a branch call it might not cover. A
+    /// replica that dies is replaced after this. Env `LEASE_SECONDS`, 30.
     pub lease: Duration,
     /// Cap of the exponential backoff, seconds (DTM has none). Env `RETRY_MAX_INTERVAL`, 300.
     pub retry_max_interval: u32,

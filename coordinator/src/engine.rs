@@ -128,8 +128,8 @@ impl Engine {
         &self.inner.metrics
     }
 
-    /// Seconds a claim of the second phase lasts at least (`LEASE_SECONDS`); each call extends it
-    /// to outlast the call.
+    /// Seconds a claim of the second phase lasts at least (`LEASE_SECONDS`; at least the
+    /// transaction's `request_timeout` + 5 s: [`store::lease_duration`]).
     pub fn lease_secs(&self) -> i64 {
         self.inner.lease_secs
     }
@@ -329,6 +329,9 @@ impl Engine {
                 .with_label_values(&[op.as_str(), outcome.kind()])
                 .inc();
             let result = describe(&outcome);
+            // What the event log's `tcc_http_status` admits. An odd status (600-999) stays in
+            // the detail ("HTTP 600: ...") instead of failing the pass's record on every retry.
+            let http_status = call.http_status.filter(|s| (100..=599).contains(s));
             calls.push(BranchCall {
                 op_id: branch.id,
                 branch_id: branch.branch_id.clone(),
@@ -336,9 +339,9 @@ impl Engine {
                 succeeded,
                 result: result.clone(),
                 outcome: outcome.kind(),
-                http_status: call.http_status,
+                http_status,
                 latency_ms: call.latency.as_millis() as u64,
-                detail: event_detail(&outcome, call.http_status),
+                detail: event_detail(&outcome, http_status),
                 unannounced_since: (!announced).then_some(sent_at),
                 answered_at: sent_at + call.latency,
             });

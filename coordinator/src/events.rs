@@ -7,8 +7,9 @@
 //!   that rolled back, and no extra commit is spent on the log. A Confirm/Cancel call leaves two
 //!   events: `branch_calling` and `branch_called` (the recorded attempt). A second-phase pass
 //!   records all its calls in one commit when it ends ([`crate::store::record_calls`], dated
-//!   when each call was sent and answered); only its first call's `branch_calling` is written
-//!   before that call, with the claim, so that a pass cut short by a crash still shows.
+//!   when each call was sent and answered); only the `branch_calling` of its first call (and of
+//!   a call after a lease renewal) is written before the call, with the claim or the renewal, so
+//!   that a pass cut short by a crash still shows.
 //! * Try calls are made by the AP, not the TM: this project's client ([`tcc::client`]) reports
 //!   each one, carried by its next `registerBranch`, `submit` or `abort` (`try_reports`,
 //!   [`carried_reports_json`]) or, from a nested AP, through the extension endpoint

@@ -575,9 +575,9 @@ pub fn claim_and_start(
     owner: &str,
     lease_secs: i64,
 ) -> QueryResult<Option<(TransGlobal, Pass)>> {
+    // Before BEGIN is sent: the lease's clock starts at the transaction's start (`now()`).
+    let leased_at = Instant::now();
     conn.transaction(|conn| {
-        // The lease's clock starts at this transaction's start (`now()` in Postgres).
-        let leased_at = Instant::now();
         let Some(trans) = claim_one(conn, gid, owner, lease_secs)? else {
             return Ok(None);
         };
@@ -943,6 +943,9 @@ pub enum AdminOutcome {
     },
     /// The transaction's status does not allow the action (409).
     Refused(GlobalStatus),
+    /// A second-phase pass holds the transaction's lease until this instant (force-stop: 409,
+    /// to be tried again once the pass has ended).
+    Leased(DateTime<Utc>),
     /// No such gid (404).
     Unknown,
 }
@@ -1004,12 +1007,12 @@ pub fn retry_now(conn: &mut PgConnection, gid: &str) -> QueryResult<AdminOutcome
 
 /// Operator's "force stop" (DTM's admin `forceStop`): an unfinished transaction (`prepared`,
 /// `submitted`, `aborting`) moves straight to `failed`, **without calling any Confirm or
-/// Cancel**. Its pending branch ops stay as they are (`prepared`, never called), its lease is
-/// dropped, and the rollback reason records the stop and the status it interrupted. A pass
-/// running at that instant still sends the calls it has left (milliseconds of work: a pass
-/// renews its lease only before a call the lease cannot cover), records them, and then loses
-/// the compare-and-set of the final status, so the transaction stays `failed`. A final
-/// transaction is refused.
+/// Cancel**. Its pending branch ops stay as they are (`prepared`, never called), and the
+/// rollback reason records the stop and the status it interrupted. A final transaction is
+/// refused, and so is one whose second phase is running ([`AdminOutcome::Leased`]: a live
+/// lease): a pass sends all its calls before it records them, so it could not be stopped
+/// half-way; the operator tries again once the pass has ended (a failing branch releases the
+/// lease until its retry is due).
 ///
 /// DANGER: whatever the Trys reserved (frozen funds, holds, stock reservations) stays held in
 /// the RMs until someone releases it by hand; a half-confirmed transaction stays half applied.
@@ -1023,10 +1026,23 @@ pub fn force_stop(conn: &mut PgConnection, gid: &str) -> QueryResult<AdminOutcom
         if from.is_final() {
             return Ok(AdminOutcome::Refused(from));
         }
-        let previous: Option<String> = g::trans_global
+        let (previous, lease_expire, leased): (
+            Option<String>,
+            Option<DateTime<Utc>>,
+            Option<bool>,
+        ) = g::trans_global
             .filter(g::gid.eq(gid))
-            .select(g::rollback_reason)
+            .select((
+                g::rollback_reason,
+                g::lease_expire,
+                g::lease_expire.gt(diesel::dsl::now).nullable(),
+            ))
             .first(conn)?;
+        // A pass records its calls only when it ends (crate::engine): stopping the transaction
+        // under a live lease would not stop the calls that pass has left to send.
+        if let (Some(until), Some(true)) = (lease_expire, leased) {
+            return Ok(AdminOutcome::Leased(until));
+        }
         let stop = format!("force-stopped by an operator (was {from})");
         let reason = match previous.filter(|r| !r.is_empty()) {
             Some(previous) => format!("{previous}; then {stop}"),

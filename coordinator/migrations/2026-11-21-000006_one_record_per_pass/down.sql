@@ -50,4 +50,5 @@ END $$;
 
 COMMENT ON FUNCTION tcc_record_success IS 'Second phase: a successful call recorded, then the next call leased or the final status written, in one commit.';
 
-COMMENT ON COLUMN trans_event.create_time IS 'When the event was recorded (clock_timestamp(): distinct within one database transaction).';
+COMMENT ON COLUMN trans_event.create_time IS
+    'When the event was recorded (clock_timestamp(): distinct within one database transaction). A Try report carried by a later call is recorded when that call arrives; its latency_ms is the Try''s own.';

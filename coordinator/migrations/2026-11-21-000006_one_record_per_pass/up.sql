@@ -80,6 +80,8 @@ BEGIN
              c.called_ms_ago))
             AS e(k, kind, outcome, http_status, latency_ms, attempt, detail, ms_ago)
         WHERE e.ms_ago IS NOT NULL
+        -- The ids (the log's order) follow this order: the id default is evaluated as the sorted
+        -- rows come out, as for the Try reports in tcc_record_try_reports.
         ORDER BY c.n, e.k
     )
     SELECT coalesce(array_agg(coalesce(upd.attempts, 0) ORDER BY c.n), '{}')
@@ -119,4 +121,4 @@ COMMENT ON FUNCTION tcc_record_calls IS 'Second phase: every call of a pass reco
 DROP FUNCTION tcc_record_success;
 
 COMMENT ON COLUMN trans_event.create_time IS
-    'When it happened: when it was recorded (clock_timestamp()), or, for the calls a pass records after the fact, when the call was sent (branch_calling) or answered (branch_called).';
+    'When it happened: when the event was recorded (clock_timestamp(): distinct within one database transaction), except for the calls a pass records when it ends, dated when the call was sent (branch_calling) or answered (branch_called). A Try report carried by a later call is recorded when that call arrives; its latency_ms is the Try''s own.';

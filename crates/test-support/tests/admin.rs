@@ -353,6 +353,44 @@ async fn retry_now_makes_a_backed_off_confirm_due_at_once_and_the_transaction_fi
 }
 
 #[tokio::test]
+async fn force_stop_is_refused_while_a_pass_holds_the_lease_and_changes_nothing() {
+    let sys = spawn_system().await;
+    // Answered at submit; the pass submit claimed then waits 2 s in TransIn's Confirm. A pass
+    // records its calls only when it ends, so a stop now could not stop them.
+    let gid = fire(
+        &sys,
+        "/api/fireTcc?trans_in_confirm=delay:2000&wait_result=false",
+        200,
+    )
+    .await;
+    let (status, body) = admin_post(&sys.http, &sys.coordinator, &gid, "force-stop", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("has a second-phase pass running (lease held until"),
+        "{body}"
+    );
+
+    // The pass finishes as if nothing had been asked.
+    let detail = wait_detail(&sys, &gid, Duration::from_secs(15), |d| {
+        d["transaction"]["status"] == "succeed"
+    })
+    .await;
+    assert!(
+        detail["transaction"]["rollback_reason"].is_null(),
+        "{detail:#}"
+    );
+    let account = sys.account(&sys.trans_in, 1).await;
+    assert_eq!(account["pending_in"], 0, "{account}");
+}
+
+#[tokio::test]
 async fn force_stop_fails_an_unfinished_transaction_without_calling_its_branches() {
     let sys = spawn_system().await;
     let gid = fire(
