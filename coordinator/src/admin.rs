@@ -453,7 +453,9 @@ async fn run_action(
                 action.name()
             );
             return Err(CoordinatorError::Conflict(format!(
-                "global transaction {gid} has a second-phase pass running (lease held until {});                  a pass sends all its calls before it records them, so force-stop it once the pass                  has ended",
+                "global transaction {gid} has a second-phase pass running (lease held until {}); \
+                 a pass sends all its calls before it records them, so force-stop it once the \
+                 pass has ended",
                 until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             )));
         }
