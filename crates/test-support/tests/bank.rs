@@ -7,7 +7,7 @@ use bank::Role;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use test_support::rm::{assert_error, assert_failure, assert_success, Rm};
-use test_support::spawn::{spawn_bank, spawn_bank_with, TEST_SEED_BALANCE};
+use test_support::spawn::{join_in_turns, spawn_bank, spawn_bank_with, TEST_SEED_BALANCE};
 use test_support::TestDb;
 
 const SEED: i64 = TEST_SEED_BALANCE;
@@ -234,12 +234,7 @@ async fn race_try_and_cancel(bank: &Bank, service: &str, rounds: usize) {
         let body = transfer(1, 10);
         let try_ = bank.call(&try_name, &gid, "try", &body);
         let cancel = bank.call(&cancel_name, &gid, "cancel", &body);
-        let (a, b) = if i % 2 == 0 {
-            tokio::join!(try_, cancel)
-        } else {
-            let (b, a) = tokio::join!(cancel, try_);
-            (a, b)
-        };
+        let (a, b) = join_in_turns(i, try_, cancel).await;
         assert_success(&a);
         assert_success(&b);
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 use tcc::client::{BranchError, TccClient, TransOptions};
 use test_support::spawn::{
-    ops, spawn_coordinator, spawn_coordinator_with, spawn_system, tcc_transfer, wait_for_record,
-    wait_for_status,
+    all_succeeded, ops, spawn_coordinator, spawn_coordinator_with, spawn_system, tcc_transfer,
+    wait_for_record, wait_for_status,
 };
 
 const SEED_BALANCE: i64 = 1_000_000;
@@ -304,12 +304,7 @@ async fn without_wait_result_an_abort_answers_aborting_at_once_and_the_rollback_
     let record = sys
         .wait_for_status(gid, "failed", Duration::from_secs(10))
         .await;
-    assert!(
-        ops(&record, "cancel")
-            .iter()
-            .all(|b| b["status"] == "succeed"),
-        "{record:#}"
-    );
+    assert!(all_succeeded(&record, "cancel"), "{record:#}");
     assert_eq!(sys.balances(&sys.trans_out, 1).await, (SEED_BALANCE, 0));
     assert_eq!(sys.balances(&sys.trans_in, 1).await, (SEED_BALANCE, 0));
 }

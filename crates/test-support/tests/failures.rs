@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tcc::client::{TccClient, TransOptions};
 use test_support::process::{spawn_processes, wait_for_log, ProcessSystem};
-use test_support::spawn::{get_json, ops, tcc_transfer, wait_for_record};
+use test_support::spawn::{all_succeeded, get_json, ops, tcc_transfer, wait_for_record};
 
 const BALANCE: i64 = 1_000_000;
 
@@ -59,12 +59,7 @@ async fn delayed_try_is_cancelled_then_hangs(fault: &str, bank_is_trans_out: boo
     let record = sys
         .wait_for_status(gid, "failed", Duration::from_secs(1))
         .await;
-    assert!(
-        ops(&record, "cancel")
-            .iter()
-            .all(|b| b["status"] == "succeed"),
-        "{record:#}"
-    );
+    assert!(all_succeeded(&record, "cancel"), "{record:#}");
 }
 
 #[tokio::test]
@@ -136,10 +131,7 @@ async fn kill_the_coordinator_mid_call(
     let record = sys
         .wait_for_status(&gid, end, Duration::from_secs(20))
         .await;
-    assert!(
-        ops(&record, op).iter().all(|b| b["status"] == "succeed"),
-        "{record:#}"
-    );
+    assert!(all_succeeded(&record, op), "{record:#}");
     sys
 }
 

@@ -5,7 +5,7 @@
 
 use diesel::prelude::*;
 use serde_json::{json, Value};
-use test_support::spawn::{answer, ops, spawn_system, System};
+use test_support::spawn::{all_succeeded, answer, ops, spawn_system, System};
 
 const SEED_BALANCE: i64 = 1_000_000;
 
@@ -83,12 +83,7 @@ async fn fire_tcc_nested_moves_the_money_through_child_branch_0201() {
         ["01", "02", "0201"],
         "{record:#}"
     );
-    assert!(
-        ops(&record, "confirm")
-            .iter()
-            .all(|b| b["status"] == "succeed"),
-        "{record:#}"
-    );
+    assert!(all_succeeded(&record, "confirm"), "{record:#}");
     assert!(
         ops(&record, "cancel").iter().all(|b| b["attempts"] == 0),
         "{record:#}"
@@ -142,12 +137,7 @@ async fn fire_tcc_nested_with_the_childs_try_refused_cancels_0201_02_and_01() {
         ["0201", "02", "01"],
         "{record:#}"
     );
-    assert!(
-        ops(&record, "cancel")
-            .iter()
-            .all(|b| b["status"] == "succeed"),
-        "{record:#}"
-    );
+    assert!(all_succeeded(&record, "cancel"), "{record:#}");
     assert!(
         ops(&record, "confirm").iter().all(|b| b["attempts"] == 0),
         "{record:#}"

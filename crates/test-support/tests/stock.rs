@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use test_support::rm::{assert_failure, assert_success, Rm};
-use test_support::spawn::{spawn_stock, spawn_stock_with, TEST_SEED_PRODUCTS};
+use test_support::spawn::{join_in_turns, spawn_stock, spawn_stock_with, TEST_SEED_PRODUCTS};
 use test_support::TestDb;
 
 const STOCK: i64 = 1_000_000;
@@ -165,13 +165,8 @@ async fn a_try_racing_its_cancel_leaves_no_reservation_whichever_wins() {
         let body = reserve(1, 3);
         let try_ = stock.call("StockTry", &gid, "try", &body);
         let cancel = stock.call("StockCancel", &gid, "cancel", &body);
-        // Alternate which request is sent first, so that both orders reach the barrier.
-        let (a, b) = if i % 2 == 0 {
-            tokio::join!(try_, cancel)
-        } else {
-            let (b, a) = tokio::join!(cancel, try_);
-            (a, b)
-        };
+        // Both orders reach the barrier over the rounds.
+        let (a, b) = join_in_turns(i, try_, cancel).await;
         assert_success(&a);
         assert_success(&b);
     }

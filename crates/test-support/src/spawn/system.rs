@@ -253,6 +253,26 @@ pub fn ops<'a>(record: &'a Value, op: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Whether every branch op of a query answer with `op` (`confirm` or `cancel`) has succeeded.
+pub fn all_succeeded(record: &Value, op: &str) -> bool {
+    ops(record, op).iter().all(|b| b["status"] == "succeed")
+}
+
+/// Runs `a` and `b` concurrently, polling `a` first on even `round`s and `b` first on odd ones,
+/// so that a loop of rounds sends both requests in both orders; answers `(a, b)`.
+pub async fn join_in_turns<A: std::future::Future, B: std::future::Future>(
+    round: usize,
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    if round.is_multiple_of(2) {
+        tokio::join!(a, b)
+    } else {
+        let (b, a) = tokio::join!(b, a);
+        (a, b)
+    }
+}
+
 /// Runs one TCC transfer of 30 from account 1 of bank A to account 1 of bank B through
 /// `client` (whichever coordinator it points at), with `trans_in_faults` (a `fault` object, or
 /// `null`) in the TransIn branch's data. `trans_out_api` and `trans_in_api` are the banks'
