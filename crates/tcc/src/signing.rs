@@ -1,11 +1,20 @@
-//! Signed branch calls: who may call an RM's Confirm and Cancel.
+//! Authenticated branch calls: who may call an RM's Try, Confirm and Cancel.
 //!
-//! The Confirm and Cancel endpoints of an RM move money and stock on the word of whoever calls
-//! them, so an RM that can be reached by anyone else than its TM must check that the call comes
-//! from the TM. The TM and every RM share one secret (`BRANCH_SIGNING_SECRET`); the TM signs
-//! each Confirm/Cancel call with an HMAC-SHA256 of the request, and the RM recomputes it.
+//! The branch endpoints of an RM freeze, move and release money and stock on the word of whoever
+//! calls them, so an RM that can be reached by anyone else than its AP and TM must check who is
+//! calling. The TM, every RM and the AP share one secret (`BRANCH_SIGNING_SECRET`), used two
+//! ways:
 //!
-//! # The scheme (version `v1`)
+//! * the **request signature**: the TM signs each Confirm/Cancel call with an HMAC-SHA256 of the
+//!   request ([`sign`]), and the RM recomputes it ([`verify`]). Only this workspace's coordinator
+//!   signs;
+//! * the **gid token** ([`gid_token`]): an HMAC of the gid alone, which the AP computes at
+//!   `prepare` and puts into the global transaction's `branch_headers` under
+//!   [`GID_TOKEN_HEADER`]. The AP sends it with its Try calls, and a DTM-compatible TM forwards
+//!   `branch_headers` with every Confirm and Cancel, so it also authorizes the second phase behind
+//!   a TM that cannot sign. It authorizes the branch calls of that one gid, and nothing else.
+//!
+//! # The request signature (version `v1`)
 //!
 //! Two headers go with each signed request:
 //!
@@ -39,16 +48,26 @@
 //! constant time (`hmac`'s `verify_slice`). Within the skew window a replayed call is possible,
 //! and harmless: Confirm and Cancel are idempotent behind the sub-transaction barrier.
 //!
-//! # What is signed, what is not
+//! # The gid token (version `v1`)
 //!
-//! Only the TM's Confirm and Cancel calls are signed. Try calls come from the AP (which does not
-//! hold the TM's secret, and DTM clients send unsigned Trys), so an RM checks signatures on its
-//! Confirm and Cancel endpoints only. A Try reserves; it never moves anything by itself, and what
-//! it reserves is released by the TM's timeout.
+//! [`GID_TOKEN_HEADER`] `X-Tcc-Gid-Token: v1=<hex>`, the lowercase hex HMAC-SHA256, keyed with the
+//! secret, of `tcc-gid-token\n<gid>` (the prefix keeps a token from ever equalling a request
+//! signature). It does not expire and covers no request: whoever holds it may call any branch op
+//! of that gid. That is as much as a TM needs, and a branch op of a gid is only ever applied once
+//! (the barrier), so what the token exposes is bounded by what that one global transaction
+//! reserved. It must not be shown to whoever may not call the RMs: a TM that stores
+//! `branch_headers` should not print it in its query answers.
 //!
-//! With no secret configured the services accept unsigned calls and log a warning at start
-//! (demo mode). Note that a DTM server does not sign: an RM with a secret works with this
-//! workspace's coordinator only.
+//! # Who checks what (the RM's side, `service_kit::branch`)
+//!
+//! * Confirm and Cancel: accepted with a valid request signature or a valid gid token for the
+//!   query's gid ([`verify_gid_token`]); otherwise 401.
+//! * Try: accepted with a valid gid token for its gid; a Try without one (a DTM client calls Try
+//!   itself, without this workspace's headers) only when the RM's coordinator reports the gid
+//!   `prepared` with this branch registered (DTM's order is register-then-Try).
+//!
+//! With no secret configured the services accept unsigned Confirm and Cancel calls and log a
+//! warning at start (demo mode); every Try then goes through the coordinator check.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -66,6 +85,10 @@ pub const VERSION: &str = "v1";
 pub const DEFAULT_MAX_SKEW_SECS: u64 = 300;
 /// The environment variable the binaries of this workspace read the secret from.
 pub const SECRET_ENV: &str = "BRANCH_SIGNING_SECRET";
+/// The header carrying the gid token: `v1=<lowercase hex HMAC-SHA256>` ([`gid_token`]).
+pub const GID_TOKEN_HEADER: &str = "X-Tcc-Gid-Token";
+/// What the gid token's MAC covers before the gid (see the module docs).
+const GID_TOKEN_CONTEXT: &str = "tcc-gid-token\n";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -220,6 +243,48 @@ pub fn verify(
         .map_err(|_| SignatureError::Bad("the MAC does not match this request"))
 }
 
+/// The gid token of `gid` (see the module docs): `v1=<lowercase hex HMAC-SHA256(secret,
+/// "tcc-gid-token\n" + gid)>`, the value of [`GID_TOKEN_HEADER`]. 67 characters.
+pub fn gid_token(secret: &SigningSecret, gid: &str) -> String {
+    let mut mac = secret.mac();
+    mac.update(GID_TOKEN_CONTEXT.as_bytes());
+    mac.update(gid.as_bytes());
+    format!("{VERSION}={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Why a gid token was refused: answered `401 bad_gid_token`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {GID_TOKEN_HEADER} header is not this gid's token: {0}")]
+pub struct GidTokenError(pub &'static str);
+
+impl GidTokenError {
+    /// The `error` code of the 401 body: `bad_gid_token`.
+    pub fn code(&self) -> &'static str {
+        "bad_gid_token"
+    }
+}
+
+/// Checks that `token` (the value of [`GID_TOKEN_HEADER`]) is [`gid_token`]`(secret, gid)`,
+/// comparing the MAC in constant time. Errors: not `v1=<hex>`, or not this gid's token under this
+/// secret (another gid's, another secret's, or made up).
+pub fn verify_gid_token(
+    secret: &SigningSecret,
+    gid: &str,
+    token: &str,
+) -> Result<(), GidTokenError> {
+    let hex_mac = token
+        .trim()
+        .strip_prefix(VERSION)
+        .and_then(|rest| rest.strip_prefix('='))
+        .ok_or(GidTokenError("the token is not v1=<hex>"))?;
+    let expected = hex::decode(hex_mac).map_err(|_| GidTokenError("the token is not hex"))?;
+    let mut mac = secret.mac();
+    mac.update(GID_TOKEN_CONTEXT.as_bytes());
+    mac.update(gid.as_bytes());
+    mac.verify_slice(&expected)
+        .map_err(|_| GidTokenError("the MAC does not match this gid"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,5 +432,33 @@ mod tests {
     #[test]
     fn the_secret_is_not_printed() {
         assert_eq!(format!("{:?}", secret()), "SigningSecret(<redacted>)");
+    }
+
+    #[test]
+    fn a_gid_token_verifies_for_its_gid_only() {
+        let token = gid_token(&secret(), "g1");
+        assert!(token.starts_with("v1=") && token.len() == 3 + 64, "{token}");
+        assert_eq!(verify_gid_token(&secret(), "g1", &token), Ok(()));
+        let code = |r: Result<(), GidTokenError>| r.map_err(|e| e.code());
+        assert_eq!(
+            code(verify_gid_token(&secret(), "g2", &token)),
+            Err("bad_gid_token")
+        );
+        let foreign = gid_token(&SigningSecret::new("other"), "g1");
+        assert!(verify_gid_token(&secret(), "g1", &foreign).is_err());
+        for bad in ["", "v1=", "v1=zz", "v2=00", &token[3..], "v1=00"] {
+            assert!(verify_gid_token(&secret(), "g1", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_gid_token_is_the_documented_hmac() {
+        let mut mac = secret().mac();
+        mac.update(b"tcc-gid-token\ng1");
+        let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(gid_token(&secret(), "g1"), expected);
+        // Never a request signature: another message is MACed.
+        let (_, signature) = sign(&secret(), "POST", "/p?gid=g1", b"", NOW);
+        assert_ne!(gid_token(&secret(), "g1"), signature);
     }
 }
