@@ -65,6 +65,7 @@ use crate::protocol::{
     BranchIdGenerator, BranchOutcome, BranchQuery, GlobalStatus, Op, ProtocolError, TransType,
     FAILURE,
 };
+use crate::signing::{gid_token, SigningSecret, GID_TOKEN_HEADER};
 
 /// Options of one global transaction, sent with `prepare` under DTM's JSON names
 /// (`dtmimp.TransOptions`). Unset options take the coordinator's defaults.
@@ -189,6 +190,8 @@ pub struct TccClient {
     /// Whether Trys are reported to this coordinator (see the module docs); shared by clones, and
     /// turned off for good when the coordinator does not know `reportTry`.
     try_reports: Arc<AtomicBool>,
+    /// The shared secret the gid tokens are made with ([`TccClient::with_gid_tokens`]).
+    gid_tokens: Option<SigningSecret>,
 }
 
 #[derive(Deserialize)]
@@ -219,7 +222,34 @@ impl TccClient {
             http,
             dtm: Arc::from(dtm.as_ref().trim_end_matches('/')),
             try_reports: Arc::new(AtomicBool::new(true)),
+            gid_tokens: None,
         }
+    }
+
+    /// This client with the RMs' shared secret (`BRANCH_SIGNING_SECRET`): every global
+    /// transaction it prepares carries the gid's token ([`crate::signing::gid_token`]) in its
+    /// `branch_headers` under [`GID_TOKEN_HEADER`], so that its Try calls, and the TM's Confirm
+    /// and Cancel calls (a DTM-compatible TM forwards `branch_headers`), are authorized by RMs
+    /// holding the same secret. A handle from [`TccClient::tcc_from_query`] sends the token with
+    /// its child Trys too. `None` sends no token (RMs then check each Try with their
+    /// coordinator).
+    pub fn with_gid_tokens(self, secret: Option<SigningSecret>) -> Self {
+        TccClient {
+            gid_tokens: secret,
+            ..self
+        }
+    }
+
+    /// The `branch_headers` of a global transaction `gid` started with `options`: the caller's,
+    /// plus the gid token when this client has a secret (it replaces a caller's value of that
+    /// header: only the token for `gid` can authorize its branches).
+    fn branch_headers(&self, gid: &str, options: &TransOptions) -> BTreeMap<String, String> {
+        let mut headers = options.branch_headers.clone();
+        if let Some(secret) = &self.gid_tokens {
+            headers.retain(|name, _| !name.eq_ignore_ascii_case(GID_TOKEN_HEADER));
+            headers.insert(GID_TOKEN_HEADER.to_owned(), gid_token(secret, gid));
+        }
+        headers
     }
 
     /// This client without Try reports: [`Tcc::call_branch`] sends no `reportTry`, and the
@@ -326,11 +356,17 @@ impl TccClient {
             }
             _ => self.clone(),
         };
+        // The outer AP's options are not part of the Try request; the gid token is computed
+        // again from the secret, for the child Trys.
+        let options = TransOptions {
+            branch_headers: self.branch_headers(&query.gid, &TransOptions::default()),
+            ..TransOptions::default()
+        };
         Ok(Tcc {
             inner: Arc::new(TccInner {
                 client,
                 gid: query.gid.clone(),
-                options: TransOptions::default(),
+                options,
                 ids: Mutex::new(BranchIdGenerator::new(query.branch_id.clone())),
                 carried_reports: None,
             }),
@@ -355,6 +391,10 @@ impl TccClient {
         E: Display,
     {
         crate::protocol::validate_gid(gid)?;
+        let options = TransOptions {
+            branch_headers: self.branch_headers(gid, &options),
+            ..options
+        };
         let mut prepare = serde_json::to_value(&options).expect("options serialize");
         prepare["gid"] = gid.into();
         prepare["trans_type"] = TransType::Tcc.as_str().into();
@@ -806,6 +846,36 @@ mod tests {
             .tcc_from_query(&try_query("0201", Some("http://tm:36789/api/dtmsvr")))
             .unwrap();
         assert_eq!(next_id(&deeper), "020101");
+    }
+
+    #[test]
+    fn a_client_with_a_secret_puts_the_gid_token_into_the_branch_headers() {
+        let secret = SigningSecret::new("s");
+        let options = TransOptions {
+            branch_headers: BTreeMap::from([
+                ("x-tcc-gid-token".to_owned(), "v1=forged".to_owned()),
+                ("X-Trace".to_owned(), "t1".to_owned()),
+            ]),
+            ..TransOptions::default()
+        };
+        let plain = TccClient::new("http://own:36789/api/dtmsvr");
+        assert_eq!(
+            plain.branch_headers("g1", &options),
+            options.branch_headers
+        );
+        let signed = plain.with_gid_tokens(Some(secret.clone()));
+        assert_eq!(
+            signed.branch_headers("g1", &options),
+            BTreeMap::from([
+                (GID_TOKEN_HEADER.to_owned(), gid_token(&secret, "g1")),
+                ("X-Trace".to_owned(), "t1".to_owned()),
+            ])
+        );
+        let nested = signed.tcc_from_query(&try_query("02", None)).unwrap();
+        assert_eq!(
+            nested.inner.options.branch_headers[GID_TOKEN_HEADER],
+            gid_token(&secret, "g-nested")
+        );
     }
 
     #[test]
