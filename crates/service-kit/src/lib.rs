@@ -11,6 +11,10 @@
 //! * [`branch`]: the flow every RM branch endpoint shares: op check, fault injection, the
 //!   sub-transaction barrier around the business code, the SUCCESS/FAILURE/ONGOING answer; the
 //!   routes of the three branch endpoints, and the HTTP mapping of the RMs' errors.
+//! * [`coordinator_check`]: what the RM's coordinator (`DTM_URL`) says about a gid: the check of
+//!   a Try that carries no gid token, and the verdicts of the reconciliation.
+//! * [`reconcile`]: finds and releases the tentative reservations no global transaction will
+//!   ever settle (the RMs' `reconcile` subcommand).
 //! * [`startup`]: how an RM starts (pool, migrations and seed data off the runtime, bind, common
 //!   app data, health, JSON 404), so that an RM only brings its seed data and routes; and the
 //!   common app data every binary with JSON endpoints registers.
@@ -30,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod branch;
+pub mod coordinator_check;
 pub mod db;
 pub mod fault;
 pub mod http;
@@ -37,6 +42,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+pub mod reconcile;
 pub mod retention;
 pub mod settings;
 pub mod startup;

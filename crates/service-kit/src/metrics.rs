@@ -155,11 +155,17 @@ pub enum RequestOutcome {
     /// `bad_request`: any other 4xx: malformed query or body, wrong op for the endpoint, value
     /// out of range, a fault while fault injection is off.
     BadRequest,
-    /// `unauthorized`: a Confirm or Cancel refused with 401 because its signature was missing,
-    /// stale or wrong ([`crate::branch::BranchSigning`]); nothing was read or done. Never counted
-    /// under `op="try"`. A rising count means a caller other than the coordinator, or a
-    /// coordinator with another `BRANCH_SIGNING_SECRET`.
+    /// `unauthorized`: a call refused with 401 ([`crate::branch::BranchSigning`]): a Confirm or
+    /// Cancel with neither a valid signature nor the gid token of its gid, or a Try with a wrong
+    /// gid token; nothing was done. A rising count means a caller other than the AP and the
+    /// coordinator, or one with another `BRANCH_SIGNING_SECRET`.
     Unauthorized,
+    /// `not_registered`: a Try without a gid token refused with 403 because the coordinator does
+    /// not report its gid `prepared` with this branch registered
+    /// ([`crate::coordinator_check::try_verdict`]); nothing was written or frozen. Only ever
+    /// counted under `op="try"`. A rising count means callers that are not APs, or an AP that
+    /// calls Try before registering the branch.
+    NotRegistered,
     /// `rate_limited`: a Try refused with 429 because its client address used up its quota
     /// ([`crate::rate_limit`]); nothing was read or done. Only ever counted under `op="try"`.
     RateLimited,
@@ -167,7 +173,7 @@ pub enum RequestOutcome {
 
 impl RequestOutcome {
     /// Every outcome, in the order of the docs.
-    pub const ALL: [RequestOutcome; 10] = [
+    pub const ALL: [RequestOutcome; 11] = [
         RequestOutcome::Applied,
         RequestOutcome::EmptyCompensation,
         RequestOutcome::Duplicate,
@@ -177,11 +183,12 @@ impl RequestOutcome {
         RequestOutcome::Error,
         RequestOutcome::BadRequest,
         RequestOutcome::Unauthorized,
+        RequestOutcome::NotRegistered,
         RequestOutcome::RateLimited,
     ];
 
     /// The label value: `applied`, `empty_compensation`, `duplicate`, `hanging`, `refused`,
-    /// `ongoing`, `error`, `bad_request`, `unauthorized`, `rate_limited`.
+    /// `ongoing`, `error`, `bad_request`, `unauthorized`, `not_registered`, `rate_limited`.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestOutcome::Applied => "applied",
@@ -193,6 +200,7 @@ impl RequestOutcome {
             RequestOutcome::Error => "error",
             RequestOutcome::BadRequest => "bad_request",
             RequestOutcome::Unauthorized => "unauthorized",
+            RequestOutcome::NotRegistered => "not_registered",
             RequestOutcome::RateLimited => "rate_limited",
         }
     }
@@ -208,11 +216,13 @@ impl RequestOutcome {
         }
     }
 
-    /// The outcome of an error answer with `status`: 401 `unauthorized`, 409 `refused`, 425
+    /// The outcome of an error answer with `status`: 401 `unauthorized`, 403 `not_registered`
+    /// (only the Try gate answers 403), 409 `refused`, 425
     /// `ongoing`, 429 `rate_limited`, 5xx `error`, any other status `bad_request`.
     pub fn of_error_status(status: actix_web::http::StatusCode) -> RequestOutcome {
         match status.as_u16() {
             401 => RequestOutcome::Unauthorized,
+            403 => RequestOutcome::NotRegistered,
             409 => RequestOutcome::Refused,
             425 => RequestOutcome::Ongoing,
             429 => RequestOutcome::RateLimited,
@@ -274,8 +284,8 @@ impl RmMetrics {
             "Branch requests (Try, Confirm, Cancel) answered by this RM, by the op the endpoint \
              serves and by outcome: applied, empty_compensation, duplicate, hanging (the \
              sub-transaction barrier's decisions), refused (409 FAILURE), ongoing (425), error \
-             (5xx), bad_request (other 4xx), unauthorized (401: a Confirm/Cancel without a \
-             valid signature), rate_limited (429: a Try over its client \
+             (5xx), bad_request (other 4xx), unauthorized (401: no valid signature or gid \
+             token), not_registered (403: a Try the coordinator does not know of), rate_limited (429: a Try over its client \
              address's quota).",
             &["op", "outcome"],
         );
@@ -370,6 +380,7 @@ mod tests {
         assert_eq!(of(503), RequestOutcome::Error);
         assert_eq!(of(400), RequestOutcome::BadRequest);
         assert_eq!(of(401), RequestOutcome::Unauthorized);
+        assert_eq!(of(403), RequestOutcome::NotRegistered);
         assert_eq!(of(413), RequestOutcome::BadRequest);
         assert_eq!(of(429), RequestOutcome::RateLimited);
     }

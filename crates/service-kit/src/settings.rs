@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tcc::signing::SigningSecret;
 
+use crate::coordinator_check::{TryVerification, DEFAULT_DTM_URL};
 use crate::rate_limit::TryRateLimit;
 use crate::retention::BarrierRetention;
 
@@ -49,6 +50,25 @@ pub fn env_string(name: &str, default: &str) -> String {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| default.to_owned())
+}
+
+/// The URL in `name` (or `default`), without its trailing `/`; an error unless it is an absolute
+/// `http://` or `https://` URL.
+pub fn env_http_url(name: &str, default: &str) -> Result<String, SettingsError> {
+    let value = env_string(name, default);
+    let error = |message: String| SettingsError {
+        name: name.into(),
+        value: value.clone(),
+        message,
+    };
+    let url = reqwest::Url::parse(&value).map_err(|e| error(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(error(format!(
+            "expected an http:// or https:// URL, not {:?}",
+            url.scheme()
+        )));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 /// A boolean flag: `on/off`, `true/false`, `1/0`, `yes/no`; `default` when unset.
@@ -97,7 +117,20 @@ pub struct RmCommonSettings {
     /// with 401 and nothing is done. Try calls (from the AP) are never checked. Env
     /// `BRANCH_SIGNING_SECRET` (read by [`SigningSecret::from_env`]); unset or empty: unsigned
     /// calls accepted, with a warning at start (demo mode). Its `Debug` does not print it.
+    ///
+    /// The same secret checks gid tokens ([`tcc::signing::gid_token`], header
+    /// `X-Tcc-Gid-Token`, made by the AP): a Try, Confirm or Cancel carrying the valid token of its
+    /// gid is accepted; a Try with a wrong one is refused with 401 `bad_gid_token`.
     pub branch_signing_secret: Option<SigningSecret>,
+    /// The coordinator this RM trusts: a Try without a gid token is accepted only when this
+    /// coordinator's `query` reports the gid `prepared` with the branch registered
+    /// ([`crate::coordinator_check`]), and the `reconcile` subcommand asks it about tentative
+    /// rows. Env `DTM_URL` (its `/api/dtmsvr` base), default `http://127.0.0.1:36789/api/dtmsvr`.
+    pub dtm_url: String,
+    /// Whether a Try without a gid token is checked with the coordinator. Env `TRY_VERIFICATION`:
+    /// `coordinator` (default) or `off`. `off` is for benchmarks of the RMs alone: anyone who
+    /// reaches the RM can then freeze funds under a gid no TM knows.
+    pub try_verification: TryVerification,
     /// How long the sub-transaction barrier rows of a settled global transaction are kept
     /// (whole seconds; the background job deletes them once the gid's newest row is older and
     /// nothing of the gid is still tentative, see [`crate::retention`]). Long, so a hanging Try
@@ -127,6 +160,8 @@ impl RmCommonSettings {
             fault_injection: true,
             baseline_endpoints: false,
             branch_signing_secret: None,
+            dtm_url: DEFAULT_DTM_URL.to_owned(),
+            try_verification: TryVerification::Coordinator,
             barrier_retention: BarrierRetention::DEFAULT_RETENTION,
             retention_batch: BarrierRetention::DEFAULT_BATCH,
             try_rate_limit: TryRateLimit::DEFAULT,
@@ -146,6 +181,8 @@ impl RmCommonSettings {
             fault_injection: env_flag("FAULT_INJECTION", d.fault_injection)?,
             baseline_endpoints: env_flag("BASELINE_ENDPOINTS", d.baseline_endpoints)?,
             branch_signing_secret: SigningSecret::from_env(),
+            dtm_url: env_http_url("DTM_URL", &d.dtm_url)?,
+            try_verification: env_or("TRY_VERIFICATION", d.try_verification)?,
             barrier_retention: Duration::from_secs(env_or(
                 "BARRIER_RETENTION_SECONDS",
                 d.barrier_retention.as_secs(),
