@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use service_kit::settings::{env_or, env_string, SettingsError};
+use tcc::signing::SigningSecret;
 
 /// Everything the AP needs to run. It has no database: its only state is the coordinator's.
 ///
@@ -48,6 +49,12 @@ pub struct Settings {
     /// floor (unsafe by design: a failed credit after the debit loses the money); `off`
     /// (default) does not. Only `scripts/bench.sh` turns it on.
     pub baseline_endpoints: bool,
+    /// `BRANCH_SIGNING_SECRET`: the secret the RMs and the coordinator share. With it, every
+    /// global transaction the AP starts carries its gid token ([`tcc::signing::gid_token`]) in
+    /// its `branch_headers`, which authorizes the AP's Try calls and the TM's Confirm and Cancel
+    /// calls at the RMs ([`tcc::client::TccClient::with_gid_tokens`]). Unset or empty: no token,
+    /// and each RM checks each Try with its coordinator instead. Its `Debug` does not print it.
+    pub branch_signing_secret: Option<SigningSecret>,
 }
 
 /// Default of `DTM_URL`.
@@ -75,13 +82,15 @@ impl Default for Settings {
             json_limit: 65_536,
             fault_injection: true,
             baseline_endpoints: false,
+            branch_signing_secret: None,
         }
     }
 }
 
 impl Settings {
     /// Reads `HOST`, `PORT`, `DTM_URL`, `TRANS_OUT_URL`, `TRANS_IN_URL`, `STOCK_URL`,
-    /// `APP_URL`, `JSON_LIMIT`, `FAULT_INJECTION` and `BASELINE_ENDPOINTS`, each with its default when unset or empty.
+    /// `APP_URL`, `JSON_LIMIT`, `FAULT_INJECTION`, `BASELINE_ENDPOINTS` and
+    /// `BRANCH_SIGNING_SECRET`, each with its default when unset or empty.
     ///
     /// Errors name the variable: a port or limit that is not a number, or a URL that is not an
     /// absolute `http(s)://` URL, stops the binary at start rather than at the first request.
@@ -104,6 +113,7 @@ impl Settings {
                 "BASELINE_ENDPOINTS",
                 defaults.baseline_endpoints,
             )?,
+            branch_signing_secret: SigningSecret::from_env(),
         })
     }
 

@@ -69,7 +69,8 @@ impl AppState {
             .build()
             .map_err(std::io::Error::other)?;
         Ok(AppState {
-            tcc: TccClient::with_http_client(http.clone(), &settings.dtm_url),
+            tcc: TccClient::with_http_client(http.clone(), &settings.dtm_url)
+                .with_gid_tokens(settings.branch_signing_secret.clone()),
             http: http.clone(),
             prices: StockPrices::new(http, &settings.stock_url),
             endpoints: Arc::new(Endpoints::from_settings(settings)),
