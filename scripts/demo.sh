@@ -27,8 +27,8 @@
 #   FROM=1 TO=1 AMOUNT=30   accounts (bank A, bank B) and amount in minor units
 #   WAIT_FINAL=30           seconds to wait for a global transaction to reach a final status
 #   LEASE_SECONDS=30        the coordinator's lease (what `replicas` waits for)
-#   ADMIN_TOKEN             the coordinator's admin token, if it has one (`confirm-failure`
-#                           uses the admin action retry-now)
+#   ADMIN_TOKEN             the coordinator's admin token (default: RUN_DIR/admin-token, as
+#                           up.sh); `confirm-failure` sends it with the admin action retry-now
 #   BRANCH_SIGNING_SECRET   the signing secret (default: RUN_DIR/signing-secret, as up.sh);
 #                           `duplicates` signs its Cancels with it, as the TM does
 set -euo pipefail
@@ -333,6 +333,16 @@ signing_secret() {
   fi
 }
 
+# The coordinator's admin token: ADMIN_TOKEN, else the one scripts/up.sh keeps in RUN_DIR;
+# nothing when neither exists (a coordinator started without one leaves its actions open).
+admin_token() {
+  if [[ -n ${ADMIN_TOKEN:-} ]]; then
+    echo "$ADMIN_TOKEN"
+  elif [[ -s $RUN_DIR/admin-token ]]; then
+    cat "$RUN_DIR/admin-token"
+  fi
+}
+
 # Lowercase hex HMAC-SHA256 of stdin keyed with $1.
 hmac_sha256_hex() {
   if command -v openssl >/dev/null 2>&1; then
@@ -577,7 +587,7 @@ show_metric() {
 }
 
 scenario_confirm_failure() {
-  local path reply gid deadline attempts=0 alert_after=${ALERT_AFTER_ATTEMPTS:-3} status auth=()
+  local path reply gid deadline attempts=0 alert_after=${ALERT_AFTER_ATTEMPTS:-3} status auth=() token
   local a_before b_before da db
   echo "=== confirm-failure: TransIn's Confirm answers 409 FAILURE on every call"
   a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
@@ -601,7 +611,8 @@ scenario_confirm_failure() {
   echo "it retries with backoff and raises an alert. Fix the RM: restart trans-in with FAULT_INJECTION=off,"
   echo "which ignores the fault the branch data carries, then ask for a retry now (admin action retry-now)."
   restart_with trans-in FAULT_INJECTION=off
-  if [[ -n ${ADMIN_TOKEN:-} ]]; then auth=(-H "Authorization: Bearer $ADMIN_TOKEN"); fi
+  token=$(admin_token)
+  if [[ -n $token ]]; then auth=(-H "Authorization: Bearer $token"); fi
   reply=$(http POST "$TM_URL/api/admin/transactions/$gid/retry-now" "" "${auth[@]}")
   echo "POST $TM_URL/api/admin/transactions/$gid/retry-now -> ${reply%% *}"
   status=$(wait_final "$gid")
@@ -660,7 +671,7 @@ scenario_replicas() {
   b_log="$b_run/coordinator.log"
   echo "starting replica-b on $b_url, same database: RUN_DIR=$b_run PORT_OFFSET=$b_offset COORDINATOR_ID=replica-b scripts/up.sh coordinator"
   RUN_DIR=$b_run PORT_OFFSET=$b_offset COORDINATOR_ID=replica-b BRANCH_SIGNING_SECRET=$secret \
-    "$SCRIPTS/up.sh" coordinator >/dev/null
+    ADMIN_TOKEN=$(admin_token) "$SCRIPTS/up.sh" coordinator >/dev/null
   a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
   b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
   path="fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false"

@@ -10,8 +10,8 @@
 # a private throwaway cluster under target/pg/ (see scripts/lib/pg.sh). Each service gets its
 # own database, created if missing: DATABASE_URL=$PG_URL/<db>.
 #
-# Files: target/run/<name>.log (appended), target/run/<name>.pid, target/run/signing-secret.
-# Ports and databases: scripts/services.txt.
+# Files: target/run/<name>.log (appended), target/run/<name>.pid, target/run/signing-secret,
+# target/run/admin-token. Ports and databases: scripts/services.txt.
 #
 # Environment:
 #   PROFILE=release|dev   cargo profile to build and run (default release)
@@ -23,6 +23,15 @@
 #                         check (docs/PROTOCOL.md, "Signed branch calls"). Default: a random one
 #                         generated once per RUN_DIR into $RUN_DIR/signing-secret (mode 600) and
 #                         reused on later runs, so restarted services keep agreeing.
+#   ADMIN_TOKEN           the bearer token the coordinator's admin actions (retry-now, force-stop)
+#                         require. Default: a random one generated once per RUN_DIR into
+#                         $RUN_DIR/admin-token (mode 600), so the actions are never open to
+#                         whoever reaches the port; read it with `cat target/run/admin-token`.
+#   DTM_URL               the coordinator the AP uses (and the RMs check Trys against), e.g.
+#                         another DTM-compatible server such as dtmrs or DTM itself. Default: the
+#                         bundled coordinator, http://127.0.0.1:36789/api/dtmsvr (+ PORT_OFFSET).
+#                         When it names another server, the bundled coordinator is not started
+#                         (and not built): nothing would use it.
 # Any other variable a service reads (CRON_INTERVAL_MS, FAULT_INJECTION, SEED_ACCOUNTS, ...)
 # is passed through from the caller's environment.
 set -euo pipefail
@@ -46,6 +55,23 @@ svc_load
 svc_select "$@"
 mkdir -p "$RUN_DIR"
 
+url_of() { echo "http://127.0.0.1:$(svc_port "$1")"; }
+
+# The coordinator of the AP and the RMs: the caller's DTM_URL, else the bundled one. A DTM_URL
+# naming another server (dtmrs, DTM) means the bundled coordinator would serve nobody: it is
+# left out. The comparison ignores a trailing slash and reads localhost as 127.0.0.1.
+bundled_dtm_url="$(url_of coordinator)/api/dtmsvr"
+DTM_URL="${DTM_URL:-$bundled_dtm_url}"
+DTM_URL="${DTM_URL%/}"
+same_url() { [[ ${1/:\/\/localhost:/://127.0.0.1:} == "${2/:\/\/localhost:/://127.0.0.1:}" ]]; }
+if ! same_url "$DTM_URL" "$bundled_dtm_url" && [[ " ${SELECTED[*]} " == *" coordinator "* ]]; then
+  echo "coordinator: not started (DTM_URL=$DTM_URL names another coordinator)"
+  kept=()
+  for name in "${SELECTED[@]}"; do [[ $name == coordinator ]] || kept+=("$name"); done
+  SELECTED=("${kept[@]+"${kept[@]}"}")
+  if [[ ${#SELECTED[@]} -eq 0 ]]; then exit 0; fi
+fi
+
 # Postgres first: without it there is no point in building.
 pg_ensure
 if [[ $PG_STARTED_HERE == 1 ]]; then
@@ -68,8 +94,6 @@ if [[ ${#databases[@]} -gt 0 ]]; then
   pg_create_databases "${databases[@]}"
 fi
 
-url_of() { echo "http://127.0.0.1:$(svc_port "$1")"; }
-
 # One secret shared by the coordinator and the RMs: the caller's, else this RUN_DIR's (created
 # on first use: 32 random bytes, hex).
 if [[ -z ${BRANCH_SIGNING_SECRET:-} ]]; then
@@ -78,6 +102,18 @@ if [[ -z ${BRANCH_SIGNING_SECRET:-} ]]; then
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$secret_file")
   fi
   BRANCH_SIGNING_SECRET=$(<"$secret_file")
+fi
+
+# The coordinator's admin token: the caller's, else this RUN_DIR's (created on first use, like
+# the secret). Never empty: an empty ADMIN_TOKEN leaves force-stop open to anyone.
+admin_token_from="the caller's ADMIN_TOKEN"
+if [[ -z ${ADMIN_TOKEN:-} ]]; then
+  admin_token_file="$RUN_DIR/admin-token"
+  if [[ ! -s $admin_token_file ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$admin_token_file")
+  fi
+  ADMIN_TOKEN=$(<"$admin_token_file")
+  admin_token_from="cat $admin_token_file"
 fi
 
 # The environment of one service: only the variables the binaries read (see each crate's
@@ -91,8 +127,9 @@ service_env() {
   db=$(svc_db "$name")
   if [[ -n $db ]]; then echo "DATABASE_URL=$PG_URL/$db"; fi
   if [[ $name != app ]]; then echo "BRANCH_SIGNING_SECRET=$BRANCH_SIGNING_SECRET"; fi
+  if [[ $name == coordinator ]]; then echo "ADMIN_TOKEN=$ADMIN_TOKEN"; fi
   if [[ $name == app ]]; then
-    echo "DTM_URL=$(url_of coordinator)/api/dtmsvr"
+    echo "DTM_URL=$DTM_URL"
     echo "TRANS_OUT_URL=$(url_of trans-out)/api"
     echo "TRANS_IN_URL=$(url_of trans-in)/api"
     echo "STOCK_URL=$(url_of stock)/api"
@@ -114,9 +151,9 @@ for name in "${SELECTED[@]}"; do
   fi
   log=$(svc_log_file "$name")
   mapfile -t env_vars < <(service_env "$name")
-  # Logged without any password of PG_URL, nor the signing secret.
+  # Logged without any password of PG_URL, nor the signing secret, nor the admin token.
   printf '==== %s: started by scripts/up.sh with %s\n' "$(date -u +%FT%TZ)" \
-    "$(sed -E -e 's#(://[^:/@ ]+):[^@ ]*@#\1:***@#g' -e 's#(BRANCH_SIGNING_SECRET=)[^ ]*#\1***#' <<<"${env_vars[*]}")" >>"$log"
+    "$(sed -E -e 's#(://[^:/@ ]+):[^@ ]*@#\1:***@#g' -e 's#((BRANCH_SIGNING_SECRET|ADMIN_TOKEN)=)[^ ]*#\1***#g' <<<"${env_vars[*]}")" >>"$log"
   # env then the binary both exec, so $! is the service's own pid.
   nohup env "${env_vars[@]}" "$bin" >>"$log" 2>&1 </dev/null &
   echo $! >"$(svc_pid_file "$name")"
@@ -157,8 +194,15 @@ echo "up (Postgres: $PG_URL):"
 for name in "${SELECTED[@]}"; do
   printf '  %-12s %-28s pid %-8s %s\n' "$name" "$(url_of "$name")" "$(svc_pid "$name")" "$(svc_log_file "$name")"
 done
+if ! same_url "$DTM_URL" "$bundled_dtm_url"; then
+  echo "  coordinator  not started: the AP uses DTM_URL=$DTM_URL"
+fi
+if [[ " ${SELECTED[*]} " == *" coordinator "* ]]; then
+  echo
+  echo "admin actions (retry-now, force-stop) need: Authorization: Bearer <token>, token: $admin_token_from"
+fi
 if [[ " ${SELECTED[*]} " == *" app "* ]]; then
   echo
   echo "try:  curl -s $(url_of app)/api/fireTcc"
-  echo "      curl -s '$(url_of coordinator)/api/dtmsvr/query?gid=<gid>'"
+  echo "      curl -s '$DTM_URL/query?gid=<gid>'"
 fi

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared by scripts/up.sh, scripts/down.sh, scripts/dtmcli_check.sh and scripts/fuzz_api.sh:
+# Shared by scripts/up.sh, scripts/down.sh and the checks that start a private system
+# (scripts/dtmcli_check.sh, scripts/dtmrs_check.sh, scripts/fuzz_api.sh, ...):
 # the service table (scripts/services.txt), the bookkeeping of processes started by up.sh, and
 # a private copy of the whole system for a check (svc_start_private).
 #
@@ -115,7 +116,9 @@ svc_pick_port_offset() {
 # PORT_OFFSET, finds or starts Postgres, creates fresh databases, and starts the five binaries
 # (scripts/up.sh, log in $RUN_DIR/up.log). On exit everything is stopped and the databases
 # dropped (with KEEP=1 the system is left up and the command that stops it printed). Any variable
-# the services read (FAULT_INJECTION, ...) passes through from the caller's environment.
+# the services read (FAULT_INJECTION, ...) passes through from the caller's environment, except
+# DTM_URL: a private system uses its own coordinator unless the caller sets SVC_PRIVATE_DTM_URL
+# (then up.sh points the AP and the RMs at that server and does not start the coordinator).
 svc_start_private() {
   local label=$1 name db
   svc_load
@@ -133,13 +136,16 @@ svc_start_private() {
   printf '[%s] starting a private system: ports +%s, databases %s, logs in %s\n' \
     "$label" "$PORT_OFFSET" "${SVC_PRIVATE_DATABASES[*]}" "$RUN_DIR"
   mkdir -p "$RUN_DIR"
-  if ! "$SVC_REPO_ROOT/scripts/up.sh" >"$RUN_DIR/up.log" 2>&1; then
+  local dtm=()
+  [[ -n ${SVC_PRIVATE_DTM_URL:-} ]] && dtm=("DTM_URL=$SVC_PRIVATE_DTM_URL")
+  if ! env -u DTM_URL "${dtm[@]+"${dtm[@]}"}" "$SVC_REPO_ROOT/scripts/up.sh" >"$RUN_DIR/up.log" 2>&1; then
     cat "$RUN_DIR/up.log" >&2
     svc_die "scripts/up.sh failed for the private system"
   fi
 }
 
-# The EXIT trap of svc_start_private.
+# The EXIT trap of svc_start_private. A check that runs more than the five binaries (dtmrs_check.sh:
+# the dtmrs server) defines svc_private_on_exit, which is called first, unless KEEP=1.
 # shellcheck disable=SC2317 # called by the EXIT trap
 svc_stop_private() {
   local rc=$?
@@ -148,6 +154,7 @@ svc_stop_private() {
       "$RUN_DIR" "$PORT_OFFSET" "$DB_PREFIX"
     exit "$rc"
   fi
+  if declare -F svc_private_on_exit >/dev/null; then svc_private_on_exit || true; fi
   "$SVC_REPO_ROOT/scripts/down.sh" >/dev/null || true
   (pg_drop_databases "${SVC_PRIVATE_DATABASES[@]}") || true
   if [[ $SVC_PRIVATE_PG_STARTED == 1 ]]; then (pg_stop_private) || true; fi

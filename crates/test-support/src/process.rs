@@ -21,7 +21,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the service binaries once for this test binary, in the profile the tests run in.
-fn ensure_built() {
+pub fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let profile_dir = target_dir();

@@ -11,9 +11,14 @@
 //!   environment variables the code reads;
 //! * the app's `DTM_URL`/`TRANS_OUT_URL`/`TRANS_IN_URL`/`STOCK_URL` point at the right services,
 //!   in compose and in `scripts/up.sh` alike;
+//! * the coordinator's admin actions are never open by default: compose gives it a token and
+//!   publishes its port on the host's loopback only;
 //! * the Dockerfile builds and installs every binary.
 //!
-//! Each test collects every problem it finds and fails with the whole list.
+//! Each of those tests collects every problem it finds and fails with the whole list. The last
+//! tests run `scripts/up.sh` itself (real processes, real Postgres): the coordinator it starts
+//! refuses an admin action without the token it generated, and a `DTM_URL` naming another
+//! coordinator leaves the bundled one unstarted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -651,11 +656,22 @@ fn the_apps_service_urls_point_at_the_right_services_in_compose_and_up_sh() {
             }
             None => problems.add(format!("compose app: {var} missing or not a URL")),
         }
-        // up.sh: `echo "VAR=$(url_of target)path"`.
-        let line = format!("{var}=$(url_of {target}){path}\"");
-        problems.check(up_sh.contains(&line), || {
-            format!("scripts/up.sh does not set {line}")
-        });
+        // up.sh: `echo "VAR=$(url_of target)path"`, except DTM_URL: the caller's, else
+        // `bundled_dtm_url="$(url_of coordinator)/api/dtmsvr"`.
+        let lines = if var == "DTM_URL" {
+            vec![
+                format!("bundled_dtm_url=\"$(url_of {target}){path}\""),
+                "DTM_URL=\"${DTM_URL:-$bundled_dtm_url}\"".to_owned(),
+                "echo \"DTM_URL=$DTM_URL\"".to_owned(),
+            ]
+        } else {
+            vec![format!("{var}=$(url_of {target}){path}\"")]
+        };
+        for line in lines {
+            problems.check(up_sh.contains(&line), || {
+                format!("scripts/up.sh does not contain {line}")
+            });
+        }
     }
     // up.sh takes ports and databases from the same table.
     let lib = read(&root.join("scripts/lib/services.sh"));
@@ -742,4 +758,269 @@ fn the_dockerfile_builds_and_installs_every_binary() {
         );
     }
     problems.assert_none("Dockerfile");
+}
+
+/// The value compose gives a variable written `${NAME:-default}` / `${NAME-default}` when the
+/// caller does not set it (`Some("")` for a plain `${NAME}`); a literal value as is; `None` for
+/// `${NAME:?message}`, which stops `docker-compose up` unless the caller sets it.
+fn compose_default(value: &str) -> Option<String> {
+    let Some(inner) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+        return Some(value.to_owned());
+    };
+    if inner.contains(":?") || inner.contains('?') {
+        return None;
+    }
+    Some(
+        inner
+            .split_once(":-")
+            .or_else(|| inner.split_once('-'))
+            .map(|(_, default)| default.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn compose_gives_the_coordinator_an_admin_token_and_publishes_it_on_the_loopback_only() {
+    let services = compose();
+    let port = row(&service_table(), "coordinator").port;
+    let mut problems = Problems::default();
+    let coordinator = service(&services, "coordinator");
+    let env = coordinator.map(environment).unwrap_or_default();
+    match env.get("ADMIN_TOKEN") {
+        None => problems.add("the coordinator has no ADMIN_TOKEN: its admin actions are open"),
+        Some(value) => match compose_default(value) {
+            // Required from the caller: safe, if unfriendly.
+            None => {}
+            Some(default) => problems.check(!default.trim().is_empty(), || {
+                format!("the coordinator's ADMIN_TOKEN {value:?} is empty by default: its admin actions are open")
+            }),
+        },
+    }
+    let published: Vec<String> = coordinator
+        .and_then(|s| s.get("ports"))
+        .and_then(Value::as_sequence)
+        .map(|ports| ports.iter().filter_map(scalar).collect())
+        .unwrap_or_default();
+    for p in &published {
+        problems.check(p.starts_with("127.0.0.1:"), || {
+            format!("the coordinator's port {p:?} is published beyond the host's loopback, with a public demo admin token")
+        });
+    }
+    problems.check(
+        published.iter().any(|p| p.ends_with(&format!(":{port}"))),
+        || format!("the coordinator's port {port} is not published (ports: {published:?})"),
+    );
+    problems.assert_none("the coordinator's admin token in docker-compose.yml");
+}
+
+/// One run of `scripts/up.sh` on a private run directory, port offset and database prefix, with
+/// the binaries of this test's profile ([`test_support::process::ensure_built`]); dropping it runs
+/// `scripts/down.sh`, drops its databases and removes the run directory.
+struct UpScript {
+    run_dir: PathBuf,
+    port_offset: u16,
+    db_prefix: String,
+}
+
+impl UpScript {
+    fn new() -> UpScript {
+        test_support::process::ensure_built();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        // An offset that puts the coordinator on a port free right now.
+        let port_offset = loop {
+            let free = test_support::process::free_port();
+            if free > 36789 {
+                break free - 36789;
+            }
+        };
+        let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("up-sh-{id}"));
+        UpScript {
+            run_dir,
+            port_offset,
+            db_prefix: format!("t_upsh_{}_", &id[..12]),
+        }
+    }
+
+    /// `scripts/<script> args` with this run's settings plus `env`; the caller's ADMIN_TOKEN,
+    /// DTM_URL and BRANCH_SIGNING_SECRET are removed (defaults under test). (success, output).
+    fn run(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>/deps");
+        let target = profile_dir.parent().expect("<target>");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => "dev",
+        };
+        let mut command = std::process::Command::new(repo_root().join("scripts").join(script));
+        command
+            .args(args)
+            .env("RUN_DIR", &self.run_dir)
+            .env("PORT_OFFSET", self.port_offset.to_string())
+            .env("DB_PREFIX", &self.db_prefix)
+            .env("PROFILE", profile)
+            .env("SKIP_BUILD", "1")
+            .env("CARGO_TARGET_DIR", target)
+            .env("PG_URL", test_support::db::pg_url())
+            .env("UP_TIMEOUT", "60")
+            .env_remove("ADMIN_TOKEN")
+            .env_remove("DTM_URL")
+            .env_remove("BRANCH_SIGNING_SECRET");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command.output().expect("the script runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// `http://127.0.0.1:<the coordinator's port>` + `path`.
+    fn coordinator_url(&self, path: &str) -> String {
+        let port = row(&service_table(), "coordinator").port + self.port_offset;
+        format!("http://127.0.0.1:{port}{path}")
+    }
+}
+
+impl Drop for UpScript {
+    fn drop(&mut self) {
+        use diesel::{Connection as _, RunQueryDsl as _};
+        let _ = self.run("down.sh", &[], &[]);
+        if let Ok(mut conn) =
+            diesel::PgConnection::establish(&format!("{}/postgres", test_support::db::pg_url()))
+        {
+            for row in service_table() {
+                if let Some(db) = row.database {
+                    let _ = diesel::sql_query(format!(
+                        r#"DROP DATABASE IF EXISTS "{}{db}" WITH (FORCE)"#,
+                        self.db_prefix
+                    ))
+                    .execute(&mut conn);
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+#[tokio::test]
+async fn the_coordinator_that_up_sh_starts_refuses_an_admin_action_without_the_token_it_generated()
+{
+    let up = UpScript::new();
+    let (ok, output) = up.run("up.sh", &["coordinator"], &[]);
+    assert!(ok, "scripts/up.sh coordinator failed:\n{output}");
+    let token_file = up.run_dir.join("admin-token");
+    let token = fs::read_to_string(&token_file)
+        .unwrap_or_else(|e| panic!("{} was not written: {e}\n{output}", token_file.display()));
+    assert!(
+        token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "the generated token is not 32 random bytes in hex: {token:?}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode,
+        0o600,
+        "{} is readable by others",
+        token_file.display()
+    );
+    assert!(
+        output.contains(&format!("cat {}", token_file.display())),
+        "up.sh does not say where the token is:\n{output}"
+    );
+
+    let http = reqwest::Client::new();
+    let force_stop = up.coordinator_url("/api/admin/transactions/no-such-gid/force-stop");
+    let without = http
+        .post(&force_stop)
+        .send()
+        .await
+        .expect("the coordinator answers");
+    assert_eq!(
+        without.status().as_u16(),
+        401,
+        "force-stop without the token"
+    );
+    let body: serde_json::Value = without.json().await.expect("a JSON body");
+    assert_eq!(body["error"], "unauthorized", "{body}");
+    // With the token the action gets past authorization: the gid is unknown.
+    let with = http
+        .post(&force_stop)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the coordinator answers");
+    assert_eq!(with.status().as_u16(), 404, "force-stop with the token");
+
+    // The token is in no log line.
+    let log = read(&up.run_dir.join("coordinator.log"));
+    assert!(
+        !log.contains(&token),
+        "the coordinator's log shows the admin token"
+    );
+    assert!(
+        log.contains("ADMIN_TOKEN=***"),
+        "up.sh's start line does not mask it:\n{log}"
+    );
+
+    // A caller's token wins, on the next start.
+    let (ok, output) = up.run("down.sh", &["coordinator"], &[]);
+    assert!(ok, "{output}");
+    let (ok, output) = up.run(
+        "up.sh",
+        &["coordinator"],
+        &[("ADMIN_TOKEN", "callers-token")],
+    );
+    assert!(ok, "scripts/up.sh coordinator failed:\n{output}");
+    // A new client: the old one's pooled connection went down with the first process.
+    let http = reqwest::Client::new();
+    let generated = http
+        .post(&force_stop)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the coordinator answers");
+    assert_eq!(
+        generated.status().as_u16(),
+        401,
+        "the generated token, with a caller's set"
+    );
+    let callers = http
+        .post(&force_stop)
+        .bearer_auth("callers-token")
+        .send()
+        .await
+        .expect("the coordinator answers");
+    assert_eq!(callers.status().as_u16(), 404, "the caller's token");
+}
+
+#[test]
+fn up_sh_leaves_the_bundled_coordinator_unstarted_when_dtm_url_names_another_one() {
+    let up = UpScript::new();
+    let other = "http://127.0.0.1:9/api/dtmsvr";
+    let (ok, output) = up.run("up.sh", &["coordinator"], &[("DTM_URL", other)]);
+    assert!(ok, "scripts/up.sh coordinator failed:\n{output}");
+    assert!(
+        output.contains(&format!("coordinator: not started (DTM_URL={other}")),
+        "up.sh does not say it left the coordinator out:\n{output}"
+    );
+    assert!(
+        !up.run_dir.join("coordinator.pid").exists(),
+        "a coordinator was started:\n{output}"
+    );
+    // The bundled coordinator's own URL, spelled with localhost, still starts it.
+    let port = row(&service_table(), "coordinator").port + up.port_offset;
+    let own = format!("http://localhost:{port}/api/dtmsvr/");
+    let (ok, output) = up.run("up.sh", &["coordinator"], &[("DTM_URL", &own)]);
+    assert!(ok, "scripts/up.sh coordinator failed:\n{output}");
+    assert!(
+        up.run_dir.join("coordinator.pid").exists(),
+        "DTM_URL={own} names the bundled coordinator, which was not started:\n{output}"
+    );
 }
