@@ -52,7 +52,7 @@ use crate::api::{DEFAULT_PAGE, MAX_PAGE};
 use crate::configuration::Settings;
 use crate::engine::Engine;
 use crate::error::CoordinatorError;
-use crate::store::{self, AdminFilter, AdminOutcome, BranchOp, TransGlobal};
+use crate::store::{self, AdminOutcome, BranchOp, TransFilter, TransGlobal};
 
 /// Largest accepted age filter, seconds (ten years): larger values are typos, and chrono's
 /// arithmetic must not overflow.
@@ -239,17 +239,15 @@ async fn list(params: web::Query<ListParams>, engine: web::Data<Engine>) -> Resu
     let params = params.into_inner();
     let now = Utc::now();
     let ago = |secs: i64| now - chrono::Duration::seconds(secs);
-    let filter = AdminFilter {
+    let filter = TransFilter {
         statuses: parse_statuses(&params.status)?,
         created_before: parse_age("older_than_seconds", &params.older_than_seconds)?.map(ago),
         created_since: parse_age("newer_than_seconds", &params.newer_than_seconds)?.map(ago),
         before_id: parse_position(&params.position)?,
+        ..TransFilter::default()
     };
     let limit = parse_limit(&params.limit)?;
-    let page = blocking(engine.pool(), move |conn| {
-        store::admin_list(conn, &filter, limit)
-    })
-    .await??;
+    let page = blocking(engine.pool(), move |conn| store::list(conn, &filter, limit)).await??;
     let next_position = match page.last() {
         Some(last) if page.len() as i64 == limit => last.id.to_string(),
         _ => String::new(),

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use service_kit::db::blocking;
 use service_kit::http::JsonObject;
 use service_kit::openapi::{ErrorBody, JsonBodyErrors};
-use tcc::protocol::{validate_branch_id, validate_gid, GlobalStatus, SUCCESS};
+use tcc::protocol::{validate_branch_id, validate_gid, BranchOutcome, GlobalStatus, SUCCESS};
 
 use crate::configuration::{BranchHosts, TransDefaults};
-use crate::engine::Engine;
+use crate::engine::{Engine, PassEnd};
 use crate::error::CoordinatorError;
 use crate::events::{self, TryReport, TryReportRefusal};
 use crate::store::{
@@ -35,6 +35,10 @@ use crate::store::{
 /// Longest accepted option value, seconds (one day): longer timeouts are almost surely a unit
 /// mistake (milliseconds given as seconds).
 pub const MAX_OPTION_SECS: i64 = 86_400;
+/// Longest accepted `request_timeout`, seconds. A branch call may be held open this long, and a
+/// second-phase pass with it: one minute is more than any Confirm or Cancel should take, and
+/// bounds how long a slow RM holds one of the worker's pass slots.
+pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 /// Longest stored rollback reason, in characters.
 pub const MAX_REASON_LEN: usize = 1024;
 /// Default and largest page size of `all`.
@@ -142,23 +146,47 @@ pub enum RegisterAnswers {
     Conflict(ConflictBody),
 }
 
+/// The answer of a `submit`/`abort` with `wait_result` whose second phase did not finish within
+/// the wait (425 when the branch answered ONGOING, else 409): the transition itself is durable and
+/// the coordinator goes on driving the transaction.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NotFinishedBody {
+    /// `ONGOING` (425) or `FAILURE` (409), as DTM clients read it.
+    #[schema(example = "FAILURE")]
+    pub dtm_result: String,
+    /// Always `not_finished`.
+    #[schema(example = "not_finished")]
+    pub error: String,
+    /// What held the second phase up, and when it is retried.
+    pub message: String,
+    /// The global transaction id.
+    pub gid: String,
+    /// Its status now: `submitted` or `aborting`.
+    pub status: GlobalStatus,
+}
+
 /// The answers of `submit` and `abort` besides [`JsonBodyErrors`].
 #[derive(utoipa::IntoResponses)]
 pub enum FinishAnswers {
-    /// Submitted or aborted; `status` is final when `wait_result` was set and the second phase
-    /// finished within `request_timeout`.
+    /// Submitted or aborted; with `wait_result`, the second phase finished and `status` is
+    /// final.
     #[response(status = 200)]
     Done(DtmAnswer),
-    /// Unknown gid, or a status that forbids it.
+    /// Unknown gid, or a status that forbids it (`error` = `conflict`); or, with `wait_result`,
+    /// the second phase did not finish within the wait (`error` = `not_finished`, with `gid` and
+    /// `status`: [`NotFinishedBody`]).
     #[response(status = 409)]
     Conflict(ConflictBody),
+    /// With `wait_result`: a branch answered ONGOING, the second phase goes on ([`NotFinishedBody`]).
+    #[response(status = 425)]
+    Ongoing(NotFinishedBody),
 }
 
 /// The coordinator's DTM API (with its `reportTry` extension), the event log views and metrics.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(new_gid, prepare, register_branch, register_tcc_branch, report_try, submit, abort, query, all, diagram, events, metrics),
-    components(schemas(DtmAnswer, ConflictBody, QueryAnswer, AllAnswer, EventsAnswer, PrepareBody, RegisterBody, FinishBody, TryReportBody, ErrorBody, GlobalStatus)),
+    components(schemas(DtmAnswer, ConflictBody, NotFinishedBody, QueryAnswer, AllAnswer, EventsAnswer, PrepareBody, RegisterBody, FinishBody, TryReportBody, ErrorBody, GlobalStatus)),
     tags(
         (name = "dtm", description = "DTM's HTTP protocol (`/api/dtmsvr`): TCC global transactions and their branches"),
         (name = "admin", description = "Operators' view of transactions"),
@@ -227,20 +255,23 @@ pub struct PrepareBody {
     pub timeout_to_fail: Option<i64>,
     /// Seconds; default `RETRY_INTERVAL`.
     pub retry_interval: Option<i64>,
-    /// Seconds; default `REQUEST_TIMEOUT`.
+    /// Seconds, at most 60; default `REQUEST_TIMEOUT`.
+    #[schema(maximum = 60)]
     pub request_timeout: Option<i64>,
     /// Headers sent with every branch call.
     #[serde(default)]
     pub branch_headers: BTreeMap<String, String>,
 }
 
-fn option_secs(name: &str, value: Option<i64>, default: u32) -> Result<i32> {
+/// The option `name` in seconds: `value`, or `default` when unset or 0; 400 `invalid_option`
+/// outside 1..=`max`.
+fn option_secs(name: &str, value: Option<i64>, default: u32, max: i64) -> Result<i32> {
     match value {
         None | Some(0) => Ok(default as i32),
-        Some(v) if (1..=MAX_OPTION_SECS).contains(&v) => Ok(v as i32),
+        Some(v) if (1..=max).contains(&v) => Ok(v as i32),
         Some(v) => Err(CoordinatorError::bad_request(
             "invalid_option",
-            format!("{name} must be between 1 and {MAX_OPTION_SECS} seconds, got {v}"),
+            format!("{name} must be between 1 and {max} seconds, got {v}"),
         )),
     }
 }
@@ -274,16 +305,19 @@ async fn prepare(
             "timeout_to_fail",
             body.timeout_to_fail,
             defaults.timeout_to_fail,
+            MAX_OPTION_SECS,
         )?,
         retry_interval: option_secs(
             "retry_interval",
             body.retry_interval,
             defaults.retry_interval,
+            MAX_OPTION_SECS,
         )?,
         request_timeout: option_secs(
             "request_timeout",
             body.request_timeout,
             defaults.request_timeout,
+            MAX_REQUEST_TIMEOUT_SECS,
         )?,
         branch_headers: serde_json::to_string(&body.branch_headers)
             .expect("a string map serializes"),
@@ -296,6 +330,11 @@ async fn prepare(
         PrepareOutcome::AlreadyPrepared => Ok(success(Some(body.gid), None)),
         PrepareOutcome::Conflict(status) => Err(CoordinatorError::Conflict(format!(
             "global transaction {} is already {status}; it cannot be prepared again",
+            body.gid
+        ))),
+        PrepareOutcome::Used => Err(CoordinatorError::Conflict(format!(
+            "gid {} was used by a global transaction that has finished and was deleted by \
+             retention; a gid is used once",
             body.gid
         ))),
     }
@@ -490,7 +529,7 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
                         Ok(ended) => ended,
                         Err(e) => {
                             log::error!("gid={gid} branch_id=- op=- second phase pass failed: {e}");
-                            None
+                            PassEnd::Yielded
                         }
                     }
                 })),
@@ -533,26 +572,72 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
     if !body.wait_result {
         return Ok(success(Some(gid), Some(phase)));
     }
-    let status = wait_final(&engine, &gid, request_timeout, started, pass, phase).await?;
-    Ok(success(Some(gid), Some(status)))
+    match wait_final(&engine, &gid, request_timeout, started, pass, phase).await? {
+        Waited::Final(status) => Ok(success(Some(gid), Some(status))),
+        Waited::NotFinished {
+            status,
+            ongoing,
+            why,
+        } => Err(CoordinatorError::NotFinished {
+            message: format!("global transaction {gid} is {status}: {why}"),
+            gid,
+            status,
+            ongoing,
+        }),
+    }
+}
+
+/// What the wait of `wait_result` saw.
+#[derive(Debug)]
+enum Waited {
+    /// The transaction reached this final status.
+    Final(GlobalStatus),
+    /// It did not finish: a retry is scheduled, or the wait ran out.
+    NotFinished {
+        /// The status seen last (`submitted` or `aborting`).
+        status: GlobalStatus,
+        /// The branch that held it up answered ONGOING.
+        ongoing: bool,
+        /// Why, for the caller.
+        why: String,
+    },
 }
 
 /// Waits for `pass` (if this request runs one), then polls `gid`, until its status is final or
 /// its `request_timeout` (seconds) has passed since `started` (the pass is not cancelled; it goes
-/// on in its task); returns the last status seen (`seen` before any read). When the pass itself
-/// finished the transaction, its final status is the answer, with no read (issue 6).
+/// on in its task). When the pass itself finished the transaction, its final status is the
+/// answer, with no read; when it scheduled a retry, the wait ends at once: the next attempt is
+/// not due before the backoff, so waiting longer could only run out. `seen` is the status before
+/// any read.
 async fn wait_final(
     engine: &Engine,
     gid: &str,
     request_timeout: i32,
     started: tokio::time::Instant,
-    pass: Option<tokio::task::JoinHandle<Option<GlobalStatus>>>,
+    pass: Option<tokio::task::JoinHandle<PassEnd>>,
     seen: GlobalStatus,
-) -> Result<GlobalStatus> {
+) -> Result<Waited> {
     let deadline = started + Duration::from_secs(request_timeout.max(1) as u64);
     if let Some(pass) = pass {
-        if let Ok(Ok(Some(end))) = tokio::time::timeout_at(deadline, pass).await {
-            return Ok(end);
+        match tokio::time::timeout_at(deadline, pass).await {
+            Ok(Ok(PassEnd::Finished(end))) => return Ok(Waited::Final(end)),
+            Ok(Ok(PassEnd::RetryScheduled {
+                branch_id,
+                op,
+                outcome,
+                retry_in,
+            })) => {
+                return Ok(Waited::NotFinished {
+                    status: seen,
+                    ongoing: outcome == BranchOutcome::Ongoing,
+                    why: format!(
+                        "the {op} of branch {branch_id} answered {}; the coordinator retries it in {:.1} s",
+                        describe_outcome(&outcome),
+                        retry_in.as_secs_f64()
+                    ),
+                })
+            }
+            _ => {}
         }
     }
     let g = gid.to_owned();
@@ -566,7 +651,28 @@ async fn wait_final(
             .await??
             .unwrap_or(status);
     }
-    Ok(status)
+    if status.is_final() {
+        return Ok(Waited::Final(status));
+    }
+    Ok(Waited::NotFinished {
+        status,
+        ongoing: false,
+        why: format!(
+            "the second phase did not finish within request_timeout ({request_timeout} s); the coordinator goes on driving it"
+        ),
+    })
+}
+
+/// A branch's answer in a `not_finished` message: `ONGOING`, `a refusal: <message>` or
+/// `an error: <detail>`, cut to 300 characters.
+fn describe_outcome(outcome: &BranchOutcome) -> String {
+    let text = match outcome {
+        BranchOutcome::Success => "success".to_owned(),
+        BranchOutcome::Ongoing => "ONGOING".to_owned(),
+        BranchOutcome::Failure(m) => format!("a refusal: {m}"),
+        BranchOutcome::Error(m) => format!("an error: {m}"),
+    };
+    text.chars().take(300).collect()
 }
 
 /// Body of `POST /api/dtmsvr/reportTry`, an extension of this project (DTM has no such call):
@@ -801,12 +907,29 @@ async fn query(params: web::Query<QueryParams>, engine: web::Data<Engine>) -> Re
     }
 }
 
-/// Query of `all`: keyset paging, newest first.
+/// Query of `all`: DTM's filters and keyset paging, newest first. A parameter DTM's `all` does
+/// not know is refused (400 `invalid_query`, naming it) rather than ignored: an ignored filter
+/// would answer unrelated transactions as if they matched.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AllParams {
+    /// Only the transaction with this gid (DTM then ignores the other filters; so does this).
+    pub gid: Option<String>,
     /// Only transactions in this status.
     pub status: Option<String>,
+    /// Only transactions of this type (DTM's name); `tcc` is the only one here.
+    #[serde(rename = "transType")]
+    #[param(rename = "transType")]
+    pub trans_type: Option<String>,
+    /// Only transactions created at or after this instant, Unix milliseconds (DTM's name).
+    #[serde(rename = "createTimeStart")]
+    #[param(rename = "createTimeStart")]
+    pub create_time_start: Option<String>,
+    /// Only transactions created at or before this instant, Unix milliseconds (DTM's name).
+    #[serde(rename = "createTimeEnd")]
+    #[param(rename = "createTimeEnd")]
+    pub create_time_end: Option<String>,
     /// The `next_position` of the previous page; empty for the first page.
     pub position: Option<String>,
     /// Page size, 1..=1000, default 100.
@@ -816,27 +939,12 @@ pub struct AllParams {
 /// `GET all`: one page of transactions, newest first.
 #[utoipa::path(get, path = "/api/dtmsvr/all", tag = "dtm", params(AllParams), responses(
     (status = 200, description = "One page, newest first", body = AllAnswer),
-    (status = 400, description = "`invalid_status`, `invalid_position` or `invalid_limit`", body = ErrorBody),
+    (status = 400, description = "`invalid_gid`, `invalid_status`, `invalid_time`, `invalid_position`, `invalid_limit`, or `invalid_query` (a parameter `all` does not support)", body = ErrorBody),
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
 async fn all(params: web::Query<AllParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     let params = params.into_inner();
-    let status = match params.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<GlobalStatus>()
-                .map_err(|e| CoordinatorError::bad_request("invalid_status", e.0))?,
-        ),
-    };
-    let position = match params.position.as_deref() {
-        None | Some("") => None,
-        Some(p) => Some(p.parse::<i64>().map_err(|_| {
-            CoordinatorError::bad_request(
-                "invalid_position",
-                "position must be the next_position of a previous page",
-            )
-        })?),
-    };
+    let filter = all_filter(&params)?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(CoordinatorError::bad_request(
@@ -844,10 +952,7 @@ async fn all(params: web::Query<AllParams>, engine: web::Data<Engine>) -> Result
             format!("limit must be between 1 and {MAX_PAGE}"),
         ));
     }
-    let page = blocking(engine.pool(), move |conn| {
-        store::list(conn, status, position, limit)
-    })
-    .await??;
+    let page = blocking(engine.pool(), move |conn| store::list(conn, &filter, limit)).await??;
     let next_position = if page.len() as i64 == limit {
         page.last().map(|t| t.id.to_string()).unwrap_or_default()
     } else {
@@ -857,6 +962,63 @@ async fn all(params: web::Query<AllParams>, engine: web::Data<Engine>) -> Result
         transactions: page,
         next_position,
     }))
+}
+
+/// The [`store::TransFilter`] of `all`'s parameters (empty values are absent, as in DTM).
+fn all_filter(params: &AllParams) -> Result<store::TransFilter> {
+    let given = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty()).map(str::to_owned);
+    if let Some(gid) = given(&params.gid) {
+        check_gid(&gid)?;
+        return Ok(store::TransFilter {
+            gid: Some(gid),
+            ..store::TransFilter::default()
+        });
+    }
+    let statuses = match given(&params.status) {
+        None => vec![],
+        Some(s) => vec![s
+            .parse::<GlobalStatus>()
+            .map_err(|e| CoordinatorError::bad_request("invalid_status", e.0))?],
+    };
+    let before_id = match given(&params.position) {
+        None => None,
+        Some(p) => Some(p.parse::<i64>().map_err(|_| {
+            CoordinatorError::bad_request(
+                "invalid_position",
+                "position must be the next_position of a previous page",
+            )
+        })?),
+    };
+    Ok(store::TransFilter {
+        trans_type: given(&params.trans_type),
+        statuses,
+        created_since: unix_millis("createTimeStart", &params.create_time_start)?,
+        created_until: unix_millis("createTimeEnd", &params.create_time_end)?,
+        before_id,
+        ..store::TransFilter::default()
+    })
+}
+
+/// A time given as Unix milliseconds, as DTM's `all` takes it; absent or empty: `None`;
+/// 400 `invalid_time` otherwise.
+fn unix_millis(
+    name: &str,
+    value: &Option<String>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(value) = value.as_deref().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(Some)
+        .ok_or_else(|| {
+            CoordinatorError::bad_request(
+                "invalid_time",
+                format!("{name} must be a time in Unix milliseconds"),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -47,13 +47,22 @@ pub struct Settings {
     /// Failed attempts of one branch op after which each further failure is an alert
     /// (an error log line with gid, branch_id and op). Env `ALERT_AFTER_ATTEMPTS`, 3.
     pub alert_after_attempts: u32,
-    /// Most transactions one worker pass claims. Env `WORKER_BATCH`, 64.
+    /// Most transactions one claim of the worker takes. Env `WORKER_BATCH`, 64.
     pub worker_batch: u32,
+    /// Most second-phase passes the worker runs at once, each in its own task; the worker
+    /// claims only as many as there are free slots. Env `MAX_PASSES_IN_FLIGHT`, 128.
+    pub max_passes_in_flight: u32,
     /// How long a finished (`succeed`/`failed`) transaction is kept after its `finish_time`
     /// before the retention job ([`crate::retention`]) deletes it with its branch ops; whole
     /// seconds. Unfinished transactions are never deleted. Env `RETENTION_SECONDS`, default
     /// 604800 (7 days); 0 disables the job (DTM's behaviour: keep everything).
     pub retention: Duration,
+    /// How long the tombstone of a transaction retention deleted (its gid) is kept after the
+    /// transaction's `finish_time`, whole seconds; until then `prepare` refuses the gid (409).
+    /// Must exceed the RMs' `BARRIER_RETENTION_SECONDS` (7 days by default): a gid prepared again
+    /// while an RM still holds its barrier rows would have its Try and Confirm skipped as
+    /// duplicates. Env `GID_TOMBSTONE_SECONDS`, default 2592000 (30 days); 0 keeps them forever.
+    pub gid_tombstones: Duration,
     /// Most transactions one retention `DELETE` removes. Env `RETENTION_BATCH`, default 1000.
     pub retention_batch: u32,
     /// Defaults of per-transaction options.
@@ -134,7 +143,9 @@ impl Settings {
             retry_max_interval: env_or("RETRY_MAX_INTERVAL", 300)?,
             alert_after_attempts: env_or("ALERT_AFTER_ATTEMPTS", 3)?,
             worker_batch: env_or("WORKER_BATCH", 64)?,
+            max_passes_in_flight: env_or("MAX_PASSES_IN_FLIGHT", 128)?,
             retention: Duration::from_secs(env_or("RETENTION_SECONDS", 7 * 24 * 3600)?),
+            gid_tombstones: Duration::from_secs(env_or("GID_TOMBSTONE_SECONDS", 30 * 24 * 3600)?),
             retention_batch: env_or("RETENTION_BATCH", 1000)?,
             defaults: TransDefaults {
                 timeout_to_fail: env_or("TIMEOUT_TO_FAIL", 35)?,
@@ -154,20 +165,26 @@ impl Settings {
         .and_then(Settings::validated)
     }
 
-    /// Refuses option defaults outside 1..=86400 seconds, the range `prepare` accepts: 0 or a
-    /// huge value would store a non-positive timeout or interval.
+    /// Refuses option defaults outside the range `prepare` accepts (1..=86400 seconds,
+    /// `REQUEST_TIMEOUT` 1..=60): 0 or a huge value would store a non-positive timeout or
+    /// interval.
     fn validated(self) -> Result<Settings, SettingsError> {
+        use crate::api::{MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
         let d = self.defaults;
-        for (name, value) in [
-            ("TIMEOUT_TO_FAIL", d.timeout_to_fail),
-            ("RETRY_INTERVAL", d.retry_interval),
-            ("REQUEST_TIMEOUT", d.request_timeout),
+        for (name, value, max) in [
+            ("TIMEOUT_TO_FAIL", d.timeout_to_fail, MAX_OPTION_SECS),
+            ("RETRY_INTERVAL", d.retry_interval, MAX_OPTION_SECS),
+            (
+                "REQUEST_TIMEOUT",
+                d.request_timeout,
+                MAX_REQUEST_TIMEOUT_SECS,
+            ),
         ] {
-            if !(1..=86_400).contains(&value) {
+            if !(1..=max).contains(&i64::from(value)) {
                 return Err(SettingsError {
                     name: name.into(),
                     value: value.to_string(),
-                    message: "must be 1 to 86400 seconds".into(),
+                    message: format!("must be 1 to {max} seconds"),
                 });
             }
         }

@@ -70,6 +70,28 @@ fn sign_request(secret: &SigningSecret, request: &mut reqwest::Request) {
     }
 }
 
+/// How one second-phase pass ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassEnd {
+    /// This pass moved the transaction to its final status (`succeed` or `failed`).
+    Finished(GlobalStatus),
+    /// A branch op did not succeed: the pass recorded it and scheduled the next attempt.
+    RetryScheduled {
+        /// The branch whose op did not succeed.
+        branch_id: String,
+        /// `confirm` or `cancel`.
+        op: Op,
+        /// How it answered (ONGOING, FAILURE, or a transient error).
+        outcome: BranchOutcome,
+        /// When the next attempt is due, from now (backoff with jitter, or `retry_interval`
+        /// after ONGOING).
+        retry_in: Duration,
+    },
+    /// The pass left the transaction to others: the lease was lost, or its status changed
+    /// meanwhile (submitted by its AP, finished), or the final compare-and-set lost.
+    Yielded,
+}
+
 /// Runs second phases. Cheap to clone: one HTTP client (keep-alive) and one pool, shared.
 #[derive(Clone)]
 pub struct Engine {
@@ -85,6 +107,9 @@ struct Inner {
     retry_max_interval: u32,
     alert_after_attempts: u32,
     worker_batch: u32,
+    /// One permit per pass the worker may have in flight (`MAX_PASSES_IN_FLIGHT`).
+    pass_slots: Arc<tokio::sync::Semaphore>,
+    max_passes_in_flight: u32,
     /// Signs each Confirm/Cancel call when set (`BRANCH_SIGNING_SECRET`).
     signing_secret: Option<SigningSecret>,
 }
@@ -92,7 +117,10 @@ struct Inner {
 impl Engine {
     /// An engine for `pool`, identified as `coordinator_id` in lease tokens.
     pub fn new(pool: DbPool, settings: &Settings, coordinator_id: String) -> Engine {
+        // Never follow a redirect: the allowlist vetted the registered URL, not where a 3xx
+        // points, and a redirected Confirm has not run (DTM reads only 200 as success).
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(3))
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(tcc::client::POOL_IDLE_TIMEOUT)
@@ -108,6 +136,10 @@ impl Engine {
                 retry_max_interval: settings.retry_max_interval.max(1),
                 alert_after_attempts: settings.alert_after_attempts.max(1),
                 worker_batch: settings.worker_batch.max(1),
+                pass_slots: Arc::new(tokio::sync::Semaphore::new(
+                    settings.max_passes_in_flight.max(1) as usize,
+                )),
+                max_passes_in_flight: settings.max_passes_in_flight.max(1),
                 signing_secret: settings.branch_signing_secret.clone(),
             }),
         }
@@ -137,16 +169,6 @@ impl Engine {
     /// Runs one pass of `gid`'s second phase now, if nobody else holds its lease.
     /// Returns `false` when it was not claimed (leased elsewhere, or not in a second phase).
     pub async fn drive(&self, gid: &str) -> Result<bool, CoordinatorError> {
-        Ok(self.drive_to_end(gid).await?.is_some())
-    }
-
-    /// [`Engine::drive`], telling how the pass ended: `None` when it was not claimed,
-    /// `Some(Some(final status))` when this pass finished the transaction, `Some(None)` when it
-    /// left work for later (a retry, a lost lease).
-    pub async fn drive_to_end(
-        &self,
-        gid: &str,
-    ) -> Result<Option<Option<GlobalStatus>>, CoordinatorError> {
         let owner = self.new_token();
         let (g, o, lease) = (gid.to_owned(), owner.clone(), self.inner.lease_secs);
         let claimed = blocking(&self.inner.pool, move |conn| {
@@ -154,45 +176,68 @@ impl Engine {
         })
         .await??;
         match claimed {
-            Some((trans, pass)) => Ok(Some(self.run(trans, owner, Some(pass)).await?)),
-            None => Ok(None),
+            Some((trans, pass)) => {
+                self.run(trans, owner, Some(pass)).await?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
 
-    /// Claims the due transactions (up to the batch size) and runs one pass of each,
-    /// concurrently. Returns how many were claimed.
+    /// Claims due transactions (retries, timed-out `prepared` ones, work of dead replicas), as
+    /// many as there are free pass slots and at most `WORKER_BATCH`, and starts one pass of each
+    /// in a task of its own, which holds its slot until the pass ends. Returns at once with how
+    /// many were claimed: the passes go on while the worker claims again, so one slow branch
+    /// (an RM holding a Confirm open for the whole `request_timeout`) delays only its own
+    /// transaction.
     pub async fn run_due(&self) -> Result<usize, CoordinatorError> {
+        let free = self.inner.pass_slots.available_permits();
+        let limit = free.min(self.inner.worker_batch as usize);
+        if limit == 0 {
+            return Ok(0);
+        }
         let token = self.new_token();
-        let (lease, limit) = (self.inner.lease_secs, i64::from(self.inner.worker_batch));
+        let lease = self.inner.lease_secs;
         let claimed = blocking(&self.inner.pool, move |conn| {
-            store::claim_due(conn, &token, lease, limit)
+            store::claim_due(conn, &token, lease, limit as i64)
         })
         .await??;
         let count = claimed.len();
-        let passes = claimed.into_iter().map(|trans| {
+        for trans in claimed {
+            let slot = Arc::clone(&self.inner.pass_slots)
+                .acquire_owned()
+                .await
+                .expect("the pass slots are never closed");
             let owner = trans.owner.clone().expect("claim_due sets the owner");
-            async move {
+            let engine = self.clone();
+            tokio::spawn(async move {
                 let gid = trans.gid.clone();
-                if let Err(e) = self.run(trans, owner, None).await {
+                if let Err(e) = engine.run(trans, owner, None).await {
                     log::error!("gid={gid} branch_id=- op=- second-phase pass failed: {e}");
                 }
-            }
-        });
-        futures_util::future::join_all(passes).await;
+                drop(slot);
+            });
+        }
         Ok(count)
+    }
+
+    /// Waits until every pass [`Engine::run_due`] started has ended (at shutdown: each ends
+    /// within its transaction's `request_timeout` per call).
+    pub async fn passes_ended(&self) {
+        let all = self.inner.max_passes_in_flight;
+        let _ = self.inner.pass_slots.acquire_many(all).await;
     }
 
     /// Runs the pass `submit`/`abort` claimed and started in their own commit
     /// ([`store::begin_second_phase`]; `owner` is the token they claimed with, from
-    /// [`Engine::new_token`]). Returns the final status when this pass finished the transaction,
-    /// `None` when it left work for later (a retry, a lost lease): `wait_result` answers from it
-    /// without reading the status back.
+    /// [`Engine::new_token`]), and tells how it ended: `wait_result` answers from it without
+    /// reading the status back.
     pub async fn run_claimed(
         &self,
         trans: TransGlobal,
         owner: String,
         pass: store::Pass,
-    ) -> Result<Option<GlobalStatus>, CoordinatorError> {
+    ) -> Result<PassEnd, CoordinatorError> {
         self.run(trans, owner, Some(pass)).await
     }
 
@@ -227,7 +272,7 @@ impl Engine {
         mut trans: TransGlobal,
         owner: String,
         pass: Option<store::Pass>,
-    ) -> Result<Option<GlobalStatus>, CoordinatorError> {
+    ) -> Result<PassEnd, CoordinatorError> {
         let gid = trans.gid.clone();
         if trans.global_status() == GlobalStatus::Prepared {
             let (t, o) = (trans.clone(), owner.clone());
@@ -244,7 +289,7 @@ impl Engine {
             let g = gid.clone();
             trans = self.db(move |conn| store::reload(conn, &g)).await?;
             if trans.owner.as_deref() != Some(owner.as_str()) {
-                return Ok(None);
+                return Ok(PassEnd::Yielded);
             }
         }
         let status = trans.global_status();
@@ -261,7 +306,7 @@ impl Engine {
                 );
                 self.db(move |conn| store::reschedule(conn, &g, &o, when, step))
                     .await?;
-                return Ok(None);
+                return Ok(PassEnd::Yielded);
             }
         };
         let headers: BTreeMap<String, String> =
@@ -279,7 +324,7 @@ impl Engine {
             log::warn!(
                 "gid={gid} branch_id=- op={op} lease lost before the first call; another replica continues"
             );
-            return Ok(None);
+            return Ok(PassEnd::Yielded);
         }
         let ops = pass.ops;
         let lease_len = store::lease_duration(lease, trans.request_timeout);
@@ -314,7 +359,7 @@ impl Engine {
                         "gid={gid} branch_id={} op={op} lease lost before the call; another replica continues",
                         branch.branch_id
                     );
-                    return Ok(None);
+                    return Ok(PassEnd::Yielded);
                 }
                 leased_at = renewing;
                 announced = true;
@@ -407,7 +452,12 @@ impl Engine {
             let (g, o) = (gid.clone(), owner.clone());
             self.db(move |conn| store::schedule_retry(conn, &g, &o, when, next_step, &note))
                 .await?;
-            return Ok(None);
+            return Ok(PassEnd::RetryScheduled {
+                branch_id: branch.branch_id.clone(),
+                op,
+                outcome,
+                retry_in: next_in,
+            });
         }
 
         // Every op succeeded (or none was pending): the calls and the final status, one commit.
@@ -415,8 +465,10 @@ impl Engine {
             .record(&gid, op, calls, &owner, None, Some((status, end)))
             .await?;
         match continued {
-            store::Continued::Finished(finished) => Ok(self.finished(&gid, status, end, finished)),
-            _ => Ok(None),
+            store::Continued::Finished(finished) => Ok(self
+                .finished(&gid, status, end, finished)
+                .map_or(PassEnd::Yielded, PassEnd::Finished)),
+            _ => Ok(PassEnd::Yielded),
         }
     }
 
@@ -519,6 +571,13 @@ impl Engine {
             Err(e) => Err(e),
         };
         let (outcome, http_status) = match sent {
+            Ok(response) if response.status().is_redirection() => {
+                let status = response.status().as_u16();
+                (
+                    BranchOutcome::Error(redirect_refused(&response)),
+                    Some(status),
+                )
+            }
             Ok(response) => {
                 let status = response.status().as_u16();
                 match response.text().await {
@@ -545,6 +604,25 @@ impl Engine {
             latency: started.elapsed(),
         }
     }
+}
+
+/// The error of a branch call answered with a redirect, which is never followed:
+/// `HTTP 307: redirect to <Location> not followed` (the location cut to 200 characters).
+fn redirect_refused(response: &reqwest::Response) -> String {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| {
+            String::from_utf8_lossy(l.as_bytes())
+                .chars()
+                .take(200)
+                .collect()
+        })
+        .unwrap_or_else(|| "(no Location)".to_owned());
+    format!(
+        "HTTP {}: redirect to {location} not followed",
+        response.status().as_u16()
+    )
 }
 
 /// One branch call as [`Engine::call_branch`] saw it.

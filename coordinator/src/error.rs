@@ -22,6 +22,24 @@ pub enum CoordinatorError {
     /// `submit`. 409 with `dtm_result` FAILURE, which DTM clients read as a refusal.
     #[error("{0}")]
     Conflict(String),
+    /// `submit`/`abort` with `wait_result`: the transition is durable, but the second phase did
+    /// not finish within the wait (a branch answered other than success and its retry is
+    /// scheduled, or the wait ran out). DTM clients read only the HTTP status of a waited call,
+    /// so this is not a 200: 425 with `dtm_result` ONGOING when the branch answered ONGOING,
+    /// else 409 with FAILURE, as DTM answers `wait result not return success`. The body also
+    /// carries `error` = `not_finished`, the `gid` and its current `status` (`submitted` or
+    /// `aborting`: the coordinator goes on driving it).
+    #[error("{message}")]
+    NotFinished {
+        /// The global transaction.
+        gid: String,
+        /// Its status now: `submitted` or `aborting`.
+        status: tcc::protocol::GlobalStatus,
+        /// Whether the branch that held it up answered ONGOING.
+        ongoing: bool,
+        /// What held it up, for a human.
+        message: String,
+    },
     /// `query` of an unknown gid. 404.
     #[error("{0}")]
     NotFound(String),
@@ -57,6 +75,10 @@ impl ResponseError for CoordinatorError {
         match self {
             CoordinatorError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             CoordinatorError::Conflict(_) => StatusCode::CONFLICT,
+            CoordinatorError::NotFinished { ongoing: true, .. } => {
+                StatusCode::from_u16(425).expect("425 Too Early is a valid status")
+            }
+            CoordinatorError::NotFinished { .. } => StatusCode::CONFLICT,
             CoordinatorError::NotFound(_) => StatusCode::NOT_FOUND,
             CoordinatorError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CoordinatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +93,25 @@ impl ResponseError for CoordinatorError {
             }
             CoordinatorError::Conflict(message) => {
                 json!({ "dtm_result": tcc::protocol::FAILURE, "error": "conflict", "message": message })
+            }
+            CoordinatorError::NotFinished {
+                gid,
+                status,
+                ongoing,
+                message,
+            } => {
+                let dtm_result = if *ongoing {
+                    tcc::protocol::ONGOING
+                } else {
+                    tcc::protocol::FAILURE
+                };
+                json!(crate::api::NotFinishedBody {
+                    dtm_result: dtm_result.to_owned(),
+                    error: "not_finished".to_owned(),
+                    message: message.clone(),
+                    gid: gid.clone(),
+                    status: *status,
+                })
             }
             CoordinatorError::NotFound(message) => {
                 json!({ "error": "not_found", "message": message })

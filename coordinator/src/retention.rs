@@ -14,6 +14,12 @@
 //!   10 s by default, 500 ms with the tests' 50 ms tick). Replicas may all run it: rows one
 //!   replica is deleting are skipped by the others (`SKIP LOCKED`).
 //! * `RETENTION_SECONDS=0` disables it.
+//! * Each deleted transaction leaves a tombstone (its gid and finish time), so that `prepare`
+//!   refuses the gid again: an RM may still hold the gid's barrier rows, and a new transaction
+//!   under it would see its Try and Confirm skipped as duplicates, a `succeed` that moved nothing
+//!   (DTM never deletes, so it refuses a used gid forever). The same job deletes tombstones
+//!   `GID_TOMBSTONE_SECONDS` after their transaction finished (default 30 days; 0 keeps them
+//!   forever): that must exceed the RMs' `BARRIER_RETENTION_SECONDS` (7 days by default).
 //!
 //! The RMs clean their sub-transaction barrier rows with a job of their own
 //! ([`service_kit::retention`]), with a retention of their own (`BARRIER_RETENTION_SECONDS`).
@@ -33,16 +39,35 @@ pub fn interval(cron_interval: Duration) -> Duration {
 }
 
 /// One pass: deletes batches of at most `batch` finished transactions older than `retention`
-/// until a batch is less than full. Returns how many transactions were deleted.
+/// (leaving their tombstones) until a batch is less than full. Returns how many transactions
+/// were deleted.
 pub async fn sweep(pool: &DbPool, retention: Duration, batch: u32) -> Result<u64, BlockingError> {
-    let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    in_batches(pool, retention, batch, store::delete_finished_before).await
+}
+
+/// One pass over the gid tombstones: deletes, in batches of at most `batch`, those whose
+/// transaction finished more than `keep` ago. Returns how many were deleted.
+pub async fn sweep_tombstones(
+    pool: &DbPool,
+    keep: Duration,
+    batch: u32,
+) -> Result<u64, BlockingError> {
+    in_batches(pool, keep, batch, store::delete_tombstones_before).await
+}
+
+/// Runs `delete(conn, age in seconds, batch)` until it deletes less than a full batch; returns
+/// the total deleted.
+async fn in_batches(
+    pool: &DbPool,
+    age: Duration,
+    batch: u32,
+    delete: fn(&mut diesel::PgConnection, i64, i64) -> diesel::QueryResult<usize>,
+) -> Result<u64, BlockingError> {
+    let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
     let limit = batch.max(1) as usize;
     let mut total = 0u64;
     loop {
-        let deleted = blocking(pool, move |conn| {
-            store::delete_finished_before(conn, secs, limit as i64)
-        })
-        .await??;
+        let deleted = blocking(pool, move |conn| delete(conn, secs, limit as i64)).await??;
         total += deleted as u64;
         if deleted < limit {
             return Ok(total);
@@ -50,11 +75,13 @@ pub async fn sweep(pool: &DbPool, retention: Duration, batch: u32) -> Result<u64
     }
 }
 
-/// Runs [`sweep`] at once and then every `interval` until `shutdown` turns `true` (the server
-/// stopped). Does nothing when `retention` is zero. Errors are logged and retried next time.
+/// Runs [`sweep`] and [`sweep_tombstones`] at once and then every `interval` until `shutdown`
+/// turns `true` (the server stopped). Does nothing when `retention` is zero; keeps tombstones
+/// forever when `tombstones` is zero. Errors are logged and retried next time.
 pub async fn run(
     pool: DbPool,
     retention: Duration,
+    tombstones: Duration,
     batch: u32,
     interval: Duration,
     shutdown: watch::Receiver<bool>,
@@ -78,6 +105,17 @@ pub async fn run(
                 retention.as_secs()
             ),
             Err(e) => log::error!("retention pass failed: {e}"),
+        }
+        if tombstones.is_zero() {
+            return;
+        }
+        match sweep_tombstones(pool, tombstones, batch).await {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "retention deleted {n} gid tombstones of transactions finished more than {} s ago",
+                tombstones.as_secs()
+            ),
+            Err(e) => log::error!("retention pass over the gid tombstones failed: {e}"),
         }
     })
     .await;

@@ -60,4 +60,16 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(trans_branch_op, trans_event, trans_global);
+diesel::table! {
+    trans_gid_tombstone (gid) {
+        gid -> Text,
+        finish_time -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    trans_branch_op,
+    trans_event,
+    trans_global,
+    trans_gid_tombstone,
+);

@@ -101,6 +101,7 @@ impl Application {
         let retention = crate::retention::run(
             self.engine.pool().clone(),
             self.settings.retention,
+            self.settings.gid_tombstones,
             self.settings.retention_batch,
             crate::retention::interval(self.settings.cron_interval),
             shutdown,

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 use tcc::protocol::{GlobalStatus, Op};
 
 use crate::events::{self, Actor, EventKind, NewEvent};
-use crate::schema::{trans_branch_op, trans_global};
+use crate::schema::{trans_branch_op, trans_gid_tombstone, trans_global};
 
 /// A global transaction row (`trans_global`), serialized with DTM's field names. Deserialized
 /// from the JSON the state-machine functions answer with (`row_to_json`).
@@ -37,8 +37,11 @@ pub struct TransGlobal {
     pub retry_interval: i32,
     /// Seconds: timeout of each branch call.
     pub request_timeout: i32,
-    /// JSON object of headers for branch calls.
-    #[serde(serialize_with = "as_json_object")]
+    /// JSON object of headers for branch calls. Shown with the values of credential headers
+    /// replaced by `<redacted>` ([`is_credential_header`]): `query` and `all` are open to anyone
+    /// who reaches the coordinator, and such a header (an RM's bearer token, the gid token that
+    /// authorizes the transaction's branch calls) would let them call the RMs themselves.
+    #[serde(serialize_with = "as_redacted_json_object")]
     #[schema(value_type = Object)]
     pub branch_headers: String,
     /// Why it rolled back: the AP's reason, or `Timeout after N seconds`.
@@ -68,9 +71,36 @@ impl TransGlobal {
     }
 }
 
-fn as_json_object<S: serde::Serializer>(raw: &str, s: S) -> Result<S::Ok, S::Error> {
-    let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+fn as_redacted_json_object<S: serde::Serializer>(raw: &str, s: S) -> Result<S::Ok, S::Error> {
+    let mut value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+    if let Some(headers) = value.as_object_mut() {
+        for (name, value) in headers.iter_mut() {
+            if is_credential_header(name) {
+                *value = "<redacted>".into();
+            }
+        }
+    }
     value.serialize(s)
+}
+
+/// Whether a branch header carries a credential, by its name (case-insensitive):
+/// `Authorization`, `Proxy-Authorization`, `Cookie`, or a name containing `token`, `secret`,
+/// `signature`, `password` or `api-key`/`apikey`.
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie"
+    ) || [
+        "token",
+        "secret",
+        "signature",
+        "password",
+        "api-key",
+        "apikey",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// One Confirm or Cancel of a branch (`trans_branch_op`). Deserialized from the JSON array of
@@ -133,6 +163,9 @@ pub enum PrepareOutcome {
     AlreadyPrepared,
     /// It existed in another status: 409.
     Conflict(GlobalStatus),
+    /// A transaction with this gid existed and was deleted by retention (its tombstone is
+    /// kept): 409, since the RMs may still hold its barrier rows. Nothing was created.
+    Used,
 }
 
 /// Creates the transaction in `prepared`, due for a timeout check after `timeout_to_fail`, and
@@ -153,6 +186,7 @@ pub fn prepare(conn: &mut PgConnection, new: &NewTrans) -> QueryResult<PrepareOu
         .get_result(conn)?;
     Ok(match answer.answer.as_str() {
         "created" => PrepareOutcome::Created,
+        "used" => PrepareOutcome::Used,
         status => match parse_status(status) {
             GlobalStatus::Prepared => PrepareOutcome::AlreadyPrepared,
             other => PrepareOutcome::Conflict(other),
@@ -382,29 +416,6 @@ pub fn find(
         .select(BranchOp::as_select())
         .load(conn)?;
     Ok(Some((trans, ops)))
-}
-
-/// A page of transactions, newest first, optionally of one status; `before_id` is the keyset
-/// position (the last id of the previous page).
-pub fn list(
-    conn: &mut PgConnection,
-    status: Option<GlobalStatus>,
-    before_id: Option<i64>,
-    limit: i64,
-) -> QueryResult<Vec<TransGlobal>> {
-    use trans_global::dsl as g;
-    let mut query = g::trans_global
-        .select(TransGlobal::as_select())
-        .order(g::id.desc())
-        .limit(limit)
-        .into_boxed();
-    if let Some(status) = status {
-        query = query.filter(g::status.eq(status.as_str()));
-    }
-    if let Some(before) = before_id {
-        query = query.filter(g::id.lt(before));
-    }
-    query.load(conn)
 }
 
 // ---- second phase: leases ----
@@ -852,61 +863,98 @@ pub fn delete_finished_before(
     retention_secs: i64,
     limit: i64,
 ) -> QueryResult<usize> {
-    #[derive(QueryableByName)]
+    #[derive(QueryableByName, Insertable)]
+    #[diesel(table_name = trans_gid_tombstone)]
     struct Gone {
         #[diesel(sql_type = Text)]
         gid: String,
+        #[diesel(sql_type = Timestamptz)]
+        finish_time: DateTime<Utc>,
     }
     conn.transaction(|conn| {
-        let gone: Vec<String> = diesel::sql_query(
-            "DELETE FROM trans_global \
-             WHERE id IN (SELECT id FROM trans_global \
-                          WHERE status IN ('succeed', 'failed') \
-                            AND finish_time < now() - make_interval(secs => $1) \
-                          ORDER BY finish_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING gid",
-        )
-        .bind::<BigInt, _>(retention_secs)
-        .bind::<BigInt, _>(limit)
-        .load::<Gone>(conn)?
-        .into_iter()
-        .map(|g| g.gid)
-        .collect();
+        let gone: Vec<Gone> = diesel::sql_query(DELETE_FINISHED_BEFORE)
+            .bind::<BigInt, _>(retention_secs)
+            .bind::<BigInt, _>(limit)
+            .load::<Gone>(conn)?;
         if gone.is_empty() {
             return Ok(0);
         }
+        // The gids stay refused by `prepare` (tcc_prepare) while the RMs may hold barrier rows.
+        diesel::insert_into(trans_gid_tombstone::table)
+            .values(&gone)
+            .on_conflict_do_nothing()
+            .execute(conn)?;
+        let gids: Vec<&str> = gone.iter().map(|g| g.gid.as_str()).collect();
         // Later statements, hence fresh snapshots: they also see an event that a writer holding
         // the row's lock committed while the DELETE above waited for it.
-        diesel::delete(trans_branch_op::table.filter(trans_branch_op::gid.eq_any(&gone)))
+        diesel::delete(trans_branch_op::table.filter(trans_branch_op::gid.eq_any(&gids)))
             .execute(conn)?;
         diesel::delete(
-            crate::schema::trans_event::table.filter(crate::schema::trans_event::gid.eq_any(&gone)),
+            crate::schema::trans_event::table.filter(crate::schema::trans_event::gid.eq_any(&gids)),
         )
         .execute(conn)?;
         Ok(gone.len())
     })
 }
 
+/// The retention `DELETE` of finished transactions (see [`delete_finished_before`]), as raw SQL
+/// because Diesel's DSL has no `FOR UPDATE SKIP LOCKED` in a subquery of a `DELETE`: at most `$2`
+/// `succeed`/`failed` transactions that finished more than `$1` seconds ago, oldest first,
+/// skipping rows another replica is deleting; returns each one's gid and finish time.
+const DELETE_FINISHED_BEFORE: &str = "DELETE FROM trans_global \
+     WHERE id IN (SELECT id FROM trans_global \
+                  WHERE status IN ('succeed', 'failed') \
+                    AND finish_time < now() - make_interval(secs => $1) \
+                  ORDER BY finish_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+     RETURNING gid, finish_time";
+
+/// Deletes at most `limit` gid tombstones of transactions that finished more than
+/// `keep_secs` seconds ago, oldest first; returns how many. After that the gid may be prepared
+/// again: by then the RMs have deleted its barrier rows (`GID_TOMBSTONE_SECONDS` must exceed
+/// their `BARRIER_RETENTION_SECONDS`).
+pub fn delete_tombstones_before(
+    conn: &mut PgConnection,
+    keep_secs: i64,
+    limit: i64,
+) -> QueryResult<usize> {
+    use trans_gid_tombstone::dsl as t;
+    let cutoff = Utc::now() - chrono::Duration::seconds(keep_secs);
+    let expired: Vec<String> = t::trans_gid_tombstone
+        .select(t::gid)
+        .filter(t::finish_time.lt(cutoff))
+        .order(t::finish_time)
+        .limit(limit)
+        .load(conn)?;
+    diesel::delete(t::trans_gid_tombstone.filter(t::gid.eq_any(&expired))).execute(conn)
+}
+
 // ---- admin: the operator's views and actions (crate::admin) ----
 
-/// What the admin list selects; every field narrows it (all `None`: every transaction).
+/// What a list of transactions selects (DTM's `all`, the admin list); every field narrows it
+/// (all `None`: every transaction).
 #[derive(Debug, Clone, Default)]
-pub struct AdminFilter {
+pub struct TransFilter {
+    /// Only the transaction with this gid.
+    pub gid: Option<String>,
+    /// Only transactions of this type (`tcc`, the only one here).
+    pub trans_type: Option<String>,
     /// Only these statuses; empty: any.
     pub statuses: Vec<GlobalStatus>,
     /// Only transactions created before this instant (older than an age).
     pub created_before: Option<DateTime<Utc>>,
     /// Only transactions created at or after this instant (newer than an age).
     pub created_since: Option<DateTime<Utc>>,
+    /// Only transactions created at or before this instant.
+    pub created_until: Option<DateTime<Utc>>,
     /// Keyset position: only ids below it (the last id of the previous page).
     pub before_id: Option<i64>,
 }
 
 /// A page of at most `limit` transactions matching `filter`, newest first (by id, which is
-/// creation order), for `GET /api/admin/transactions`.
-pub fn admin_list(
+/// creation order), for DTM's `all` and `GET /api/admin/transactions`.
+pub fn list(
     conn: &mut PgConnection,
-    filter: &AdminFilter,
+    filter: &TransFilter,
     limit: i64,
 ) -> QueryResult<Vec<TransGlobal>> {
     use trans_global::dsl as g;
@@ -915,6 +963,12 @@ pub fn admin_list(
         .order(g::id.desc())
         .limit(limit)
         .into_boxed();
+    if let Some(gid) = &filter.gid {
+        query = query.filter(g::gid.eq(gid.clone()));
+    }
+    if let Some(trans_type) = &filter.trans_type {
+        query = query.filter(g::trans_type.eq(trans_type.clone()));
+    }
     if !filter.statuses.is_empty() {
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
         query = query.filter(g::status.eq_any(statuses));
@@ -924,6 +978,9 @@ pub fn admin_list(
     }
     if let Some(since) = filter.created_since {
         query = query.filter(g::create_time.ge(since));
+    }
+    if let Some(until) = filter.created_until {
+        query = query.filter(g::create_time.le(until));
     }
     if let Some(before) = filter.before_id {
         query = query.filter(g::id.lt(before));

@@ -202,13 +202,25 @@ struct CoordinatorAnswer {
     status: Option<GlobalStatus>,
     #[serde(default)]
     message: Option<String>,
+    /// This project's coordinator names its refusals; `not_finished` is the answer of a
+    /// `wait_result` whose second phase did not finish in time (409 or 425).
+    #[serde(default)]
+    error: Option<String>,
 }
+
+/// `error` of a waited `submit`/`abort` whose second phase did not finish within the wait: the
+/// transition succeeded and is durable, so the client reports the status it carries.
+const NOT_FINISHED: &str = "not_finished";
 
 impl TccClient {
     /// A client for the coordinator at `dtm` (its `/api/dtmsvr` base URL), with its own
     /// connection pool.
+    ///
+    /// Redirects are never followed: a redirected Try has not run where it was registered, and
+    /// is read as a transient error (only exactly 200 is a success).
     pub fn new(dtm: impl AsRef<str>) -> Self {
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
@@ -567,6 +579,9 @@ fn transport(call: &'static str, error: reqwest::Error) -> TccError {
 }
 
 /// Reads a coordinator answer the way DTM clients do: 200 without FAILURE in the body is success.
+/// One exception: a waited `submit`/`abort` answered `not_finished` (409/425, with the `status`
+/// the transaction is in) was accepted; its answer is returned so that the caller reports that
+/// status.
 async fn read_answer(
     call: &'static str,
     response: reqwest::Response,
@@ -574,6 +589,13 @@ async fn read_answer(
     let status = response.status().as_u16();
     let text = response.text().await.map_err(|e| transport(call, e))?;
     let answer = serde_json::from_str::<CoordinatorAnswer>(&text).ok();
+    let not_finished = matches!(status, 409 | 425)
+        && answer
+            .as_ref()
+            .is_some_and(|a| a.error.as_deref() == Some(NOT_FINISHED) && a.status.is_some());
+    if not_finished {
+        return Ok(answer.expect("checked above"));
+    }
     if status != 200 || text.contains(FAILURE) {
         let message = answer
             .and_then(|a| a.message)
@@ -588,6 +610,7 @@ async fn read_answer(
         gid: None,
         status: None,
         message: None,
+        error: None,
     }))
 }
 
@@ -859,10 +882,7 @@ mod tests {
             ..TransOptions::default()
         };
         let plain = TccClient::new("http://own:36789/api/dtmsvr");
-        assert_eq!(
-            plain.branch_headers("g1", &options),
-            options.branch_headers
-        );
+        assert_eq!(plain.branch_headers("g1", &options), options.branch_headers);
         let signed = plain.with_gid_tokens(Some(secret.clone()));
         assert_eq!(
             signed.branch_headers("g1", &options),

@@ -2,8 +2,9 @@
 //!
 //! Everything here is plain data with no I/O, so it compiles without any feature. The rules for
 //! reading a branch's answer follow DTM's `HTTPResp2DtmError` (dtm-labs/dtm, `dtmcli/dtmimp`):
-//! 425 or `ONGOING` in the body means "not yet", 409 or `FAILURE` means a business refusal, any
-//! other non-2xx answer is a transient error.
+//! 425 or `ONGOING` in the body means "not yet", 409 or `FAILURE` means a business refusal, exactly
+//! 200 means success, and any other answer (another 2xx such as 202, a 3xx redirect, 4xx, 5xx)
+//! is a transient error.
 
 use std::fmt;
 use std::str::FromStr;
@@ -178,18 +179,23 @@ pub enum BranchOutcome {
     Failure(String),
     /// HTTP 425 or `ONGOING` in the body: not finished, ask again at a fixed interval.
     Ongoing,
-    /// Anything else (5xx, an unexpected status, a timeout, a refused connection): transient.
+    /// Anything else (a status other than 200, 409 and 425 such as 202, 307 or 500, a timeout, a
+    /// refused connection): transient.
     Error(String),
 }
 
 impl BranchOutcome {
     /// Classifies an HTTP answer: `status` is the HTTP status code, `body` the raw body text.
+    ///
+    /// Only exactly 200 is a success, as in DTM's `HTTPResp2DtmError`: a 202 (accepted, not
+    /// done) or a redirect (a proxy's login page, a moved RM) has not run the branch, and
+    /// reading it as done would leave funds frozen while the TM reports `succeed`.
     pub fn from_http(status: u16, body: &str) -> Self {
         if status == 425 || body.contains(ONGOING) {
             BranchOutcome::Ongoing
         } else if status == 409 || body.contains(FAILURE) {
             BranchOutcome::Failure(failure_message(body))
-        } else if (200..300).contains(&status) {
+        } else if status == 200 {
             BranchOutcome::Success
         } else {
             BranchOutcome::Error(format!("HTTP {status}: {}", truncate(body, 200)))
@@ -268,11 +274,15 @@ impl BranchQuery {
 
 /// A gid is 1 to [`MAX_GID_LEN`] bytes of ASCII letters, digits and `-_.:`; anything else (spaces,
 /// control characters, quotes) is refused so that a gid is safe in logs, URLs and diagrams.
+/// A gid containing [`FAILURE`] or [`ONGOING`] is refused too: success answers carry the gid,
+/// and DTM clients search a raw answer for those words, so they would read its success as a
+/// failure.
 pub fn validate_gid(gid: &str) -> Result<(), ProtocolError> {
     validate_token("gid", gid, MAX_GID_LEN)
 }
 
-/// A branch id is 1 to [`MAX_BRANCH_ID_LEN`] bytes of ASCII letters, digits and `-_.:`.
+/// A branch id is 1 to [`MAX_BRANCH_ID_LEN`] bytes of ASCII letters, digits and `-_.:`, without
+/// [`FAILURE`] or [`ONGOING`] (see [`validate_gid`]).
 pub fn validate_branch_id(branch_id: &str) -> Result<(), ProtocolError> {
     validate_token("branch_id", branch_id, MAX_BRANCH_ID_LEN)
 }
@@ -293,6 +303,11 @@ fn validate_token(what: &str, value: &str, max: usize) -> Result<(), ProtocolErr
     {
         return Err(ProtocolError(format!(
             "{what} may contain only ASCII letters, digits and - _ . :"
+        )));
+    }
+    if let Some(word) = [FAILURE, ONGOING].into_iter().find(|w| value.contains(w)) {
+        return Err(ProtocolError(format!(
+            "{what} must not contain {word}: DTM clients read that word in an answer as its outcome"
         )));
     }
     Ok(())
@@ -368,6 +383,19 @@ mod tests {
     }
 
     #[test]
+    fn only_exactly_200_is_a_success() {
+        for status in [201, 202, 204, 301, 302, 303, 307, 308] {
+            assert!(
+                matches!(
+                    BranchOutcome::from_http(status, r#"{"dtm_result":"SUCCESS"}"#),
+                    BranchOutcome::Error(_)
+                ),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
     fn statuses_round_trip_through_their_wire_names() {
         for status in GlobalStatus::ALL {
             assert_eq!(status.as_str().parse::<GlobalStatus>().unwrap(), status);
@@ -400,6 +428,11 @@ mod tests {
         assert!(validate_gid(&"x".repeat(MAX_GID_LEN + 1)).is_err());
         assert!(validate_branch_id("0201").is_ok());
         assert!(validate_branch_id("01'").is_err());
+        // Success answers carry the gid; DTM clients search them for these words.
+        assert!(validate_gid("order-FAILURE-1").is_err());
+        assert!(validate_gid("xONGOINGx").is_err());
+        assert!(validate_gid("failure-ongoing").is_ok());
+        assert!(validate_branch_id("FAILURE").is_err());
     }
 
     #[test]

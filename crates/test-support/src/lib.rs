@@ -10,11 +10,13 @@
 //!   exact labels ([`metrics::scrape`], [`metrics::Exposition`]).
 //! * [`process`]: the binaries as real OS processes, for tests that kill (`SIGKILL`) and restart
 //!   them.
+//! * [`stub`]: a scripted stand-in for a misbehaving RM (a redirect, a 202, a call held open).
 
 pub mod db;
 pub mod metrics;
 pub mod process;
 pub mod rm;
 pub mod spawn;
+pub mod stub;
 
 pub use db::{pg_url, TestDb};

@@ -22,6 +22,7 @@ mod diagrams;
 mod end_to_end;
 mod failures;
 mod metrics;
+mod misbehaving_rm;
 mod nested;
 mod openapi;
 mod rate_limit;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use service_kit::openapi::{error_response, json_response, schemas_of};
 
-use crate::params::{ParamKind, ParamSpec, MAX_OPTION_SECS};
+use crate::params::{ParamKind, ParamSpec};
 use crate::routes::nested;
 use crate::scenario::{Scenario, CATALOGUE, CRASH_AFTER_TRY};
 
@@ -42,7 +42,7 @@ fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
     };
     match spec.kind {
         ParamKind::PositiveInt { default } => integer().default(Some(default.into())),
-        ParamKind::OptionalSecs => integer().maximum(Some(MAX_OPTION_SECS)),
+        ParamKind::OptionalSecs { max } => integer().maximum(Some(max)),
         ParamKind::Bool { default } => ObjectBuilder::new()
             .schema_type(Type::Boolean)
             .default(Some(default.into())),

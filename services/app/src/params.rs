@@ -20,6 +20,9 @@ use crate::error::AppError;
 
 /// Largest transaction option accepted, in seconds (one day), as the coordinator bounds them.
 pub const MAX_OPTION_SECS: i64 = 86_400;
+/// Largest `request_timeout` accepted, in seconds, as the coordinator bounds it: a branch call
+/// held open longer ties up a pass of the coordinator for that long.
+pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 
 /// What values a parameter takes.
 ///
@@ -34,7 +37,10 @@ pub enum ParamKind {
     },
     /// A whole number of seconds greater than 0, or absent (a transaction option the
     /// coordinator defaults).
-    OptionalSecs,
+    OptionalSecs {
+        /// The largest value accepted.
+        max: i64,
+    },
     /// `true`/`false` (query: also `1`/`0`), with a default.
     Bool {
         /// The value when the parameter is not given.
@@ -57,11 +63,11 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    /// A [`ParamKind::OptionalSecs`] parameter.
-    pub const fn optional_secs(name: &'static str, doc: &'static str) -> Self {
+    /// A [`ParamKind::OptionalSecs`] parameter of at most `max` seconds.
+    pub const fn optional_secs(name: &'static str, max: i64, doc: &'static str) -> Self {
         ParamSpec {
             name,
-            kind: ParamKind::OptionalSecs,
+            kind: ParamKind::OptionalSecs { max },
             doc,
         }
     }
@@ -210,7 +216,7 @@ impl RawParams {
             let default = match spec.kind {
                 ParamKind::PositiveInt { default } => Some(ParamValue::Int(default)),
                 ParamKind::Bool { default } => Some(ParamValue::Bool(default)),
-                ParamKind::OptionalSecs | ParamKind::Fault => None,
+                ParamKind::OptionalSecs { .. } | ParamKind::Fault => None,
             };
             if let Some(default) = default {
                 values.entry(spec.name).or_insert(default);
@@ -255,7 +261,7 @@ fn invalid(parameter: &str, message: String) -> AppError {
 
 fn check(spec: &ParamSpec, raw: &RawValue) -> Result<ParamValue, AppError> {
     match spec.kind {
-        ParamKind::PositiveInt { .. } | ParamKind::OptionalSecs => {
+        ParamKind::PositiveInt { .. } | ParamKind::OptionalSecs { .. } => {
             let number = match raw {
                 RawValue::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
                     // Only digits: the one failure left is a number too large for i64.
@@ -264,9 +270,9 @@ fn check(spec: &ParamSpec, raw: &RawValue) -> Result<ParamValue, AppError> {
                 RawValue::Json(v) => v.as_i64(),
                 _ => None,
             };
-            // Transaction options are seconds, at most a day (the coordinator's own bound).
+            // Transaction options are seconds, bounded as the coordinator bounds them.
             let max = match spec.kind {
-                ParamKind::OptionalSecs => MAX_OPTION_SECS,
+                ParamKind::OptionalSecs { max } => max,
                 _ => i64::MAX,
             };
             match number {

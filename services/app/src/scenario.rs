@@ -14,7 +14,7 @@ use tcc::protocol::Op;
 
 use crate::configuration::{Settings, DEFAULT_APP_URL};
 use crate::error::AppError;
-use crate::params::{ParamSpec, Params};
+use crate::params::{ParamSpec, Params, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
 use crate::prices::StockPrices;
 
 /// Where a branch can go: one of the RMs, or the AP's own nested branch. Each exposes
@@ -220,14 +220,17 @@ pub const CRASH_AFTER_TRY: &str = "crash_after_try";
 pub const COMMON_PARAMS: &[ParamSpec] = &[
     ParamSpec::optional_secs(
         "timeout_to_fail",
+        MAX_OPTION_SECS,
         "seconds before the coordinator aborts the transaction if it is still prepared",
     ),
     ParamSpec::optional_secs(
         "retry_interval",
+        MAX_OPTION_SECS,
         "seconds: base of the coordinator's exponential backoff between Confirm/Cancel attempts",
     ),
     ParamSpec::optional_secs(
         "request_timeout",
+        MAX_REQUEST_TIMEOUT_SECS,
         "seconds: timeout of each branch call, the AP's Try calls included",
     ),
     ParamSpec::boolean(

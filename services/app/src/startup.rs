@@ -62,7 +62,10 @@ impl AppState {
     /// The state for `settings`, with one new HTTP client and new metrics. `settings.app_url` should have been
     /// decided ([`Settings::resolve_app_url`]); [`run`] does it.
     pub fn new(settings: &Settings) -> std::io::Result<AppState> {
+        // No redirects: a redirected Try or coordinator call has not run where it was sent
+        // (only exactly 200 is a success).
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(HTTP_TIMEOUT)
             .pool_idle_timeout(tcc::client::POOL_IDLE_TIMEOUT)
