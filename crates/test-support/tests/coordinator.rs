@@ -270,6 +270,115 @@ async fn all_pages_newest_first_with_a_keyset_position() {
 }
 
 #[tokio::test]
+async fn all_filters_by_gid_status_type_and_create_time_as_dtm_does_and_refuses_unknown_parameters()
+{
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    for gid in ["g-a", "g-b", "g-c"] {
+        assert_eq!(
+            post(&http, &tm, "prepare", json!({"gid": gid})).await.0,
+            200
+        );
+    }
+    assert_eq!(
+        post(
+            &http,
+            &tm,
+            "abort",
+            json!({"gid": "g-b", "wait_result": true})
+        )
+        .await
+        .0,
+        200
+    );
+    let gids = |page: &Value| -> Vec<String> {
+        page["transactions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+            .iter()
+            .map(|t| t["gid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = |q: String| {
+        let http = http.clone();
+        let url = format!("{}/all?{q}", tm.dtm_url());
+        async move {
+            let response = http
+                .get(&url)
+                .send()
+                .await
+                .expect("the coordinator answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.expect("a JSON answer"),
+            )
+        }
+    };
+
+    assert_eq!(gids(&all("gid=g-b".into()).await.1), ["g-b"]);
+    assert_eq!(
+        gids(&all("gid=g-none".into()).await.1),
+        Vec::<String>::new()
+    );
+    assert_eq!(gids(&all("status=failed".into()).await.1), ["g-b"]);
+    assert_eq!(
+        gids(&all("transType=tcc".into()).await.1),
+        ["g-c", "g-b", "g-a"]
+    );
+    assert_eq!(
+        gids(&all("transType=saga".into()).await.1),
+        Vec::<String>::new()
+    );
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        gids(&all(format!("createTimeStart={}", now_ms + 60_000)).await.1),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        gids(&all(format!("createTimeEnd={}", now_ms - 3_600_000)).await.1),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        gids(
+            &all(format!(
+                "createTimeStart={}&createTimeEnd={}&status=prepared",
+                now_ms - 3_600_000,
+                now_ms + 60_000
+            ))
+            .await
+            .1
+        ),
+        ["g-c", "g-a"]
+    );
+
+    let (status, body) = all("trans_type=tcc".into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_query");
+    assert!(
+        body["message"].as_str().unwrap().contains("trans_type"),
+        "{body}"
+    );
+    let (status, body) = all("createTimeStart=yesterday".into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_time");
+}
+
+#[tokio::test]
+async fn a_gid_containing_failure_or_ongoing_is_refused_since_success_answers_carry_it() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    for gid in ["order-FAILURE-7", "ONGOING"] {
+        let (status, body) = post(&http, &tm, "prepare", json!({"gid": gid})).await;
+
+        assert_eq!(status, 400, "{gid}: {body}");
+        assert_eq!(body["error"], "invalid_gid");
+    }
+    let all = get_json(&http, &format!("{}/all", tm.dtm_url())).await;
+    assert_eq!(all["transactions"], json!([]));
+}
+
+#[tokio::test]
 async fn branch_urls_off_the_host_allowlist_are_refused_so_the_tm_calls_only_known_hosts() {
     let tm = spawn_coordinator().await;
     let http = reqwest::Client::new();

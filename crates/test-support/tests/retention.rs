@@ -406,3 +406,93 @@ async fn the_stock_service_keeps_the_barrier_rows_of_a_tentative_reservation_and
     assert_eq!(barrier_rows(&stock, "g-reserved"), 1);
     assert_eq!(tentative(&stock, "reservations", "g-reserved"), 1);
 }
+
+/// `prepare` of `gid`: (HTTP status, JSON answer), whatever the status.
+async fn try_prepare(http: &reqwest::Client, tm: &Spawned, gid: &str) -> (u16, Value) {
+    let response = http
+        .post(format!("{}/prepare", tm.dtm_url()))
+        .json(&json!({"gid": gid, "trans_type": "tcc"}))
+        .send()
+        .await
+        .expect("the coordinator answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+fn tombstones(conn: &mut PgConnection, gid: &str) -> i64 {
+    count(
+        conn,
+        "SELECT count(*) AS n FROM trans_gid_tombstone WHERE gid = $1",
+        gid,
+    )
+}
+
+#[tokio::test]
+async fn a_gid_whose_transaction_retention_deleted_is_refused_by_prepare_with_409() {
+    let tm = spawn_coordinator_with(TestDb::create("coordinator"), |s| {
+        s.retention = Duration::from_secs(1);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let mut db = tm.db.as_ref().expect("a database").connect();
+    post(&http, &tm, "prepare", json!({"gid": "g-once"})).await;
+    post(
+        &http,
+        &tm,
+        "submit",
+        json!({"gid": "g-once", "wait_result": true}),
+    )
+    .await;
+    eventually(
+        "the finished transaction deleted",
+        Duration::from_secs(10),
+        || transactions(&mut db, "g-once") == 0,
+    )
+    .await;
+    assert_eq!(tombstones(&mut db, "g-once"), 1, "its tombstone is kept");
+
+    let (status, body) = try_prepare(&http, &tm, "g-once").await;
+
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["dtm_result"], "FAILURE");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("deleted by retention"),
+        "{body}"
+    );
+    assert_eq!(transactions(&mut db, "g-once"), 0, "nothing was created");
+}
+
+#[tokio::test]
+async fn gid_tombstones_are_deleted_after_gid_tombstone_seconds_and_the_gid_may_then_be_prepared_again(
+) {
+    let tm = spawn_coordinator_with(TestDb::create("coordinator"), |s| {
+        s.retention = Duration::from_secs(1);
+        s.gid_tombstones = Duration::from_secs(2);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let mut db = tm.db.as_ref().expect("a database").connect();
+    post(&http, &tm, "prepare", json!({"gid": "g-expiring"})).await;
+    post(
+        &http,
+        &tm,
+        "submit",
+        json!({"gid": "g-expiring", "wait_result": true}),
+    )
+    .await;
+    eventually("the tombstone written", Duration::from_secs(10), || {
+        tombstones(&mut db, "g-expiring") == 1
+    })
+    .await;
+
+    eventually("the tombstone deleted", Duration::from_secs(10), || {
+        tombstones(&mut db, "g-expiring") == 0
+    })
+    .await;
+
+    let (status, body) = try_prepare(&http, &tm, "g-expiring").await;
+    assert_eq!(status, 200, "{body}");
+}
