@@ -38,7 +38,8 @@ use crate::branch::state;
 use crate::coordinator_check::{
     reconcile_verdict, CoordinatorClient, GlobalRecord, QueryError, ReconcileVerdict,
 };
-use crate::db::{blocking, DbPool};
+use crate::db::{blocking, build_pool, DbPool};
+use crate::settings::RmCommonSettings;
 
 /// Default of `--older-than`: 60 seconds. Younger rows may belong to a transaction whose first
 /// phase is still running.
@@ -304,14 +305,35 @@ where
     })
 }
 
+/// [`reconcile`] with what an RM's settings name: its database (`DATABASE_URL`, a pool of two
+/// connections) and its coordinator (`DTM_URL`, queried with
+/// [`CoordinatorClient::DEFAULT_TIMEOUT`]). `Err` also when the database cannot be reached.
+pub async fn reconcile_with_settings<E>(
+    common: &RmCommonSettings,
+    table: &'static str,
+    cancel: Cancel<E>,
+    options: ReconcileOptions,
+) -> Result<ReconcileReport, ReconcileError>
+where
+    E: From<diesel::result::Error> + std::fmt::Display + Send + 'static,
+{
+    let url = common.database_url.clone();
+    // r2d2 opens its connections at once: off the async runtime.
+    let pool = tokio::task::spawn_blocking(move || build_pool(&url, 2))
+        .await
+        .map_err(|e| ReconcileError(e.to_string()))?
+        .map_err(|e| ReconcileError(e.to_string()))?;
+    let coordinator = CoordinatorClient::new(&common.dtm_url, CoordinatorClient::DEFAULT_TIMEOUT);
+    reconcile(&pool, &coordinator, table, cancel, options).await
+}
+
 /// The `reconcile` subcommand of an RM binary: parses `args` (after `reconcile`, see
-/// [`ReconcileOptions::from_args`]), runs [`reconcile`] and prints one JSON line per row to
-/// stdout, then `{"summary": {...}}`. Returns the process's exit status: 0 when every row was
-/// handled, 1 when some row's action is `error`, 2 for bad arguments or when the rows could not
-/// be read (the message on stderr).
+/// [`ReconcileOptions::from_args`]), runs [`reconcile_with_settings`] and prints one JSON line per
+/// row to stdout, then `{"summary": {...}, "dry_run": ...}`. Returns the process's exit status:
+/// 0 when every row was handled, 1 when some row's action is `error`, 2 for bad arguments or
+/// when the rows could not be read (the message on stderr).
 pub async fn command<E>(
-    pool: &DbPool,
-    coordinator: &CoordinatorClient,
+    common: &RmCommonSettings,
     table: &'static str,
     cancel: Cancel<E>,
     args: &[String],
@@ -326,7 +348,7 @@ where
             return 2;
         }
     };
-    match reconcile(pool, coordinator, table, cancel, options).await {
+    match reconcile_with_settings(common, table, cancel, options).await {
         Ok(report) => {
             for line in &report.lines {
                 println!(

@@ -26,6 +26,7 @@
 //! * [`routes`]: the branch endpoints (through [`service_kit::branch::configure`]) and
 //!   `GET /api/accounts/{id}`.
 //! * [`ledger`]: the business code of each branch op, on one Diesel connection.
+//! * [`reconcile`]: the `reconcile` subcommand, releasing holds no global transaction will settle.
 //! * [`error`]: [`error::BankError`], the one error type, mapped once to HTTP.
 //! * [`schema`]: Diesel's view of `accounts` and `holds`; the SQL (with `COMMENT ON` and CHECK
 //!   constraints) is in `migrations/`.
@@ -38,6 +39,7 @@ pub mod baseline;
 pub mod configuration;
 pub mod error;
 pub mod ledger;
+pub mod reconcile;
 pub mod routes;
 pub mod schema;
 pub mod startup;

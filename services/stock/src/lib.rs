@@ -17,6 +17,8 @@
 //! * [`routes`]: the branch endpoints (through [`service_kit::branch::configure`]) and
 //!   `GET /api/products/{id}`.
 //! * [`inventory`]: the business code of each branch op, on one Diesel connection.
+//! * [`reconcile`]: the `reconcile` subcommand, releasing reservations no global transaction will
+//!   settle.
 //! * [`error`]: [`error::StockError`], the one error type, mapped once to HTTP.
 //! * [`schema`]: Diesel's view of `products` and `reservations`; the SQL is in `migrations/`.
 
@@ -27,6 +29,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 pub mod configuration;
 pub mod error;
 pub mod inventory;
+pub mod reconcile;
 pub mod routes;
 pub mod schema;
 pub mod startup;
