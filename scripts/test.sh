@@ -11,6 +11,9 @@
 #      cargo test, cargo doc with -D warnings;
 #   3. the DTM-client compatibility check (scripts/dtmcli_check.sh: Python dtmcli 1.7.7.0
 #      from PyPI against a private copy of the system, debug build). TEST_DTMCLI=0 skips it.
+#   3b. the check behind another DTM-compatible coordinator (scripts/dtmrs_check.sh: the AP and
+#      the RMs, debug build, behind dtmrs 0.13.0 from crates.io, installed once under
+#      target/dtmrs/: about 6 minutes cold on two cores). TEST_DTMRS=0 skips it.
 #   4. the API fuzz run (scripts/fuzz_api.sh: schemathesis from PyPI against every binary's
 #      OpenAPI description, on a private copy of the system, debug build): no 5xx, no answer
 #      outside its description. TEST_FUZZ=0 skips it.
@@ -73,6 +76,11 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
 if [[ ${TEST_DTMCLI:-1} != 0 ]]; then
   step "scripts/dtmcli_check.sh (Python dtmcli against the coordinator and the banks)"
   PROFILE=dev "$ROOT/scripts/dtmcli_check.sh"
+fi
+
+if [[ ${TEST_DTMRS:-1} != 0 ]]; then
+  step "scripts/dtmrs_check.sh (the AP and the RMs behind dtmrs, another DTM-compatible coordinator)"
+  PROFILE=dev "$ROOT/scripts/dtmrs_check.sh"
 fi
 
 if [[ ${TEST_FUZZ:-1} != 0 ]]; then

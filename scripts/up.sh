@@ -22,7 +22,9 @@
 #   BRANCH_SIGNING_SECRET the secret the coordinator signs Confirm/Cancel calls with and the RMs
 #                         check (docs/PROTOCOL.md, "Signed branch calls"). Default: a random one
 #                         generated once per RUN_DIR into $RUN_DIR/signing-secret (mode 600) and
-#                         reused on later runs, so restarted services keep agreeing.
+#                         reused on later runs, so restarted services keep agreeing. `off`:
+#                         none (demo mode: the RMs accept unsigned Confirm/Cancel calls), for a
+#                         coordinator that neither signs nor forwards branch headers (dtmrs 0.13).
 #   ADMIN_TOKEN           the bearer token the coordinator's admin actions (retry-now, force-stop)
 #                         require. Default: a random one generated once per RUN_DIR into
 #                         $RUN_DIR/admin-token (mode 600), so the actions are never open to
@@ -95,8 +97,12 @@ if [[ ${#databases[@]} -gt 0 ]]; then
 fi
 
 # One secret shared by the coordinator and the RMs: the caller's, else this RUN_DIR's (created
-# on first use: 32 random bytes, hex).
-if [[ -z ${BRANCH_SIGNING_SECRET:-} ]]; then
+# on first use: 32 random bytes, hex). `off`: none at all (exported empty, so that no binary
+# takes the word for a secret).
+if [[ ${BRANCH_SIGNING_SECRET:-} == off ]]; then
+  export BRANCH_SIGNING_SECRET=""
+  echo "BRANCH_SIGNING_SECRET=off: no signing secret; the RMs accept unsigned Confirm/Cancel calls from anyone (demo mode)"
+elif [[ -z ${BRANCH_SIGNING_SECRET:-} ]]; then
   secret_file="$RUN_DIR/signing-secret"
   if [[ ! -s $secret_file ]]; then
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$secret_file")
@@ -128,8 +134,9 @@ service_env() {
   if [[ -n $db ]]; then echo "DATABASE_URL=$PG_URL/$db"; fi
   if [[ $name != app ]]; then echo "BRANCH_SIGNING_SECRET=$BRANCH_SIGNING_SECRET"; fi
   if [[ $name == coordinator ]]; then echo "ADMIN_TOKEN=$ADMIN_TOKEN"; fi
+  # The AP's coordinator; the RMs ask it about a Try that carries no gid token.
+  if [[ $name != coordinator ]]; then echo "DTM_URL=$DTM_URL"; fi
   if [[ $name == app ]]; then
-    echo "DTM_URL=$DTM_URL"
     echo "TRANS_OUT_URL=$(url_of trans-out)/api"
     echo "TRANS_IN_URL=$(url_of trans-in)/api"
     echo "STOCK_URL=$(url_of stock)/api"
