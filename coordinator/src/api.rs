@@ -491,7 +491,7 @@ async fn submit(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Resu
 }
 
 #[utoipa::path(post, path = "/api/dtmsvr/abort", tag = "dtm", request_body = FinishBody,
-    description = "Phase two: Cancel every registered branch, in reverse order.",
+    description = "Phase two: Cancel every registered branch, the last registered first.",
     responses(FinishAnswers, JsonBodyErrors))]
 async fn abort(body: JsonObject<FinishBody>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     finish(body.0, engine.get_ref().clone(), GlobalStatus::Aborting).await

@@ -5,14 +5,16 @@
 //!
 //! 1. a `prepared` transaction claimed by the worker has passed `timeout_to_fail`: move it to
 //!    `aborting` with reason `Timeout after N seconds` (this frees what a crashed AP reserved);
-//! 2. call the pending ops in order (Confirms in registration order, Cancels in reverse), each
+//! 2. call the pending ops in order (Confirms and Cancels alike from the last registered branch to
+//!    the first, as DTM's `trans_type_tcc.go` does: a nested child before its parent), each
 //!    `POST <url>?gid=&trans_type=tcc&branch_id=&op=` with the registered data as body (signed
 //!    with `BRANCH_SIGNING_SECRET` when set: [`tcc::signing`]), and record them all in one commit
 //!    ([`store::record_calls`]) at the end of the pass, together with what step 3 writes: each
 //!    call's `branch_calling` and `branch_called` events (HTTP status or error, latency, attempt
 //!    number: [`crate::events`]) and its op's new status. Confirm and Cancel are idempotent
 //!    (design §6), so calls a crash kept from being recorded are only sent again by the next
-//!    pass; DTM also writes branch statuses asynchronously by default (`UpdateBranchSync`).
+//!    pass (DTM's `UpdateBranchSync` setting makes the same trade when it writes them
+//!    asynchronously).
 //!    The claim made the lease outlast the first call and wrote its `branch_calling` event (so a
 //!    pass cut short by a crash still shows); before a later call that might outlive the lease,
 //!    the calls so far are recorded and the lease renewed, and the pass stops if it was lost;

@@ -519,8 +519,8 @@ pub fn reload(conn: &mut PgConnection, gid: &str) -> QueryResult<TransGlobal> {
 /// its `branch_calling` event).
 #[derive(Debug, Clone)]
 pub struct Pass {
-    /// Pending ops of the transaction's phase, in call order: Confirms in registration order,
-    /// Cancels in reverse (design §4); empty when nothing is left.
+    /// Pending ops of the transaction's phase, in call order: the last registered branch first,
+    /// for Confirms and Cancels alike (DTM's order); empty when nothing is left.
     pub ops: Vec<BranchOp>,
     /// `false` when the lease was lost before the first call (nothing was recorded then).
     pub first_leased: bool,
@@ -662,8 +662,8 @@ pub struct BranchCall {
 /// of an op that had already succeeded), and what followed.
 ///
 /// Confirm and Cancel are idempotent (design §6), so calls that succeeded and were not recorded
-/// before a crash are only sent again by the next pass: DTM, likewise, writes branch statuses
-/// asynchronously by default (`UpdateBranchSync`).
+/// before a crash are only sent again by the next pass (DTM's `UpdateBranchSync` setting, when
+/// it writes branch statuses asynchronously, makes the same trade).
 pub fn record_calls(
     conn: &mut PgConnection,
     gid: &str,

@@ -4,9 +4,9 @@
 -- (tcc_record_success): one commit per branch. Confirm and Cancel are idempotent (the RM's
 -- sub-transaction barrier, design §6), so a call whose success is lost in a crash is simply sent
 -- again by the next pass and answered from the barrier: the per-call commit bought only a finer
--- event log after a crash, not safety. DTM draws the same line: by default it writes branch
--- statuses asynchronously, in batches (dtmsvr, TransBranch.changeStatus with the default
--- UpdateBranchSync = 0). Here they are written synchronously, but once per pass: the pass calls
+-- event log after a crash, not safety. DTM can draw the same line: with UpdateBranchSync = 0 it
+-- writes branch statuses asynchronously, in batches (dtmsvr, TransBranch.changeStatus; current
+-- releases write them synchronously by default). Here they are written once per pass: the pass calls
 -- its ops in order (design §4 unchanged) and then records every call with the final status in one
 -- commit (after a failed call: the calls so far, then the retry's schedule). A transaction of N
 -- branches costs N + 3 coordinator commits instead of 2N + 2: 5 instead of 6 for two branches.

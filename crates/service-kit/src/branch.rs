@@ -7,7 +7,10 @@
 //!    `stale_signature`, `bad_signature`) before anything else is read or done, and counted as
 //!    `unauthorized`. Try calls come from the AP and are never checked ([`BranchSigning`]);
 //! 1. the query's `op` must be the one the endpoint serves (`TransOutTry` with `op=confirm` is a
-//!    client bug, answered 400 rather than silently run as a Try);
+//!    client bug, answered 400 rather than silently run as a Try); a Try's body must be the RM's
+//!    [`BranchBody`], a JSON object without unknown fields, with valid values (400 otherwise).
+//!    Confirm and Cancel never fail for their body: they act on what their Try reserved, and
+//!    read only its demo `fault` when there is a usable one ([`settle_faults`], [`Business`]);
 //! 2. when fault injection is off, a Try whose body carries a `fault` is refused with 400, and
 //!    a Confirm/Cancel ignores it (it carries the data of a Try that was refused that way, and
 //!    must still succeed);
@@ -25,7 +28,8 @@
 //! [`BlockingError`]; [`FlowError`] carries its own HTTP mapping so services delegate to it.
 //!
 //! An RM plugs in with three pieces: its body type implements [`BranchBody`], its routes call
-//! [`configure`] with its three [`Business`] functions, and its error type sorts its variants
+//! [`configure`] with its three [`Business`] functions (Try's takes the body, Confirm's and
+//! Cancel's only the query), and its error type sorts its variants
 //! into [`ErrorClass`]es, which answer every RM's shared cases (refusal, bad value, unknown row,
 //! flow error, outage, bug) the same way.
 
@@ -212,13 +216,46 @@ impl ErrorClass<'_> {
     }
 }
 
-/// The business code of one branch op: runs inside the barrier's database transaction, on the
-/// request's query and body; an `Err` rolls the transaction (barrier row included) back.
-pub type Business<B> =
-    fn(&mut PgConnection, &BranchQuery, &B) -> Result<(), <B as BranchBody>::Error>;
+/// The business code of one branch op, which runs inside the barrier's database transaction; an
+/// `Err` rolls the transaction (barrier row included) back. The variant is the op the endpoint
+/// serves.
+///
+/// Only a Try reads the body. Confirm and Cancel act on what their Try reserved (a hold, a
+/// reservation), found by the query's gid and branch_id: the body the TM sends them is the data
+/// the AP registered, which this RM's version may no longer parse (a renamed field, an extra
+/// one, `null`), and a Confirm or Cancel refused for it would be retried forever while the funds
+/// stay frozen. So they never see it, and a body they cannot use is not an error.
+pub enum Business<B: BranchBody> {
+    /// Try: checks and reserves what the body asks for.
+    Try(fn(&mut PgConnection, &BranchQuery, &B) -> Result<(), B::Error>),
+    /// Confirm: uses what the Try of the query's branch reserved.
+    Confirm(fn(&mut PgConnection, &BranchQuery) -> Result<(), B::Error>),
+    /// Cancel: releases what the Try of the query's branch reserved (nothing when it never ran).
+    Cancel(fn(&mut PgConnection, &BranchQuery) -> Result<(), B::Error>),
+}
 
-/// The JSON body of an RM's three branch endpoints (Confirm and Cancel get the same body as Try:
-/// the TM sends the data the AP registered).
+impl<B: BranchBody> Business<B> {
+    /// The op this business code serves.
+    pub fn op(&self) -> Op {
+        match self {
+            Business::Try(_) => Op::Try,
+            Business::Confirm(_) => Op::Confirm,
+            Business::Cancel(_) => Op::Cancel,
+        }
+    }
+}
+
+// By hand: a derive would require `B: Copy`, but only function pointers are held.
+impl<B: BranchBody> Clone for Business<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: BranchBody> Copy for Business<B> {}
+
+/// The JSON body of an RM's Try endpoint. Confirm and Cancel read only its demo `fault`, and
+/// leniently ([`settle_faults`]).
 pub trait BranchBody: DeserializeOwned + Send + 'static {
     /// The RM's one error type.
     type Error: From<FlowError>
@@ -229,18 +266,17 @@ pub trait BranchBody: DeserializeOwned + Send + 'static {
         + 'static;
 
     /// Checks the values a Try relies on (ids and amounts > 0).
-    ///
-    /// Only a Try is validated: Confirm and Cancel act on what their Try reserved, and a Cancel
-    /// must succeed even for a Try refused for a bad value, or the TM would retry it forever.
     fn validate(&self) -> Result<(), Self::Error>;
 
     /// The body's demo `fault` ([`crate::fault`]), if any.
     fn faults(&self) -> Option<&BranchFaults>;
 }
 
-/// Registers an RM's three branch endpoints, `POST /api/{name}` for each `(name, op, business)`:
-/// the body is `B` as JSON, the query a [`BranchQuery`]; each call runs through [`run`] with
-/// the service's `FAULT_INJECTION` setting. The Try endpoint is rate-limited per client
+/// Registers an RM's three branch endpoints, `POST /api/{name}` for each `(name, business)`:
+/// the query a [`BranchQuery`], Try's body `B` as a JSON object (unknown fields refused,
+/// [`BranchBody::validate`]d), Confirm's and Cancel's any bytes (only a `fault` is read from
+/// them, [`settle_faults`]); each call runs through [`run`] with the service's `FAULT_INJECTION`
+/// setting. The Try endpoint is rate-limited per client
 /// address ([`crate::rate_limit::limited_try`]: 429 over the quota), Confirm and Cancel never.
 ///
 /// Every request is counted in the [`RmMetrics`] of the app data (`web::Data<RmMetrics>`,
@@ -251,11 +287,12 @@ pub trait BranchBody: DeserializeOwned + Send + 'static {
 pub fn configure<B: BranchBody>(
     cfg: &mut web::ServiceConfig,
     fault_injection: bool,
-    endpoints: [(&'static str, Op, Business<B>); 3],
+    endpoints: [(&'static str, Business<B>); 3],
 ) {
-    for (endpoint, op, business) in endpoints {
+    for (endpoint, business) in endpoints {
+        let op = business.op();
         let path = format!("/api/{endpoint}");
-        let route = route(endpoint, op, business, fault_injection);
+        let route = route(endpoint, business, fault_injection);
         // Only Try is rate-limited per client address (crate::rate_limit). Confirm and Cancel
         // come from the coordinator and are never throttled: a throttled one would only be
         // retried later, keeping funds frozen longer.
@@ -269,16 +306,18 @@ pub fn configure<B: BranchBody>(
 
 /// The OpenAPI description of the branch endpoints [`configure`] registers from the same
 /// `endpoints` table: `POST /api/{name}` for each, with the [`BranchQuery`] query parameters,
-/// `B`'s schema as the body and every answer of the flow ([`crate::openapi::branch_operation`]).
+/// `B`'s schema as Try's body (any JSON, optional, for Confirm and Cancel) and every answer of
+/// the flow ([`crate::openapi::branch_operation`]).
 pub fn openapi<B: BranchBody + utoipa::ToSchema>(
-    endpoints: &[(&'static str, Op, Business<B>)],
+    endpoints: &[(&'static str, Business<B>)],
 ) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::path::{HttpMethod, ParameterIn, PathItem};
     use utoipa::IntoParams;
     let mut paths = utoipa::openapi::PathsBuilder::new();
-    for (name, op, _) in endpoints {
+    for (name, business) in endpoints {
         let parameters = BranchQuery::into_params(|| Some(ParameterIn::Query));
-        let operation = crate::openapi::branch_operation(name, *op, &B::name(), parameters);
+        let operation =
+            crate::openapi::branch_operation(name, business.op(), &B::name(), parameters);
         paths = paths.path(
             format!("/api/{name}"),
             PathItem::new(HttpMethod::Post, operation),
@@ -293,10 +332,10 @@ pub fn openapi<B: BranchBody + utoipa::ToSchema>(
 /// A `POST` route running `business` through [`run`].
 fn route<B: BranchBody>(
     endpoint: &'static str,
-    op: Op,
     business: Business<B>,
     fault_injection: bool,
 ) -> Route {
+    let op = business.op();
     web::post().to(
         move |req: HttpRequest,
               pool: web::Data<DbPool>,
@@ -313,35 +352,75 @@ fn route<B: BranchBody>(
                 }
             }
             let query = query.map_err(|e| malformed(&req, endpoint, op, &metrics, e.into()))?;
-            // The JSON extractor over the buffered bytes: same limit, content-type check and
-            // JSON error answers as before (`crate::http::json_config`).
-            let body = web::Json::<B>::from_request(&req, &mut raw.clone().into())
-                .await
-                .map_err(|e| malformed(&req, endpoint, op, &metrics, e))?
-                .into_inner();
-            if !is_json_object(&raw) {
-                return Err(malformed(&req, endpoint, op, &metrics, not_an_object()));
-            }
-            let faults = body.faults().cloned();
-            let call = BranchCall {
+            let call = |faults| BranchCall {
                 endpoint,
                 op,
                 query: &query,
-                faults: faults.as_ref(),
+                faults,
                 fault_injection,
                 metrics: Some(&metrics),
             };
-            if op == Op::Try {
-                if let Err(e) = body.validate() {
-                    return report(call, Err(e)).map_err(actix_web::Error::from);
-                }
-            }
             let q = query.clone();
-            run(&pool, call, move |conn| business(conn, &q, &body))
+            let settle = match business {
+                Business::Try(business) => {
+                    // The JSON extractor over the buffered bytes: the limit, content-type check
+                    // and JSON error answers of `crate::http::json_config`.
+                    let body = web::Json::<B>::from_request(&req, &mut raw.clone().into())
+                        .await
+                        .map_err(|e| malformed(&req, endpoint, op, &metrics, e))?
+                        .into_inner();
+                    if !is_json_object(&raw) {
+                        return Err(malformed(&req, endpoint, op, &metrics, not_an_object()));
+                    }
+                    let faults = body.faults().cloned();
+                    let call = call(faults.as_ref());
+                    if let Err(e) = body.validate() {
+                        return report(call, Err(e)).map_err(actix_web::Error::from);
+                    }
+                    return run(&pool, call, move |conn| business(conn, &q, &body))
+                        .await
+                        .map_err(|e: B::Error| actix_web::Error::from(e));
+                }
+                Business::Confirm(settle) | Business::Cancel(settle) => settle,
+            };
+            let faults = settle_faults(&raw, &query);
+            run(&pool, call(faults.as_ref()), move |conn| settle(conn, &q))
                 .await
                 .map_err(|e: B::Error| actix_web::Error::from(e))
         },
     )
+}
+
+/// The demo `fault` of a Confirm's or Cancel's body ([`crate::fault`]): the body's `fault` field
+/// when the body is a JSON object whose `fault` parses, its other fields ignored; `None`
+/// otherwise. A body without a usable `fault` is not an error (see [`Business`]): it is logged
+/// at debug level, with the branch, and the call goes on.
+pub fn settle_faults(raw: &[u8], query: &BranchQuery) -> Option<BranchFaults> {
+    /// The one field a Confirm or Cancel reads; unknown fields are ignored.
+    #[derive(serde::Deserialize)]
+    struct FaultOnly {
+        #[serde(default)]
+        fault: Option<BranchFaults>,
+    }
+    // An object only: serde would also read a struct from a JSON array of its fields in order.
+    let parsed = if is_json_object(raw) {
+        serde_json::from_slice::<FaultOnly>(raw).map_err(|e| e.to_string())
+    } else {
+        Err("not a JSON object".to_owned())
+    };
+    match parsed {
+        Ok(body) => body.fault,
+        Err(why) => {
+            log::debug!(
+                "gid={} branch_id={} op={} body not read ({why}): no fault; the op acts on the \
+                 branch's reservation alone",
+                query.gid,
+                query.branch_id,
+                query.op
+            );
+            None
+        }
+    }
 }
 
 /// Counts (as `unauthorized`) and logs a Confirm/Cancel refused for its signature, and answers it:

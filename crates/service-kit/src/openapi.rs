@@ -219,15 +219,7 @@ pub fn branch_operation(
              Trys answer SUCCESS without applying anything twice.",
         ))
         .parameters(Some(parameters))
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .content(
-                    "application/json",
-                    ContentBuilder::new().schema(Some(schema_ref(body))).build(),
-                )
-                .required(Some(Required::True))
-                .build(),
-        ))
+        .request_body(Some(branch_body(op, body)))
         .response(
             "200",
             json_response("SUCCESS: applied, or already applied", "DtmReply"),
@@ -256,6 +248,39 @@ pub fn branch_operation(
         ),
     };
     builder.build()
+}
+
+/// The request body of a branch endpoint: for Try, a JSON object of the component schema `body`,
+/// required; for Confirm and Cancel, anything or nothing (they act on what their Try reserved,
+/// and read only a `fault` from their body when it is a JSON object with one).
+fn branch_body(op: tcc::protocol::Op, body: &str) -> utoipa::openapi::request_body::RequestBody {
+    if op == tcc::protocol::Op::Try {
+        return RequestBodyBuilder::new()
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(schema_ref(body))).build(),
+            )
+            .required(Some(Required::True))
+            .build();
+    }
+    RequestBodyBuilder::new()
+        .description(Some(
+            "The data the AP registered for the branch, sent back by the TM. Not needed: only a \
+             demo `fault` is read from it, when it is a JSON object whose `fault` parses; any \
+             other body (extra or renamed fields, `null`, not JSON) is ignored.",
+        ))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::T(Schema::Object(
+                    utoipa::openapi::schema::Object::with_type(
+                        utoipa::openapi::schema::SchemaType::AnyValue,
+                    ),
+                ))))
+                .build(),
+        )
+        .required(Some(Required::False))
+        .build()
 }
 
 /// The description of a `GET` view route of [`crate::http::view_route`] at `path` (with an

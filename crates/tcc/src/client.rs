@@ -319,8 +319,8 @@ impl TccClient {
     ///
     /// Nothing is sent here, and the handle must not be used to prepare, submit or abort: the
     /// outer AP does that for the whole global transaction, children included. Confirm and
-    /// Cancel of the children are driven by the TM like any branch's, in registration order
-    /// (Cancel in reverse), so a child registered by a nested Try is cancelled before its parent.
+    /// Cancel of the children are driven by the TM like any branch's, the last registered first,
+    /// so a child registered by a nested Try is confirmed or cancelled before its parent.
     ///
     /// The branch trusts the `dtm` URL of its caller, as DTM's clients do: expose nested Try
     /// endpoints only where APs (not arbitrary clients) can reach them.

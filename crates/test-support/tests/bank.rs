@@ -7,7 +7,9 @@ use bank::Role;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use test_support::rm::{assert_error, assert_failure, assert_success, Rm};
-use test_support::spawn::{join_in_turns, spawn_bank, spawn_bank_with, TEST_SEED_BALANCE};
+use test_support::spawn::{
+    join_in_turns, spawn_bank, spawn_bank_with, spawn_system, TEST_SEED_BALANCE,
+};
 use test_support::TestDb;
 
 const SEED: i64 = TEST_SEED_BALANCE;
@@ -515,6 +517,194 @@ async fn with_fault_injection_off_a_try_carrying_a_fault_is_a_400_and_changes_no
             .await,
     );
     assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+}
+
+/// Bodies a Confirm or Cancel may be sent that no version of the bank's Try body parses: the data
+/// the AP registered with a field this bank does not know, or renamed, or no JSON object at all.
+/// (name, content type, body).
+const UNUSABLE_BODIES: [(&str, &str, &str); 8] = [
+    (
+        "an extra field",
+        "application/json",
+        r#"{"account_id":1,"amount":1,"memo":"x"}"#,
+    ),
+    (
+        "renamed fields",
+        "application/json",
+        r#"{"account":1,"sum":1}"#,
+    ),
+    ("null", "application/json", "null"),
+    ("an array", "application/json", "[1, 1]"),
+    ("non-JSON text", "application/json", "not json at all"),
+    ("an empty body", "application/json", ""),
+    ("a text/plain body", "text/plain", "hello"),
+    (
+        "a fault that does not parse",
+        "application/json",
+        r#"{"account_id":1,"amount":1,"fault":{"cancel":"explode","confirm":"explode"}}"#,
+    ),
+];
+
+#[tokio::test]
+async fn a_confirm_or_cancel_whose_body_the_bank_cannot_parse_still_settles_the_hold() {
+    for role in [Role::TransOut, Role::TransIn] {
+        let bank = Bank::start(role).await;
+        let prefix = match role {
+            Role::TransOut => "TransOut",
+            Role::TransIn => "TransIn",
+        };
+        let direction = match role {
+            Role::TransOut => "out",
+            Role::TransIn => "in",
+        };
+        let (try_, confirm, cancel) = (
+            format!("{prefix}Try"),
+            format!("{prefix}Confirm"),
+            format!("{prefix}Cancel"),
+        );
+        let mut expected = Vec::new();
+        for (i, (what, content_type, body)) in UNUSABLE_BODIES.into_iter().enumerate() {
+            let (cancelled, confirmed) = (format!("cancel-{i}"), format!("confirm-{i}"));
+            for gid in [&cancelled, &confirmed] {
+                assert_success(&bank.call(&try_, gid, "try", &transfer(1, 30)).await);
+            }
+            let query =
+                |gid: &str, op: &str| format!("gid={gid}&trans_type=tcc&branch_id=01&op={op}");
+            let answer = bank
+                .raw(
+                    &cancel,
+                    &query(&cancelled, "cancel"),
+                    content_type,
+                    body.into(),
+                )
+                .await;
+            assert_eq!(answer.0, 200, "{role} Cancel with {what}: {}", answer.1);
+            assert_success(&answer);
+            let answer = bank
+                .raw(
+                    &confirm,
+                    &query(&confirmed, "confirm"),
+                    content_type,
+                    body.into(),
+                )
+                .await;
+            assert_eq!(answer.0, 200, "{role} Confirm with {what}: {}", answer.1);
+            assert_success(&answer);
+            expected.push(hold(&cancelled, 1, 30, direction, "cancelled"));
+            expected.push(hold(&confirmed, 1, 30, direction, "confirmed"));
+        }
+
+        // Each hold was settled by its amount, not by the body's.
+        assert_eq!(bank.holds(), expected, "{role}");
+        let moved = 30 * UNUSABLE_BODIES.len() as i64;
+        let after = match role {
+            Role::TransOut => (SEED - moved, 0, 0),
+            Role::TransIn => (SEED + moved, 0, 0),
+        };
+        assert_eq!(bank.balances(1).await, after, "{role}");
+    }
+}
+
+#[tokio::test]
+async fn a_fault_in_a_confirm_or_cancel_body_is_honoured_beside_fields_the_bank_does_not_know() {
+    let bank = Bank::start(Role::TransOut).await;
+    for gid in ["g1", "g2"] {
+        assert_success(&bank.call("TransOutTry", gid, "try", &transfer(1, 30)).await);
+    }
+    let confirm = json!({ "memo": "x", "fault": { "confirm": "error:1" } });
+    let cancel = json!({ "renamed": 1, "fault": { "cancel": "error:1" } });
+
+    let first = bank
+        .call("TransOutConfirm", "g1", "confirm", &confirm)
+        .await;
+    assert_error(&first, 500, "injected_error");
+    let first = bank.call("TransOutCancel", "g2", "cancel", &cancel).await;
+    assert_error(&first, 500, "injected_error");
+    assert_eq!(bank.balances(1).await, (SEED, 60, 0), "nothing settled yet");
+
+    assert_success(
+        &bank
+            .call("TransOutConfirm", "g1", "confirm", &confirm)
+            .await,
+    );
+    assert_success(&bank.call("TransOutCancel", "g2", "cancel", &cancel).await);
+    assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+}
+
+#[tokio::test]
+async fn registered_data_the_rms_cannot_parse_still_lets_the_coordinator_confirm_and_cancel() {
+    let sys = spawn_system().await;
+    let dtm = sys.coordinator.dtm_url();
+    let post = |what: &'static str, body: Value| {
+        let (http, url) = (sys.http.clone(), format!("{dtm}/{what}"));
+        async move {
+            let response = http
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .expect("the TM answers");
+            let status = response.status().as_u16();
+            let text = response.text().await.expect("a body");
+            assert_eq!(status, 200, "{what} {body}: {text}");
+        }
+    };
+    // Each branch: (RM, name prefix, the strict Try body, the registered data: the Try body with
+    // a field the RM does not know).
+    let branches = [
+        (
+            &sys.trans_out,
+            "TransOut",
+            json!({ "account_id": 1, "amount": 30 }),
+        ),
+        (
+            &sys.stock,
+            "Stock",
+            json!({ "product_id": 1, "quantity": 2 }),
+        ),
+    ];
+    for (gid, end) in [("e2e-submit", "submit"), ("e2e-abort", "abort")] {
+        post("prepare", json!({ "gid": gid, "trans_type": "tcc" })).await;
+        for (i, (rm, prefix, body)) in branches.iter().enumerate() {
+            let branch_id = format!("{:02}", i + 1);
+            let mut data = body.clone();
+            data["memo"] = json!("registered by a newer AP");
+            post(
+                "registerBranch",
+                json!({
+                    "gid": gid, "trans_type": "tcc", "branch_id": branch_id,
+                    "status": "prepared", "data": data.to_string(),
+                    "confirm": rm.url(&format!("/api/{prefix}Confirm")),
+                    "cancel": rm.url(&format!("/api/{prefix}Cancel")),
+                }),
+            )
+            .await;
+            let try_url = rm.url(&format!(
+                "/api/{prefix}Try?gid={gid}&trans_type=tcc&branch_id={branch_id}&op=try"
+            ));
+            let response = sys.http.post(try_url).json(body).send().await.expect("Try");
+            assert_eq!(response.status().as_u16(), 200, "{prefix}Try of {gid}");
+        }
+        post(end, json!({ "gid": gid, "trans_type": "tcc" })).await;
+        let status = if end == "submit" { "succeed" } else { "failed" };
+        sys.wait_for_status(gid, status, std::time::Duration::from_secs(10))
+            .await;
+    }
+
+    // The submitted transaction moved 30 and 2 units; the aborted one released its hold and its
+    // reservation.
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (SEED - 30, 0),
+        "the frozen funds of the aborted transfer are released"
+    );
+    let product = sys.product(1).await;
+    let seeded = stock::configuration::Settings::defaults().seed_stock;
+    assert_eq!(
+        (&product["stock"], &product["reserved"]),
+        (&json!(seeded - 2), &json!(0)),
+        "{product}"
+    );
 }
 
 #[tokio::test]

@@ -243,10 +243,10 @@ async fn the_fire_tcc_diagram_names_both_banks_with_try_confirm_and_succeed() {
         "TransIn-->>AP: 200 SUCCESS (N ms)",
         "AP->>TM: submit",
         "Note over TM: prepared -> submitted",
-        "TM->>TransOut: Confirm 01",
-        "TransOut-->>TM: 200 SUCCESS (N ms)",
         "TM->>TransIn: Confirm 02",
         "TransIn-->>TM: 200 SUCCESS (N ms)",
+        "TM->>TransOut: Confirm 01",
+        "TransOut-->>TM: 200 SUCCESS (N ms)",
         "Note over TM: submitted -> succeed",
     ];
     assert_eq!(lines[5..], order, "{diagram}");
@@ -292,11 +292,13 @@ async fn the_confirm_retry_diagram_shows_each_failed_attempt_then_the_success() 
             "Note over TM: retry Confirm 02 in N s (backoff step now N s)",
             "TM->>TransIn: Confirm 02 (attempt 3)",
             "TransIn-->>TM: 200 SUCCESS (N ms)",
+            "TM->>TransOut: Confirm 01",
+            "TransOut-->>TM: 200 SUCCESS (N ms)",
             "Note over TM: submitted -> succeed",
         ],
         "{diagram}"
     );
-    // TransOut's Confirm succeeded at once and is not called again.
+    // Confirms run last branch first: TransOut's waits for TransIn's and is called once.
     assert_eq!(
         lines
             .iter()
@@ -311,9 +313,9 @@ async fn the_confirm_retry_diagram_shows_each_failed_attempt_then_the_success() 
 async fn a_pass_cut_short_by_a_killed_coordinator_shows_its_first_call_without_an_answer_then_runs_again(
 ) {
     let mut sys = spawn_processes(&[]).await;
-    let path = "/api/fireTcc?trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false";
+    let path = "/api/fireTcc?trans_out_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false";
     let gid = sys
-        .fire_until_in_flight(path, 200, &sys.trans_in, "02", "confirm")
+        .fire_until_in_flight(path, 200, &sys.trans_out, "01", "confirm")
         .await;
     sys.coordinator.kill();
     sys.coordinator.restart().await;
@@ -325,19 +327,19 @@ async fn a_pass_cut_short_by_a_killed_coordinator_shows_its_first_call_without_a
         .url(&format!("/api/admin/transactions/{gid}/diagram"));
     let diagram = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let lines = normalise(&diagram);
-    // The killed pass had sent Confirm 01 (answered) and Confirm 02 (delayed): a pass records its
+    // The killed pass had sent Confirm 02 (answered) and Confirm 01 (delayed): a pass records its
     // calls when it ends, so all the log kept of it is the first call, written with the claim.
-    // The next pass sends both again; TransOut's barrier answers the repeated Confirm 01.
-    let first = position(&lines, "TM->>TransOut: Confirm 01", &diagram);
+    // The next pass sends both again; TransIn's barrier answers the repeated Confirm 02.
+    let first = position(&lines, "TM->>TransIn: Confirm 02", &diagram);
     assert_eq!(
         lines[first..],
         [
-            "TM->>TransOut: Confirm 01",
-            "Note over TM,TransOut: answer never recorded: the coordinator stopped during this call or a later one of its pass",
-            "TM->>TransOut: Confirm 01",
-            "TransOut-->>TM: 200 SUCCESS (N ms)",
+            "TM->>TransIn: Confirm 02",
+            "Note over TM,TransIn: answer never recorded: the coordinator stopped during this call or a later one of its pass",
             "TM->>TransIn: Confirm 02",
             "TransIn-->>TM: 200 SUCCESS (N ms)",
+            "TM->>TransOut: Confirm 01",
+            "TransOut-->>TM: 200 SUCCESS (N ms)",
             "Note over TM: submitted -> succeed",
         ],
         "{diagram}"
@@ -364,12 +366,12 @@ async fn the_event_log_records_each_state_change_and_call_with_its_latency() {
             "submitted",
             "branch_calling",
             "branch_called",
-            "branch_calling",
-            "branch_called",
             "retry_scheduled",
             "branch_calling",
             "branch_called",
             "retry_scheduled",
+            "branch_calling",
+            "branch_called",
             "branch_calling",
             "branch_called",
             "succeed",

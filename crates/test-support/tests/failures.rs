@@ -478,18 +478,19 @@ async fn two_coordinator_replicas_never_call_one_branch_op_twice_and_one_finishe
     );
 }
 
-/// Fires a transfer whose TransIn Confirm (branch 02) is delayed 1.5 s, and answers the status
-/// of TransOut's Confirm (branch 01) in the coordinator's tables while that delayed call is in
-/// flight, then both Confirms' final attempts once the transaction succeeded.
-async fn confirm_01_while_confirm_02_is_in_flight(lease_seconds: &str) -> (String, Vec<i64>) {
+/// Fires a transfer whose TransOut Confirm (branch 01, called second: last registered first) is
+/// delayed 1.5 s, and answers the status of TransIn's Confirm (branch 02, called first) in the
+/// coordinator's tables while that delayed call is in flight, then both Confirms' final attempts
+/// once the transaction succeeded.
+async fn confirm_02_while_confirm_01_is_in_flight(lease_seconds: &str) -> (String, Vec<i64>) {
     let sys = spawn_processes(&[("LEASE_SECONDS", lease_seconds)]).await;
-    let path = "/api/fireTcc?trans_in_confirm=delay:1500&wait_result=false";
+    let path = "/api/fireTcc?trans_out_confirm=delay:1500&wait_result=false";
     let gid = sys
-        .fire_until_in_flight(path, 200, &sys.trans_in, "02", "confirm")
+        .fire_until_in_flight(path, 200, &sys.trans_out, "01", "confirm")
         .await;
     let during = get_json(&sys.http, &format!("{}/query?gid={gid}", sys.dtm_url())).await;
     let confirms = ops(&during, "confirm");
-    let first = confirms.iter().find(|b| b["branch_id"] == "01").unwrap();
+    let first = confirms.iter().find(|b| b["branch_id"] == "02").unwrap();
     let first_status = first["status"].as_str().unwrap().to_owned();
 
     let after = sys
@@ -504,9 +505,9 @@ async fn confirm_01_while_confirm_02_is_in_flight(lease_seconds: &str) -> (Strin
 
 #[tokio::test]
 async fn a_pass_records_all_its_confirms_in_one_commit_when_it_ends() {
-    // The default lease (30 s) covers both calls: nothing is written between them, so Confirm 01,
-    // answered already, is still `prepared` in the tables while Confirm 02 is in flight.
-    let (during, attempts) = confirm_01_while_confirm_02_is_in_flight("30").await;
+    // The default lease (30 s) covers both calls: nothing is written between them, so Confirm 02,
+    // answered already, is still `prepared` in the tables while Confirm 01 is in flight.
+    let (during, attempts) = confirm_02_while_confirm_01_is_in_flight("30").await;
     assert_eq!(during, "prepared");
     assert_eq!(attempts, [1, 1]);
 }
@@ -514,8 +515,8 @@ async fn a_pass_records_all_its_confirms_in_one_commit_when_it_ends() {
 #[tokio::test]
 async fn a_pass_whose_lease_cannot_cover_the_next_call_records_and_renews_before_sending_it() {
     // A lease of 1 s is taken as request_timeout + 5 s per call (8 s): enough for one call only,
-    // so the pass records Confirm 01 (with the renewal) before it sends Confirm 02.
-    let (during, attempts) = confirm_01_while_confirm_02_is_in_flight("1").await;
+    // so the pass records Confirm 02 (with the renewal) before it sends Confirm 01.
+    let (during, attempts) = confirm_02_while_confirm_01_is_in_flight("1").await;
     assert_eq!(during, "succeed");
     assert_eq!(attempts, [1, 1]);
 }

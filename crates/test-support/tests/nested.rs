@@ -77,10 +77,11 @@ async fn fire_tcc_nested_moves_the_money_through_child_branch_0201() {
     let mut ids = branch_ids(&record, "confirm");
     ids.sort();
     assert_eq!(ids, ["01", "02", "0201"], "{record:#}");
-    // Confirms run in registration order: the child registered during its parent's Try.
+    // Confirms run last registered first, as DTM's do: the child, registered during its
+    // parent's Try, is confirmed before its parent.
     assert_eq!(
         finish_order(&record, "confirm"),
-        ["01", "02", "0201"],
+        ["0201", "02", "01"],
         "{record:#}"
     );
     assert!(all_succeeded(&record, "confirm"), "{record:#}");

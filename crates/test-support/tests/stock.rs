@@ -255,6 +255,88 @@ async fn a_cancel_fault_error_1_fails_the_first_cancel_and_the_retry_applies_onc
 }
 
 #[tokio::test]
+async fn a_confirm_or_cancel_whose_body_the_stock_service_cannot_parse_still_settles_the_reservation(
+) {
+    let stock = Stock::start().await;
+    // (name, content type, body): the data the AP registered with a field this version does not
+    // know, or renamed, or no JSON object at all.
+    let bodies = [
+        (
+            "an extra field",
+            "application/json",
+            r#"{"product_id":1,"quantity":1,"price":0}"#,
+        ),
+        (
+            "renamed fields",
+            "application/json",
+            r#"{"sku":1,"units":1}"#,
+        ),
+        ("null", "application/json", "null"),
+        ("an array", "application/json", "[1, 1]"),
+        ("non-JSON text", "application/json", "not json at all"),
+        ("an empty body", "application/json", ""),
+        ("a text/plain body", "text/plain", "hello"),
+        (
+            "a fault that does not parse",
+            "application/json",
+            r#"{"fault":{"cancel":"explode","confirm":"explode"}}"#,
+        ),
+    ];
+    let query = |gid: &str, op: &str| format!("gid={gid}&trans_type=tcc&branch_id=01&op={op}");
+    let mut expected = Vec::new();
+    for (i, (what, content_type, body)) in bodies.into_iter().enumerate() {
+        let (cancelled, confirmed) = (format!("cancel-{i}"), format!("confirm-{i}"));
+        for gid in [&cancelled, &confirmed] {
+            assert_success(&stock.call("StockTry", gid, "try", &reserve(1, 2)).await);
+        }
+        let answer = stock
+            .raw(
+                "StockCancel",
+                &query(&cancelled, "cancel"),
+                content_type,
+                body.into(),
+            )
+            .await;
+        assert_eq!(answer.0, 200, "Cancel with {what}: {}", answer.1);
+        assert_success(&answer);
+        let answer = stock
+            .raw(
+                "StockConfirm",
+                &query(&confirmed, "confirm"),
+                content_type,
+                body.into(),
+            )
+            .await;
+        assert_eq!(answer.0, 200, "Confirm with {what}: {}", answer.1);
+        assert_success(&answer);
+        expected.push(reservation(&cancelled, 1, 2, "cancelled"));
+        expected.push(reservation(&confirmed, 1, 2, "confirmed"));
+    }
+
+    // Each reservation was settled by its own quantity, not by the body's.
+    assert_eq!(stock.reservations(), expected);
+    let sold = 2 * bodies.len() as i64;
+    assert_eq!(stock.levels(1).await, (STOCK - sold, 0, STOCK - sold));
+}
+
+#[tokio::test]
+async fn a_fault_in_a_confirm_body_is_honoured_beside_fields_the_stock_service_does_not_know() {
+    let stock = Stock::start().await;
+    assert_success(&stock.call("StockTry", "g1", "try", &reserve(1, 2)).await);
+    let confirm = json!({ "sku": 1, "fault": { "confirm": "error:1" } });
+
+    let (status, answer) = stock.call("StockConfirm", "g1", "confirm", &confirm).await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (500, &json!("injected_error")),
+        "{answer}"
+    );
+    assert_eq!(stock.levels(1).await, (STOCK, 2, STOCK - 2));
+    assert_success(&stock.call("StockConfirm", "g1", "confirm", &confirm).await);
+    assert_eq!(stock.levels(1).await, (STOCK - 2, 0, STOCK - 2));
+}
+
+#[tokio::test]
 async fn malformed_requests_are_4xx_json_errors_and_change_nothing() {
     let stock = Stock::start().await;
     for (what, body, code) in [

@@ -1,6 +1,7 @@
-//! The business code of each branch op (design §7), run by [`service_kit::branch::run`] inside
-//! the sub-transaction barrier's database transaction. Each function sees only first deliveries:
-//! the barrier already skipped duplicates, empty compensations and hanging Trys.
+//! The business code of each branch op, run by [`service_kit::branch::run`] inside the
+//! sub-transaction barrier's database transaction. Each function sees only first deliveries:
+//! the barrier already skipped duplicates, empty compensations and hanging Trys. A Try reads its
+//! body; a Confirm or Cancel only its branch's hold, found by gid and branch_id.
 //!
 //! Rows are locked (`SELECT ... FOR UPDATE`) before they are read for a decision, so concurrent
 //! branches on one account serialize. Arithmetic is checked; the CHECK constraints of the
@@ -16,10 +17,12 @@ use tcc::protocol::BranchQuery;
 use crate::error::BankError;
 use crate::schema::{accounts, holds};
 
-/// The body of every branch call: `{"account_id": 1, "amount": 30, "fault": {...}?}`.
+/// The body of a Try: `{"account_id": 1, "amount": 30, "fault": {...}?}`, unknown fields
+/// refused.
 ///
-/// Confirm and Cancel receive the same body (the TM sends the data the AP registered), but act on
-/// the hold their Try placed, never on `amount`.
+/// Confirm and Cancel are sent the data the AP registered, but never parse it as this type: they
+/// act on the hold their Try placed, and read only the body's `fault`, leniently
+/// ([`service_kit::branch::settle_faults`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
@@ -135,11 +138,7 @@ pub fn trans_out_try(
 
 /// TransOut Confirm: the frozen funds leave (`balance -= amount, trading_balance -= amount`,
 /// amount from the hold).
-pub fn trans_out_confirm(
-    conn: &mut PgConnection,
-    query: &BranchQuery,
-    _req: &TransferRequest,
-) -> Result<(), BankError> {
+pub fn trans_out_confirm(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
     settle_hold(conn, query, "out", state::CONFIRMED, |a, amount| {
         Some((
             a.balance.checked_sub(amount)?,
@@ -150,11 +149,7 @@ pub fn trans_out_confirm(
 
 /// TransOut Cancel: unfreezes (`trading_balance -= amount`, amount from the hold). Without a
 /// hold it does nothing: the Try was refused and rolled back.
-pub fn trans_out_cancel(
-    conn: &mut PgConnection,
-    query: &BranchQuery,
-    _req: &TransferRequest,
-) -> Result<(), BankError> {
+pub fn trans_out_cancel(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
     settle_hold(conn, query, "out", state::CANCELLED, |a, amount| {
         Some((a.balance, a.trading_balance.checked_sub(amount)?))
     })
@@ -183,22 +178,14 @@ pub fn trans_in_try(
 }
 
 /// TransIn Confirm: the pending credit lands (`balance += amount`, amount from the hold).
-pub fn trans_in_confirm(
-    conn: &mut PgConnection,
-    query: &BranchQuery,
-    _req: &TransferRequest,
-) -> Result<(), BankError> {
+pub fn trans_in_confirm(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
     settle_hold(conn, query, "in", state::CONFIRMED, |a, amount| {
         Some((a.balance.checked_add(amount)?, a.trading_balance))
     })
 }
 
 /// TransIn Cancel: the pending credit is dropped; balances do not change.
-pub fn trans_in_cancel(
-    conn: &mut PgConnection,
-    query: &BranchQuery,
-    _req: &TransferRequest,
-) -> Result<(), BankError> {
+pub fn trans_in_cancel(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
     settle_hold(conn, query, "in", state::CANCELLED, |a, _| {
         Some((a.balance, a.trading_balance))
     })

@@ -2,7 +2,8 @@
 //!
 //! * `POST /api/TransOutTry|TransOutConfirm|TransOutCancel` (trans-out) or
 //!   `POST /api/TransInTry|TransInConfirm|TransInCancel` (trans-in), with the branch query
-//!   `?gid=&trans_type=tcc&branch_id=&op=` and a [`crate::ledger::TransferRequest`] body. Answers
+//!   `?gid=&trans_type=tcc&branch_id=&op=`; a Try's body is a [`crate::ledger::TransferRequest`],
+//!   a Confirm's or Cancel's is not needed (only a `fault` is read from it, leniently). Answers
 //!   200 SUCCESS, 409 FAILURE (business refusal), 425 ONGOING (injected), 4xx/5xx JSON errors.
 //! * `GET /api/accounts/{id}`: an [`crate::ledger::AccountView`], 404 for an unknown account.
 //!
@@ -15,7 +16,6 @@
 use actix_web::web;
 use service_kit::branch;
 use service_kit::http::view_route;
-use tcc::protocol::Op;
 
 use crate::configuration::{Role, Settings};
 use crate::error::BankError;
@@ -27,19 +27,25 @@ type Business = branch::Business<TransferRequest>;
 /// The path of the account view.
 const ACCOUNT_VIEW: &str = "/api/accounts/{id}";
 
-/// The role's three branch endpoints: (name, op, business code). The one table both the routes
-/// ([`configure`]) and their OpenAPI description ([`openapi`]) are built from.
-fn endpoints(role: Role) -> [(&'static str, Op, Business); 3] {
+/// The role's three branch endpoints: (name, business code of the op it serves). The one table
+/// both the routes ([`configure`]) and their OpenAPI description ([`openapi`]) are built from.
+fn endpoints(role: Role) -> [(&'static str, Business); 3] {
     match role {
         Role::TransOut => [
-            ("TransOutTry", Op::Try, ledger::trans_out_try),
-            ("TransOutConfirm", Op::Confirm, ledger::trans_out_confirm),
-            ("TransOutCancel", Op::Cancel, ledger::trans_out_cancel),
+            ("TransOutTry", Business::Try(ledger::trans_out_try)),
+            (
+                "TransOutConfirm",
+                Business::Confirm(ledger::trans_out_confirm),
+            ),
+            ("TransOutCancel", Business::Cancel(ledger::trans_out_cancel)),
         ],
         Role::TransIn => [
-            ("TransInTry", Op::Try, ledger::trans_in_try),
-            ("TransInConfirm", Op::Confirm, ledger::trans_in_confirm),
-            ("TransInCancel", Op::Cancel, ledger::trans_in_cancel),
+            ("TransInTry", Business::Try(ledger::trans_in_try)),
+            (
+                "TransInConfirm",
+                Business::Confirm(ledger::trans_in_confirm),
+            ),
+            ("TransInCancel", Business::Cancel(ledger::trans_in_cancel)),
         ],
     }
 }

@@ -1,7 +1,8 @@
-//! The business code of each branch op (design §7), run by [`service_kit::branch::run`] inside
-//! the sub-transaction barrier's database transaction: Try reserves, Confirm deducts, Cancel
-//! releases. Rows are locked before they are read for a decision; arithmetic is checked; the
-//! CHECK constraints make overselling impossible even if this code were wrong.
+//! The business code of each branch op, run by [`service_kit::branch::run`] inside the
+//! sub-transaction barrier's database transaction: Try reserves what its body asks for, Confirm
+//! deducts and Cancel releases the branch's reservation, found by gid and branch_id. Rows are
+//! locked before they are read for a decision; arithmetic is checked; the CHECK constraints make
+//! overselling impossible even if this code were wrong.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -13,10 +14,12 @@ use tcc::protocol::BranchQuery;
 use crate::error::StockError;
 use crate::schema::{products, reservations};
 
-/// The body of every branch call: `{"product_id": 1, "quantity": 2, "fault": {...}?}`.
+/// The body of a Try: `{"product_id": 1, "quantity": 2, "fault": {...}?}`, unknown fields
+/// refused.
 ///
-/// Confirm and Cancel receive the same body (the TM sends the data the AP registered), but act
-/// on the reservation their Try made, never on `quantity`.
+/// Confirm and Cancel are sent the data the AP registered, but never parse it as this type: they
+/// act on the reservation their Try made, and read only the body's `fault`, leniently
+/// ([`service_kit::branch::settle_faults`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
@@ -146,11 +149,7 @@ pub fn stock_try(
 
 /// StockConfirm: the reserved units leave (`stock -= quantity, reserved -= quantity`, quantity
 /// from the reservation).
-pub fn stock_confirm(
-    conn: &mut PgConnection,
-    query: &BranchQuery,
-    _req: &ReserveRequest,
-) -> Result<(), StockError> {
+pub fn stock_confirm(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), StockError> {
     settle_reservation(conn, query, state::CONFIRMED, |p, q| {
         Some((p.stock.checked_sub(q)?, p.reserved.checked_sub(q)?))
     })
@@ -158,11 +157,7 @@ pub fn stock_confirm(
 
 /// StockCancel: the units are released (`reserved -= quantity`). Without a reservation it does
 /// nothing: the Try was refused and rolled back.
-pub fn stock_cancel(
-    conn: &mut PgConnection,
-    query: &BranchQuery,
-    _req: &ReserveRequest,
-) -> Result<(), StockError> {
+pub fn stock_cancel(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), StockError> {
     settle_reservation(conn, query, state::CANCELLED, |p, q| {
         Some((p.stock, p.reserved.checked_sub(q)?))
     })

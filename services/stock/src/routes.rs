@@ -1,9 +1,10 @@
 //! The HTTP endpoints of the stock service.
 //!
 //! * `POST /api/StockTry|StockConfirm|StockCancel` with the branch query
-//!   `?gid=&trans_type=tcc&branch_id=&op=` and a [`crate::inventory::ReserveRequest`] body.
-//!   Answers 200 SUCCESS, 409 FAILURE (business refusal), 425 ONGOING (injected), 4xx/5xx JSON
-//!   errors.
+//!   `?gid=&trans_type=tcc&branch_id=&op=`; a Try's body is a
+//!   [`crate::inventory::ReserveRequest`], a Confirm's or Cancel's is not needed (only a `fault`
+//!   is read from it, leniently). Answers 200 SUCCESS, 409 FAILURE (business refusal), 425
+//!   ONGOING (injected), 4xx/5xx JSON errors.
 //! * `GET /api/products/{id}`: a [`crate::inventory::ProductView`], 404 for an unknown product.
 //!
 //! * `GET /api/metrics` (registered by [`service_kit::startup::run`]): Prometheus text,
@@ -13,9 +14,8 @@
 //! The request flow around the business code, metrics included, is [`service_kit::branch`]'s.
 
 use actix_web::web;
-use service_kit::branch;
+use service_kit::branch::{self, Business};
 use service_kit::http::view_route;
-use tcc::protocol::Op;
 
 use crate::configuration::Settings;
 use crate::error::StockError;
@@ -24,12 +24,12 @@ use crate::inventory;
 /// The path of the product view.
 const PRODUCT_VIEW: &str = "/api/products/{id}";
 
-/// The three branch endpoints: (name, op, business code). The one table both the routes
-/// ([`configure`]) and their OpenAPI description ([`openapi`]) are built from.
-const ENDPOINTS: [(&str, Op, branch::Business<inventory::ReserveRequest>); 3] = [
-    ("StockTry", Op::Try, inventory::stock_try),
-    ("StockConfirm", Op::Confirm, inventory::stock_confirm),
-    ("StockCancel", Op::Cancel, inventory::stock_cancel),
+/// The three branch endpoints: (name, business code of the op it serves). The one table both
+/// the routes ([`configure`]) and their OpenAPI description ([`openapi`]) are built from.
+const ENDPOINTS: [(&str, Business<inventory::ReserveRequest>); 3] = [
+    ("StockTry", Business::Try(inventory::stock_try)),
+    ("StockConfirm", Business::Confirm(inventory::stock_confirm)),
+    ("StockCancel", Business::Cancel(inventory::stock_cancel)),
 ];
 
 /// Registers the three branch endpoints and the product view.

@@ -7,7 +7,8 @@
 //! and calls TransIn as child branch `0201`, with its own body passed through unchanged, so a
 //! TransIn fault parameter of the fire request (`trans_in_try=failure`, ...) reaches the child.
 //! It answers what the child's Try answered. It never prepares, submits or aborts: the outer AP
-//! does, and the TM then confirms (or cancels, in reverse: `0201` before `02`) every branch.
+//! does, and the TM then confirms (or cancels) every branch, the last registered first: `0201`
+//! before `02`.
 //!
 //! No sub-transaction barrier here, and no database: the parent branch reserves nothing itself.
 //! Its child is registered directly with the TM, which drives the child's Confirm and Cancel
