@@ -27,8 +27,8 @@ TM_URL="${DTM_URL%/api/dtmsvr}"
 
 # name|AP path and query|final status|what it shows
 SCENARIOS=(
-  "fireTcc|fireTcc|succeed|a transfer that commits: Try on both banks, then Confirm on both"
-  "fireTccRollback|fireTccRollback|failed|TransIn's Try refused: abort, Cancel on both banks in reverse order"
+  "fireTcc|fireTcc|succeed|a transfer that commits: Try on both banks, then Confirm on both, the last registered first"
+  "fireTccRollback|fireTccRollback|failed|TransIn's Try refused: abort, Cancel on both banks, the last registered first"
   "confirm-retry|fireTcc?trans_in_confirm=error:2&retry_interval=1|succeed|TransIn's Confirm answers 500 twice: each attempt, the backoff, then the success"
   "fireTccNested|fireTccNested|succeed|nested TCC: branch 02's Try is an AP that adds TransIn as child 0201"
   "firePurchase|firePurchase|succeed|Stock, TransOut and TransIn in one global transaction"
