@@ -12,7 +12,8 @@
 //!   requests. Each must apply once.
 //!
 //! All three are decided by inserting rows into `dtm_barrier.barrier` **in the same local
-//! transaction as the business change**, keyed by `(gid, branch_id, op, barrier_id)`:
+//! transaction as the business change**, keyed by `(gid, branch_id, op, barrier_id)` (the unique
+//! key `uniq_barrier`, named as DTM names it: [`UNIQUE_CONSTRAINT`]):
 //!
 //! 1. for `cancel`, insert-if-absent the row for `try` (reason `cancel`); if it was inserted,
 //!    Try never ran: empty compensation, skip the business code and succeed;
@@ -64,8 +65,19 @@ use crate::protocol::{BranchQuery, Op, TransType};
 /// ```
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// The SQL of [`MIGRATIONS`], for services that manage their schema with another tool.
-pub const MIGRATION_SQL: &str = include_str!("../migrations/00000000000001_dtm_barrier/up.sql");
+/// The SQL of [`MIGRATIONS`], in order, for services that manage their schema with another
+/// tool.
+pub const MIGRATION_SQL: &str = concat!(
+    include_str!("../migrations/00000000000001_dtm_barrier/up.sql"),
+    "\n",
+    include_str!("../migrations/00000000000003_uniq_barrier/up.sql"),
+);
+
+/// The name of the barrier's unique key `(gid, branch_id, op, barrier_id)`, the one DTM gives it
+/// (dtm-labs/dtm `sqls/dtmcli.barrier.postgres.sql`): DTM's own barrier code inserts with
+/// `ON CONFLICT ON CONSTRAINT uniq_barrier DO NOTHING`, so an RM written with DTM's Go or Java
+/// SDK can share the table. [`BranchBarrier::call`] inserts the same way.
+pub const UNIQUE_CONSTRAINT: &str = "uniq_barrier";
 
 /// Runs [`MIGRATIONS`] on `conn` if they are not applied yet.
 pub fn run_migrations(
@@ -189,8 +201,10 @@ impl BranchBarrier {
         })
     }
 
-    /// Inserts the row for `op` unless it exists; `true` when this call inserted it.
+    /// Inserts the row for `op` unless it exists (DTM's statement: `ON CONFLICT ON CONSTRAINT
+    /// uniq_barrier DO NOTHING`, [`UNIQUE_CONSTRAINT`]); `true` when this call inserted it.
     fn insert(&self, conn: &mut PgConnection, op: Op, barrier_id: &str) -> QueryResult<bool> {
+        use diesel::upsert::on_constraint;
         use schema::barrier::dsl;
         let inserted = diesel::insert_into(dsl::barrier)
             .values((
@@ -201,7 +215,8 @@ impl BranchBarrier {
                 dsl::barrier_id.eq(barrier_id),
                 dsl::reason.eq(self.op.as_str()),
             ))
-            .on_conflict_do_nothing()
+            .on_conflict(on_constraint(UNIQUE_CONSTRAINT))
+            .do_nothing()
             .execute(conn)?;
         Ok(inserted == 1)
     }

@@ -937,3 +937,58 @@ async fn zero_seed_accounts_disables_seeding() {
         "account 1 does not exist",
     );
 }
+
+/// DTM's barrier insert as its Go SDK sends it to Postgres (dtm-labs/dtm `dtmcli/dtmimp`:
+/// `insertBarrier` through the Postgres `GetInsertIgnoreTemplate`): an RM written with DTM's SDK
+/// sharing the table runs exactly this. Binds: trans_type, gid, branch_id, op, barrier_id, reason.
+const DTM_BARRIER_INSERT: &str = "insert into dtm_barrier.barrier(trans_type, gid, branch_id, \
+     op, barrier_id, reason) values($1,$2,$3,$4,$5,$6)  on conflict ON CONSTRAINT uniq_barrier do \
+     nothing";
+
+/// Runs [`DTM_BARRIER_INSERT`] on `conn` for `(gid, branch 01, op, barrier 01, reason op)`;
+/// returns the rows inserted (0 for a duplicate).
+fn dtm_barrier_insert(conn: &mut PgConnection, gid: &str, op: &str) -> usize {
+    use diesel::sql_types::Text;
+    diesel::sql_query(DTM_BARRIER_INSERT)
+        .bind::<Text, _>("tcc")
+        .bind::<Text, _>(gid)
+        .bind::<Text, _>("01")
+        .bind::<Text, _>(op)
+        .bind::<Text, _>("01")
+        .bind::<Text, _>(op)
+        .execute(conn)
+        .unwrap_or_else(|e| panic!("DTM's barrier insert fails: {e}"))
+}
+
+#[tokio::test]
+async fn dtms_own_barrier_insert_works_on_the_banks_barrier_table_and_skips_duplicates() {
+    let bank = Bank::start(Role::TransOut).await;
+    // A row the bank wrote itself: its Try of g1.
+    assert_success(
+        &bank
+            .call("TransOutTry", "g1", "try", &transfer(1, 30))
+            .await,
+    );
+    let mut conn = bank.db();
+
+    assert_eq!(dtm_barrier_insert(&mut conn, "dtm-g", "try"), 1);
+    assert_eq!(
+        dtm_barrier_insert(&mut conn, "dtm-g", "try"),
+        0,
+        "duplicate"
+    );
+    assert_eq!(
+        dtm_barrier_insert(&mut conn, "g1", "try"),
+        0,
+        "the bank's own row is a duplicate for DTM too"
+    );
+    assert_eq!(bank.barrier_rows(), 2);
+    // And the other way: the bank's barrier sees DTM's row, so a Cancel of dtm-g is no empty
+    // compensation (the Try slot is taken) but applies; nothing is held for it here.
+    assert_success(
+        &bank
+            .call("TransOutCancel", "dtm-g", "cancel", &transfer(1, 30))
+            .await,
+    );
+    assert_eq!(bank.barrier_rows(), 3);
+}

@@ -422,3 +422,38 @@ async fn seeding_uses_the_settings_and_never_overwrites_existing_rows() {
     );
     assert_eq!(stock.levels(2).await, (45, 0, 45));
 }
+
+/// DTM's barrier insert as its Go SDK sends it to Postgres (dtm-labs/dtm `dtmcli/dtmimp`:
+/// `insertBarrier` through the Postgres `GetInsertIgnoreTemplate`). Binds: trans_type, gid,
+/// branch_id, op, barrier_id, reason.
+const DTM_BARRIER_INSERT: &str = "insert into dtm_barrier.barrier(trans_type, gid, branch_id, \
+     op, barrier_id, reason) values($1,$2,$3,$4,$5,$6)  on conflict ON CONSTRAINT uniq_barrier do \
+     nothing";
+
+#[tokio::test]
+async fn dtms_own_barrier_insert_works_on_the_stock_barrier_table_and_skips_duplicates() {
+    use diesel::sql_types::Text;
+    let stock = Stock::start().await;
+    assert_success(&stock.call("StockTry", "g1", "try", &reserve(1, 2)).await);
+    let mut conn = stock.db();
+    let mut insert = |gid: &str| {
+        diesel::sql_query(DTM_BARRIER_INSERT)
+            .bind::<Text, _>("tcc")
+            .bind::<Text, _>(gid)
+            .bind::<Text, _>("01")
+            .bind::<Text, _>("try")
+            .bind::<Text, _>("01")
+            .bind::<Text, _>("try")
+            .execute(&mut conn)
+            .unwrap_or_else(|e| panic!("DTM's barrier insert fails: {e}"))
+    };
+
+    assert_eq!(insert("dtm-g"), 1);
+    assert_eq!(insert("dtm-g"), 0, "duplicate");
+    assert_eq!(
+        insert("g1"),
+        0,
+        "the stock service's own row is a duplicate for DTM too"
+    );
+    assert_eq!(stock.barrier_rows(), 2);
+}

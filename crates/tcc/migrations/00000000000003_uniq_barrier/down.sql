@@ -1,0 +1,1 @@
+ALTER TABLE dtm_barrier.barrier RENAME CONSTRAINT uniq_barrier TO barrier_uniq;
