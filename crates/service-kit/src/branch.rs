@@ -1,11 +1,19 @@
 //! The request flow every RM branch endpoint shares, so that the bank and the stock services
 //! differ only in their business code:
 //!
-//! 0. on the Confirm and Cancel endpoints, when the RM has a `BRANCH_SIGNING_SECRET`, the call
-//!    must carry the coordinator's signature ([`tcc::signing`]) over its method, path, query and
-//!    raw body; an unsigned, stale or tampered call is answered `401` (`missing_signature`,
-//!    `stale_signature`, `bad_signature`) before anything else is read or done, and counted as
-//!    `unauthorized`. Try calls come from the AP and are never checked ([`BranchSigning`]);
+//! 0. the caller is authorized ([`BranchSigning`], [`tcc::signing`]) before anything else is
+//!    done:
+//!    * on the Confirm and Cancel endpoints, when the RM has a `BRANCH_SIGNING_SECRET`, the call
+//!      must carry the coordinator's signature over its method, path, query and raw body, or the
+//!      gid token of the query's gid (which the AP put into `branch_headers`, and a DTM-compatible
+//!      TM forwards); otherwise `401` (`missing_signature`, `stale_signature`, `bad_signature`,
+//!      `bad_gid_token`), counted as `unauthorized`;
+//!    * on the Try endpoint, a call carrying a gid token must carry its gid's (`401
+//!      bad_gid_token` otherwise); a call without one is accepted only when the RM's coordinator
+//!      (`DTM_URL`) reports the gid `prepared` with this branch registered
+//!      ([`crate::coordinator_check::try_verdict`]): otherwise `403 try_not_registered`, counted
+//!      as `not_registered`, or `503 unavailable` when the coordinator cannot be asked. Nothing
+//!      is written or frozen for a refused Try: no barrier row, no hold;
 //! 1. the query's `op` must be the one the endpoint serves (`TransOutTry` with `op=confirm` is a
 //!    client bug, answered 400 rather than silently run as a Try); a Try's body must be the RM's
 //!    [`BranchBody`], a JSON object without unknown fields, with valid values (400 otherwise).
@@ -40,7 +48,9 @@ use serde::de::DeserializeOwned;
 use tcc::actix::{BranchQueryError, BranchReply};
 use tcc::barrier::BranchBarrier;
 use tcc::protocol::{BranchQuery, Op};
-use tcc::signing::{self, SignatureError, SignatureHeaders, SigningSecret};
+use tcc::signing::{self, GidTokenError, SignatureError, SignatureHeaders, SigningSecret};
+
+use crate::coordinator_check::{try_verdict, CoordinatorClient, QueryError, TryVerification};
 
 use crate::db::{blocking, BlockingError, DbPool};
 use crate::fault::{inject, BranchFaults, Injected};
@@ -58,24 +68,101 @@ pub mod state {
     pub const CANCELLED: &str = "cancelled";
 }
 
-/// Whether this RM checks the coordinator's signature on Confirm and Cancel (step 0 of the module
-/// docs): the shared `BRANCH_SIGNING_SECRET`, or `None` in demo mode (unsigned calls accepted).
-/// Registered as `web::Data<BranchSigning>` by [`crate::startup::run`]; without it the branch
-/// endpoints answer 500 rather than run unchecked.
+/// Who may call this RM's branch endpoints (step 0 of the module docs): the shared
+/// `BRANCH_SIGNING_SECRET` (`None` in demo mode: unsigned Confirm/Cancel calls accepted, no gid
+/// token can be checked), and the coordinator that Trys without a gid token are checked with
+/// (`None` with `TRY_VERIFICATION=off`). Registered as `web::Data<BranchSigning>` by
+/// [`crate::startup::run`]; without it the branch endpoints answer 500 rather than run unchecked.
 #[derive(Debug, Clone)]
 pub struct BranchSigning {
     secret: Option<SigningSecret>,
     max_skew_secs: u64,
+    try_gate: Option<CoordinatorClient>,
 }
 
 impl BranchSigning {
     /// Checks Confirm/Cancel calls against `secret` when it is set, allowing
-    /// [`signing::DEFAULT_MAX_SKEW_SECS`] of clock skew.
+    /// [`signing::DEFAULT_MAX_SKEW_SECS`] of clock skew, and Try calls only for their gid token
+    /// (no coordinator check: see [`BranchSigning::with_try_gate`]).
     pub fn new(secret: Option<SigningSecret>) -> BranchSigning {
         BranchSigning {
             secret,
             max_skew_secs: signing::DEFAULT_MAX_SKEW_SECS,
+            try_gate: None,
         }
+    }
+
+    /// These checks, with a Try that carries no gid token checked with `coordinator` (`None`:
+    /// accepted unchecked).
+    pub fn with_try_gate(self, coordinator: Option<CoordinatorClient>) -> BranchSigning {
+        BranchSigning {
+            try_gate: coordinator,
+            ..self
+        }
+    }
+
+    /// The checks an RM's common settings ask for: `BRANCH_SIGNING_SECRET`, and the coordinator
+    /// at `DTM_URL` unless `TRY_VERIFICATION=off` (queried with
+    /// [`CoordinatorClient::DEFAULT_TIMEOUT`]).
+    pub fn from_settings(common: &crate::settings::RmCommonSettings) -> BranchSigning {
+        let gate = (common.try_verification == TryVerification::Coordinator)
+            .then(|| CoordinatorClient::new(&common.dtm_url, CoordinatorClient::DEFAULT_TIMEOUT));
+        BranchSigning::new(common.branch_signing_secret.clone()).with_try_gate(gate)
+    }
+
+    /// Step 0 for a Confirm or Cancel with raw body `body`: `Ok` when no secret is set, when the
+    /// request signature is valid ([`BranchSigning::check`]), or when the call carries the gid
+    /// token of `query`'s gid (`query` is `None` when the query string did not parse: then only
+    /// the signature can pass). A call with a gid token but neither a valid signature nor a valid
+    /// token is refused for its token ([`CallerRefused::GidToken`]), one without a token for its
+    /// signature.
+    pub fn authorize_settle(
+        &self,
+        req: &HttpRequest,
+        body: &[u8],
+        query: Option<&BranchQuery>,
+    ) -> Result<(), CallerRefused> {
+        let Some(secret) = &self.secret else {
+            return Ok(());
+        };
+        let signature = self.check(req, body);
+        if signature.is_ok() {
+            return Ok(());
+        }
+        match (gid_token_header(req), query) {
+            (Some(token), Some(query)) => signing::verify_gid_token(secret, &query.gid, token)
+                .map_err(CallerRefused::GidToken),
+            (Some(_), None) => Err(CallerRefused::GidToken(GidTokenError(
+                "the query does not name a valid gid",
+            ))),
+            (None, _) => signature.map_err(CallerRefused::Signature),
+        }
+    }
+
+    /// Step 0 for a Try (the Try gate): a call carrying a gid token is accepted when it is the
+    /// token of `query`'s gid ([`CallerRefused::GidToken`] otherwise; without a secret a token
+    /// cannot be checked and is ignored). A call without one is accepted when the coordinator
+    /// reports the gid `prepared` with `query`'s branch registered
+    /// ([`CallerRefused::TryNotRegistered`] otherwise, [`CallerRefused::CoordinatorUnavailable`]
+    /// when it cannot be asked), or unchecked with `TRY_VERIFICATION=off`.
+    pub async fn authorize_try(
+        &self,
+        req: &HttpRequest,
+        query: &BranchQuery,
+    ) -> Result<(), CallerRefused> {
+        if let (Some(secret), Some(token)) = (&self.secret, gid_token_header(req)) {
+            return signing::verify_gid_token(secret, &query.gid, token)
+                .map_err(CallerRefused::GidToken);
+        }
+        let Some(coordinator) = &self.try_gate else {
+            return Ok(());
+        };
+        let record = coordinator
+            .query(&query.gid)
+            .await
+            .map_err(CallerRefused::CoordinatorUnavailable)?;
+        try_verdict(&record, &query.branch_id)
+            .map_err(|reported| CallerRefused::TryNotRegistered { reported })
     }
 
     /// `true` when a secret is set and Confirm/Cancel calls must be signed.
@@ -346,12 +433,20 @@ fn route<B: BranchBody>(
             // Extracted as `Result`s so that malformed requests are counted and logged too.
             // The body is read raw first: the signature covers its exact bytes.
             let raw = raw.map_err(|e| malformed(&req, endpoint, op, &metrics, payload_error(e)))?;
+            // Step 0: who is calling. Confirm/Cancel before their query is even read, Try once
+            // its gid and branch_id are known; a refused call writes nothing.
             if op != Op::Try {
-                if let Err(e) = signing.check(&req, &raw) {
-                    return Err(unauthorized(&req, endpoint, op, &metrics, e));
-                }
+                signing
+                    .authorize_settle(&req, &raw, query.as_ref().ok())
+                    .map_err(|e| refuse_caller(&req, endpoint, op, &metrics, e))?;
             }
             let query = query.map_err(|e| malformed(&req, endpoint, op, &metrics, e.into()))?;
+            if op == Op::Try {
+                signing
+                    .authorize_try(&req, &query)
+                    .await
+                    .map_err(|e| refuse_caller(&req, endpoint, op, &metrics, e))?;
+            }
             let call = |faults| BranchCall {
                 endpoint,
                 op,
@@ -423,26 +518,85 @@ pub fn settle_faults(raw: &[u8], query: &BranchQuery) -> Option<BranchFaults> {
     }
 }
 
-/// Counts (as `unauthorized`) and logs a Confirm/Cancel refused for its signature, and answers it:
-/// `401 {"error": "missing_signature"|"bad_signature"|"stale_signature", "message": ...}`.
-fn unauthorized(
+/// The value of the request's [`signing::GID_TOKEN_HEADER`], if any (a value that is not visible
+/// ASCII reads as a token that cannot match).
+fn gid_token_header(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(signing::GID_TOKEN_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+}
+
+/// Why step 0 refused a branch call (see [`BranchSigning`]). Nothing was done for it.
+#[derive(Debug, thiserror::Error)]
+pub enum CallerRefused {
+    /// A Confirm/Cancel without a valid signature or gid token: 401 `missing_signature`,
+    /// `bad_signature` or `stale_signature`.
+    #[error(transparent)]
+    Signature(SignatureError),
+    /// A gid token that is not the query's gid's: 401 `bad_gid_token`.
+    #[error(transparent)]
+    GidToken(GidTokenError),
+    /// A Try without a gid token whose gid the coordinator does not report `prepared` with this
+    /// branch registered: 403 `try_not_registered`. `reported` says what it reported.
+    #[error(
+        "this Try is not part of a global transaction the coordinator is running: {reported}. \
+         An AP must prepare the transaction and register the branch before calling its Try"
+    )]
+    TryNotRegistered {
+        /// What the coordinator reported ([`crate::coordinator_check::GlobalRecord::describe`]).
+        reported: String,
+    },
+    /// A Try without a gid token while the coordinator cannot be asked: 503 `unavailable`
+    /// (transient: the AP aborts, or retries later).
+    #[error("{0}; try again later")]
+    CoordinatorUnavailable(QueryError),
+}
+
+impl CallerRefused {
+    /// 401, 403 or 503.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            CallerRefused::Signature(_) | CallerRefused::GidToken(_) => StatusCode::UNAUTHORIZED,
+            CallerRefused::TryNotRegistered { .. } => StatusCode::FORBIDDEN,
+            CallerRefused::CoordinatorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` code of the answer: the signature's, `bad_gid_token`, `try_not_registered`
+    /// or `unavailable`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallerRefused::Signature(e) => e.code(),
+            CallerRefused::GidToken(e) => e.code(),
+            CallerRefused::TryNotRegistered { .. } => "try_not_registered",
+            CallerRefused::CoordinatorUnavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Counts (401 `unauthorized`, 403 `not_registered`, 503 `error`) and logs a branch call refused
+/// at step 0, and answers it: `{"error": <CallerRefused::code>, "message": ...}` with
+/// [`CallerRefused::status_code`].
+fn refuse_caller(
     req: &HttpRequest,
     endpoint: &str,
     op: Op,
     metrics: &RmMetrics,
-    error: SignatureError,
+    error: CallerRefused,
 ) -> actix_web::Error {
-    metrics.record(op, RequestOutcome::Unauthorized);
+    let status = error.status_code();
+    metrics.record(op, RequestOutcome::of_error_status(status));
     let raw = |name| raw_query_value(req.query_string(), name).unwrap_or("-");
     log::warn!(
-        "gid={} branch_id={} op={op} {endpoint} answered 401 ({}): {error}; peer {}",
+        "gid={} branch_id={} op={op} {endpoint} answered {} ({}): {error}; peer {}",
         raw("gid"),
         raw("branch_id"),
+        status.as_u16(),
         error.code(),
         req.peer_addr()
             .map_or_else(|| "-".to_owned(), |a| a.ip().to_string())
     );
-    let response = error_response(StatusCode::UNAUTHORIZED, error.code(), error.to_string());
+    let response = error_response(status, error.code(), error.to_string());
     actix_web::error::InternalError::from_response(error, response).into()
 }
 

@@ -194,7 +194,8 @@ pub fn common_errors(op: OperationBuilder) -> OperationBuilder {
 /// The operation of one RM branch endpoint (`POST /api/<name>`, [`crate::branch::configure`]):
 /// the [`tcc::protocol::BranchQuery`] query, a JSON body of the component schema `body`, and
 /// every answer the branch flow gives. `op` decides the per-op answers: Try may be rate-limited
-/// (429), Confirm and Cancel may be refused for their signature (401).
+/// (429) or refused by the Try gate (401, 403, 503), Confirm and Cancel may be refused for
+/// their signature or gid token (401).
 pub fn branch_operation(
     name: &str,
     op: tcc::protocol::Op,
@@ -238,13 +239,38 @@ pub fn branch_operation(
         );
     builder = common_errors(builder);
     builder = match op {
-        Op::Try => builder.response(
-            "429",
-            error_response("Too many Trys from this client address; see `Retry-After`"),
-        ),
+        Op::Try => builder
+            .response(
+                "429",
+                error_response("Too many Trys from this client address; see `Retry-After`"),
+            )
+            .response(
+                "401",
+                error_response(
+                    "`bad_gid_token`: the `X-Tcc-Gid-Token` header is not this gid's token; \
+                     nothing was reserved",
+                ),
+            )
+            .response(
+                "403",
+                error_response(
+                    "`try_not_registered`: no gid token, and the coordinator (`DTM_URL`) does not \
+                     report the gid `prepared` with this branch registered; nothing was reserved",
+                ),
+            )
+            .response(
+                "503",
+                error_response(
+                    "`unavailable`: the database, or for a Try without a gid token the \
+                     coordinator, could not be reached; nothing was reserved, try again later",
+                ),
+            ),
         Op::Confirm | Op::Cancel => builder.response(
             "401",
-            error_response("Unsigned, stale or tampered call (`BRANCH_SIGNING_SECRET` is set)"),
+            error_response(
+                "Neither a valid signature nor the gid's token (`BRANCH_SIGNING_SECRET` is set): \
+                 `missing_signature`, `stale_signature`, `bad_signature` or `bad_gid_token`",
+            ),
         ),
     };
     builder.build()

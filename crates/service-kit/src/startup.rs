@@ -151,6 +151,15 @@ impl<S: RmSettings> RmApplication<S> {
             .await
             .map_err(|e| StartupError::Task(e.to_string()))??;
         let server = settings.server();
+        log::info!(
+            "{}: a Try without a gid token is checked with the coordinator: {}",
+            server.service,
+            match server.common.try_verification {
+                crate::coordinator_check::TryVerification::Coordinator => &server.common.dtm_url,
+                crate::coordinator_check::TryVerification::Off =>
+                    "no (TRY_VERIFICATION=off: anyone who reaches this port can freeze funds)",
+            }
+        );
         if server.common.branch_signing_secret.is_none() {
             log::warn!(
                 "{}: BRANCH_SIGNING_SECRET is not set: Confirm and Cancel accept UNSIGNED calls \
@@ -248,9 +257,7 @@ pub fn run<S: RmSettings>(
         migrations: server.migrations,
     };
     let metrics = web::Data::new(RmMetrics::new(server.tentative_sql));
-    let signing = web::Data::new(BranchSigning::new(
-        server.common.branch_signing_secret.clone(),
-    ));
+    let signing = web::Data::new(BranchSigning::from_settings(server.common));
     // Created here, outside the per-worker factory, so that all workers share one quota per
     // client address.
     let try_limiter = web::Data::new(TryLimiter::new(server.common.try_rate_limit));
