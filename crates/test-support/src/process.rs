@@ -258,21 +258,27 @@ pub async fn spawn_processes(coordinator_env: &[(&str, &str)]) -> ProcessSystem 
 }
 
 /// Starts the five binaries, each RM and the coordinator on a fresh database, with `env` added
-/// to the test defaults: coordinator `CRON_INTERVAL_MS=100`, `COORDINATOR_ID=test-coordinator`,
-/// `DB_POOL_SIZE=4`; RMs `SEED_ACCOUNTS=10`, `SEED_PRODUCTS=10`, `DB_POOL_SIZE=3`; the AP wired
-/// to the other four.
+/// to the test defaults: all three kinds `BRANCH_SIGNING_SECRET` =
+/// [`crate::spawn::TEST_SIGNING_SECRET`]; coordinator `CRON_INTERVAL_MS=100`,
+/// `COORDINATOR_ID=test-coordinator`, `DB_POOL_SIZE=4`; RMs `SEED_ACCOUNTS=10`,
+/// `SEED_PRODUCTS=10`, `DB_POOL_SIZE=3`, `DTM_URL` the coordinator; the AP wired to the other
+/// four.
 pub async fn spawn_processes_with(env: ProcessEnv<'_>) -> ProcessSystem {
     let dbs: Vec<crate::TestDb> = ["coordinator", "trans_out", "trans_in", "stock"]
         .into_iter()
         .map(crate::TestDb::create)
         .collect();
+    let secret = ("BRANCH_SIGNING_SECRET", crate::spawn::TEST_SIGNING_SECRET);
     let mut tm_env = owned(&[
         ("DATABASE_URL", &dbs[0].url),
         ("CRON_INTERVAL_MS", "100"),
         ("COORDINATOR_ID", "test-coordinator"),
         ("DB_POOL_SIZE", "4"),
+        secret,
     ]);
     tm_env.extend(owned(env.coordinator));
+    let coordinator = Process::start("coordinator", tm_env).await;
+    let dtm_url = coordinator.url("/api/dtmsvr");
     let rm_env = |db: &crate::TestDb| {
         let mut vars = owned(&[
             ("DATABASE_URL", &db.url),
@@ -280,16 +286,18 @@ pub async fn spawn_processes_with(env: ProcessEnv<'_>) -> ProcessSystem {
             ("SEED_PRODUCTS", "10"),
             // r2d2 opens the whole pool at start; tests run in parallel on one server.
             ("DB_POOL_SIZE", "3"),
+            secret,
+            ("DTM_URL", &dtm_url),
         ]);
         vars.extend(owned(env.rms));
         vars
     };
-    let coordinator = Process::start("coordinator", tm_env).await;
     let trans_out = Process::start("trans-out", rm_env(&dbs[1])).await;
     let trans_in = Process::start("trans-in", rm_env(&dbs[2])).await;
     let stock = Process::start("stock", rm_env(&dbs[3])).await;
     let mut app_env = owned(&[
-        ("DTM_URL", &coordinator.url("/api/dtmsvr")),
+        secret,
+        ("DTM_URL", &dtm_url),
         ("TRANS_OUT_URL", &trans_out.url("/api")),
         ("TRANS_IN_URL", &trans_in.url("/api")),
         ("STOCK_URL", &stock.url("/api")),
@@ -316,6 +324,7 @@ impl ProcessSystem {
             ("CRON_INTERVAL_MS", "100"),
             ("COORDINATOR_ID", id),
             ("DB_POOL_SIZE", "4"),
+            ("BRANCH_SIGNING_SECRET", crate::spawn::TEST_SIGNING_SECRET),
         ]);
         replica_env.extend(owned(env));
         Process::start("coordinator", replica_env).await

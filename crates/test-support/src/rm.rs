@@ -6,7 +6,7 @@ use diesel::query_dsl::LoadQuery;
 use diesel::{PgConnection, QueryDsl, RunQueryDsl};
 use serde_json::Value;
 
-use crate::spawn::{answer, Spawned};
+use crate::spawn::{answer, test_gid_token, Spawned};
 
 /// A running RM and a client for the test's calls on it.
 pub struct Rm {
@@ -27,15 +27,19 @@ impl From<Spawned> for Rm {
 
 impl Rm {
     /// `POST /api/{endpoint}?gid={gid}&trans_type=tcc&branch_id=01&op={op}` with `body` as JSON,
-    /// as the TM (or the AP, for a Try) calls a branch. Returns (HTTP status, JSON answer).
+    /// as the TM (or the AP, for a Try) calls a branch: with the gid's token
+    /// ([`crate::spawn::test_gid_token`]), as an AP holding the test secret sends it with its Trys
+    /// and a DTM-compatible TM forwards it with Confirm and Cancel. Returns (HTTP status, JSON
+    /// answer).
     pub async fn call(&self, endpoint: &str, gid: &str, op: &str, body: &Value) -> (u16, Value) {
         let query = format!("gid={gid}&trans_type=tcc&branch_id=01&op={op}");
         self.raw(endpoint, &query, "application/json", body.to_string())
             .await
     }
 
-    /// `POST /api/{endpoint}?{query}` with any body and content type (malformed requests).
-    /// Panics unless the answer is JSON.
+    /// `POST /api/{endpoint}?{query}` with any body and content type (malformed requests), with
+    /// the token of the query's first `gid` as written (none when the query has none). Panics
+    /// unless the answer is JSON.
     pub async fn raw(
         &self,
         endpoint: &str,
@@ -43,12 +47,33 @@ impl Rm {
         content_type: &str,
         body: String,
     ) -> (u16, Value) {
+        let token = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("gid="))
+            .map(test_gid_token);
+        self.raw_with_token(endpoint, query, content_type, body, token.as_deref())
+            .await
+    }
+
+    /// [`Rm::raw`] with `token` as the `X-Tcc-Gid-Token` header, or without that header for
+    /// `None`: a caller without the secret (a DTM client's Try, an attacker's).
+    pub async fn raw_with_token(
+        &self,
+        endpoint: &str,
+        query: &str,
+        content_type: &str,
+        body: String,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let path = format!("/api/{endpoint}?{query}");
-        let request = self
+        let mut request = self
             .http
             .post(self.spawned.url(&path))
             .header("content-type", content_type)
             .body(body);
+        if let Some(token) = token {
+            request = request.header(tcc::signing::GID_TOKEN_HEADER, token);
+        }
         answer(request, &format!("{} POST {path}", self.spawned.name)).await
     }
 

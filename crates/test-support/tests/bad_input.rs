@@ -1135,16 +1135,63 @@ fn rm_cases(prefix: &str, shape: BodyShape) -> Vec<Case> {
     cases
 }
 
-/// An RM's Try called directly with valid data, as the AP would, asserting SUCCESS.
+/// The branch endpoint cases as their legitimate callers send them, so that what is refused is
+/// the input, not the caller: each with the gid token of its query's `gid` (as the AP sends it
+/// with a Try, and a DTM-compatible TM forwards it), and each Confirm and Cancel also signed by
+/// the coordinator's secret over its exact method, target and body (so that a case whose query
+/// names no usable gid still passes the signature check). Unauthorized calls are the signing
+/// tests' subject.
+fn from_ap_and_tm(cases: Vec<Case>) -> Vec<Case> {
+    let secret = test_support::spawn::test_secret();
+    cases
+        .into_iter()
+        .map(|mut case| {
+            let (path, query) = case
+                .target
+                .split_once('?')
+                .unwrap_or((case.target.as_str(), ""));
+            if let Some(gid) = query.split('&').find_map(|p| p.strip_prefix("gid=")) {
+                case.headers.push((
+                    tcc::signing::GID_TOKEN_HEADER,
+                    test_support::spawn::test_gid_token(gid),
+                ));
+            }
+            if !path.ends_with("Try") {
+                let (timestamp, signature) = tcc::signing::sign(
+                    &secret,
+                    case.method.as_str(),
+                    &case.target,
+                    &case.body,
+                    tcc::signing::now_unix(),
+                );
+                case.headers
+                    .push((tcc::signing::TIMESTAMP_HEADER, timestamp));
+                case.headers
+                    .push((tcc::signing::SIGNATURE_HEADER, signature));
+            }
+            case
+        })
+        .collect()
+}
+
+/// An RM's Try called directly with valid data, as the AP would (with the gid's token),
+/// asserting SUCCESS.
 async fn try_ok(sys: &System, rm: &Spawned, endpoint: &str, gid: &str, body: Value) {
-    post_ok(
-        &sys.http,
-        rm.url(&format!(
-            "/api/{endpoint}?gid={gid}&trans_type=tcc&branch_id=01&op=try"
-        )),
-        body,
-    )
-    .await;
+    let url = rm.url(&format!(
+        "/api/{endpoint}?gid={gid}&trans_type=tcc&branch_id=01&op=try"
+    ));
+    let request = sys
+        .http
+        .post(&url)
+        .header(
+            tcc::signing::GID_TOKEN_HEADER,
+            test_support::spawn::test_gid_token(gid),
+        )
+        .json(&body);
+    let response = request.send().await.expect("an answer");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    assert_eq!(status, 200, "set-up POST {url} {body}: {text}");
 }
 
 #[tokio::test]
@@ -1177,7 +1224,7 @@ async fn the_trans_out_branch_endpoints_answer_bad_input_with_a_4xx_and_change_n
         "trans-out branch endpoints",
         &sys.trans_out.base_url,
         &mut databases,
-        cases,
+        from_ap_and_tm(cases),
     )
     .await;
 }
@@ -1215,7 +1262,7 @@ async fn the_trans_in_branch_endpoints_answer_bad_input_with_a_4xx_and_change_no
         "trans-in branch endpoints",
         &sys.trans_in.base_url,
         &mut databases,
-        cases,
+        from_ap_and_tm(cases),
     )
     .await;
 }
@@ -1244,7 +1291,7 @@ async fn the_stock_branch_endpoints_answer_bad_input_with_a_4xx_and_change_nothi
         "stock branch endpoints",
         &sys.stock.base_url,
         &mut databases,
-        cases,
+        from_ap_and_tm(cases),
     )
     .await;
 }

@@ -25,7 +25,7 @@ const FIRE_DURATION_COUNT: &str = "tcc_ap_fire_duration_seconds_count";
 const FIRE_DURATION_SUM: &str = "tcc_ap_fire_duration_seconds_sum";
 
 const OPS: [&str; 3] = ["try", "confirm", "cancel"];
-const RM_OUTCOMES: [&str; 9] = [
+const RM_OUTCOMES: [&str; 10] = [
     "applied",
     "empty_compensation",
     "duplicate",
@@ -35,6 +35,7 @@ const RM_OUTCOMES: [&str; 9] = [
     "error",
     "bad_request",
     "unauthorized",
+    "not_registered",
 ];
 
 /// `tcc_rm_branch_requests_total{op, outcome}` of one scrape.

@@ -148,11 +148,14 @@ async fn every_binary_describes_every_route_it_serves() {
         let mut expected: Vec<(&str, &str)> = paths.iter().map(|p| ("POST", p.as_str())).collect();
         expected.push(("GET", view));
         assert_has(&api, binary.name, &expected);
-        // Only Confirm and Cancel are signed by the coordinator, so only they answer 401.
+        // Every branch call may be refused for who sent it: Confirm and Cancel for their
+        // signature or gid token (401), Try for its gid token (401) or by the Try gate (403).
         let responses =
             |op: &str| api["paths"][format!("/api/{branch}{op}")]["post"]["responses"].clone();
         assert!(responses("Confirm").get("401").is_some(), "{}", binary.name);
-        assert!(responses("Try").get("401").is_none(), "{}", binary.name);
+        assert!(responses("Try").get("401").is_some(), "{}", binary.name);
+        assert!(responses("Try").get("403").is_some(), "{}", binary.name);
+        assert!(responses("Confirm").get("403").is_none(), "{}", binary.name);
         assert!(responses("Try").get("429").is_some(), "{}", binary.name);
         assert_refs_resolve(&api, binary.name);
         assert_400s_documented(&api, binary.name);

@@ -1,19 +1,24 @@
-//! Signed branch calls (docs/PROTOCOL.md, "Signed branch calls"): with `BRANCH_SIGNING_SECRET`
-//! set, the coordinator signs every Confirm and Cancel and the RMs refuse unsigned, stale,
-//! tampered or foreign-signed ones with 401, doing nothing. Real HTTP, real Postgres.
+//! Authenticated branch calls (docs/PROTOCOL.md, "Signed branch calls"): with
+//! `BRANCH_SIGNING_SECRET` set, the coordinator signs every Confirm and Cancel, the AP puts the
+//! gid token into `branch_headers`, and the RMs refuse Confirm and Cancel calls carrying neither
+//! a valid signature nor the gid's token with 401, doing nothing. A Try is applied only with its
+//! gid's token, or (without one) when the RM's coordinator reports the gid `prepared` with the
+//! branch registered: the Try gate. Real HTTP, real Postgres.
 
 use bank::Role;
 use serde_json::{json, Value};
-use tcc::signing::{self, SigningSecret, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use service_kit::coordinator_check::TryVerification;
+use tcc::signing::{self, SigningSecret, GID_TOKEN_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use test_support::metrics::scrape;
 use test_support::rm::{assert_error, assert_success, Rm};
 use test_support::spawn::{
-    answer, spawn_app_with, spawn_bank, spawn_bank_with, spawn_coordinator_with, spawn_stock_with,
-    System, TEST_SEED_BALANCE,
+    answer, spawn_app_with, spawn_bank_with, spawn_coordinator_with, spawn_stock_with,
+    spawn_system, test_gid_token, Spawned, System, TEST_SEED_BALANCE,
 };
 use test_support::TestDb;
 
-const SECRET: &str = "test-signing-secret";
+/// The secret every test binary shares (the RMs' here, and the one [`Rm::call`]'s tokens use).
+const SECRET: &str = test_support::spawn::TEST_SIGNING_SECRET;
 const CONFIRM_QUERY: &str = "gid=signed-1&trans_type=tcc&branch_id=01&op=confirm";
 
 fn secret() -> Option<SigningSecret> {
@@ -92,44 +97,58 @@ async fn tried(rm: &Rm) -> ((i64, i64), i64) {
     (balances(rm).await, rm.barrier_rows())
 }
 
-#[tokio::test]
-async fn a_fire_tcc_through_a_signing_coordinator_and_verifying_rms_succeeds() {
+/// The five binaries with `coordinator_secret` on the coordinator, `ap_secret` on the AP and the
+/// test secret on the RMs, each RM trusting the coordinator (`DTM_URL`).
+async fn system_with_secrets(
+    coordinator_secret: Option<SigningSecret>,
+    ap_secret: Option<SigningSecret>,
+) -> System {
     let coordinator = spawn_coordinator_with(TestDb::create("coordinator"), |s| {
-        s.branch_signing_secret = secret()
+        s.branch_signing_secret = coordinator_secret
     })
     .await;
+    let dtm_url = coordinator.dtm_url();
+    let rm = |common: &mut service_kit::settings::RmCommonSettings| {
+        common.branch_signing_secret = secret();
+        common.dtm_url = dtm_url.clone();
+    };
     let trans_out = spawn_bank_with(
         Role::TransOut,
         TestDb::create(Role::TransOut.database()),
-        |s| s.common.branch_signing_secret = secret(),
+        |s| rm(&mut s.common),
     )
     .await;
     let trans_in = spawn_bank_with(
         Role::TransIn,
         TestDb::create(Role::TransIn.database()),
-        |s| s.common.branch_signing_secret = secret(),
+        |s| rm(&mut s.common),
     )
     .await;
-    let stock = spawn_stock_with(TestDb::create("stock"), |s| {
-        s.common.branch_signing_secret = secret()
-    })
-    .await;
+    let stock = spawn_stock_with(TestDb::create("stock"), |s| rm(&mut s.common)).await;
     let app = spawn_app_with(app::configuration::Settings {
         dtm_url: coordinator.dtm_url(),
         trans_out_url: trans_out.url("/api"),
         trans_in_url: trans_in.url("/api"),
         stock_url: stock.url("/api"),
+        branch_signing_secret: ap_secret,
         ..app::configuration::Settings::default()
     })
     .await;
-    let sys = System {
+    System {
         coordinator,
         trans_out,
         trans_in,
         stock,
         app,
         http: reqwest::Client::new(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_fire_tcc_through_a_signing_coordinator_and_verifying_rms_succeeds() {
+    // An AP without the secret, as a DTM client: its Trys pass the coordinator check, and the
+    // coordinator's signatures authorize the second phase.
+    let sys = system_with_secrets(secret(), None).await;
 
     let (status, answer) = sys.fire("/api/fireTcc?amount=30&from=1&to=2").await;
 
@@ -253,13 +272,302 @@ async fn a_confirm_signed_with_another_secret_is_refused_with_401() {
 
 #[tokio::test]
 async fn without_a_secret_the_rm_accepts_unsigned_confirms() {
-    let bank = Rm::from(spawn_bank(Role::TransOut).await);
+    let db = TestDb::create(Role::TransOut.database());
+    let bank = Rm::from(
+        spawn_bank_with(Role::TransOut, db, |s| {
+            s.common.branch_signing_secret = None;
+            s.common.try_verification = TryVerification::Off;
+        })
+        .await,
+    );
     tried(&bank).await;
 
-    let confirm = bank
-        .call("TransOutConfirm", "signed-1", "confirm", &transfer(30))
-        .await;
+    let body = transfer(30).to_string();
+    let confirm = send(&bank, "TransOutConfirm", CONFIRM_QUERY, &body, None).await;
 
     assert_success(&confirm);
     assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE - 30, 0));
+}
+
+// ---- The gid token and the Try gate ----
+
+const TRY_QUERY: &str = "gid=gated-1&trans_type=tcc&branch_id=01&op=try";
+
+/// `POST /api/{endpoint}?{query}` on `rm` with `body` and `token` as `X-Tcc-Gid-Token` (none for
+/// `None`), unsigned.
+async fn send_with_token(
+    rm: &Spawned,
+    endpoint: &str,
+    query: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let path = format!("/api/{endpoint}?{query}");
+    let mut request = reqwest::Client::new()
+        .post(rm.url(&path))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.header(GID_TOKEN_HEADER, token);
+    }
+    answer(request, &format!("POST {path}")).await
+}
+
+/// A call to the coordinator's DTM API; panics unless it answers 200.
+async fn tm(sys: &System, call: &str, body: Value) {
+    let request = sys
+        .http
+        .post(format!("{}/{call}", sys.coordinator.dtm_url()))
+        .json(&body);
+    let (status, answer) = answer(request, call).await;
+    assert_eq!(status, 200, "{call}: {answer}");
+}
+
+/// Prepares `gid` at the system's coordinator and registers branch `branch_id` of it on bank A's
+/// TransOut endpoints, as a DTM client does before calling the Try itself.
+async fn prepare_and_register(sys: &System, gid: &str, branch_id: &str) {
+    tm(sys, "prepare", json!({"gid": gid, "trans_type": "tcc"})).await;
+    let register = json!({
+        "gid": gid, "trans_type": "tcc", "branch_id": branch_id, "status": "prepared",
+        "data": transfer(30).to_string(),
+        "confirm": sys.trans_out.url("/api/TransOutConfirm"),
+        "cancel": sys.trans_out.url("/api/TransOutCancel"),
+    });
+    tm(sys, "registerBranch", register).await;
+}
+
+/// `tcc_rm_branch_requests_total{op="try", outcome}` of `rm`.
+async fn try_count(rm: &Spawned, outcome: &str) -> f64 {
+    scrape(&reqwest::Client::new(), &rm.base_url).await.value(
+        "tcc_rm_branch_requests_total",
+        &[("op", "try"), ("outcome", outcome)],
+    )
+}
+
+#[tokio::test]
+async fn a_try_under_a_gid_no_coordinator_knows_freezes_nothing_and_is_refused_with_403() {
+    let sys = spawn_system().await;
+    let bank = &sys.trans_out;
+    let body = transfer(30).to_string();
+
+    let query = "gid=w.z.td&trans_type=tcc&branch_id=01&op=try";
+    let tried = send_with_token(bank, "TransOutTry", query, &body, None).await;
+
+    assert_error(&tried, 403, "try_not_registered");
+    let message = tried.1["message"].as_str().unwrap();
+    assert!(message.contains("unknown to the coordinator"), "{message}");
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+    let barrier_rows: i64 = {
+        use diesel::{QueryDsl, RunQueryDsl};
+        use tcc::barrier::schema::barrier::dsl::*;
+        let mut conn = sys.trans_out.db.as_ref().unwrap().connect();
+        barrier.count().get_result(&mut conn).unwrap()
+    };
+    assert_eq!(barrier_rows, 0, "no barrier row for a refused Try");
+    assert_eq!(try_count(&sys.trans_out, "not_registered").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_try_whose_gid_is_prepared_with_its_branch_registered_is_applied_without_a_token() {
+    let sys = spawn_system().await;
+    let bank = &sys.trans_out;
+    let body = transfer(30).to_string();
+    prepare_and_register(&sys, "gated-1", "01").await;
+
+    // Branch 02 of the same gid was never registered: refused.
+    let other = TRY_QUERY.replace("branch_id=01", "branch_id=02");
+    let refused = send_with_token(bank, "TransOutTry", &other, &body, None).await;
+    assert_error(&refused, 403, "try_not_registered");
+    assert!(refused.1["message"]
+        .as_str()
+        .unwrap()
+        .contains("status prepared, branch 02 not registered"));
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+
+    let tried = send_with_token(bank, "TransOutTry", TRY_QUERY, &body, None).await;
+
+    assert_success(&tried);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 30)
+    );
+    // Once the transaction is no longer prepared, a Try without a token is refused again.
+    tm(
+        &sys,
+        "abort",
+        json!({"gid": "gated-1", "trans_type": "tcc"}),
+    )
+    .await;
+    sys.wait_for_status("gated-1", "failed", std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+    let late = send_with_token(bank, "TransOutTry", TRY_QUERY, &body, None).await;
+    assert_error(&late, 403, "try_not_registered");
+    assert!(late.1["message"]
+        .as_str()
+        .unwrap()
+        .contains("status failed"));
+}
+
+#[tokio::test]
+async fn a_try_with_its_gids_token_is_applied_without_asking_any_coordinator() {
+    // An RM alone: its coordinator (DTM_URL) does not answer, so only the token can pass.
+    let bank = signed_bank().await;
+    let body = transfer(30).to_string();
+    let token = test_gid_token("gated-1");
+
+    let tried = send_with_token(&bank.spawned, "TransOutTry", TRY_QUERY, &body, Some(&token)).await;
+
+    assert_success(&tried);
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 30));
+    assert_eq!(try_count(&bank.spawned, "applied").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_try_with_a_wrong_token_is_refused_with_401_and_freezes_nothing() {
+    let bank = signed_bank().await;
+    let body = transfer(30).to_string();
+    let another_gids = test_gid_token("gated-2");
+    let another_secrets = signing::gid_token(&SigningSecret::new("not-the-secret"), "gated-1");
+
+    for token in [another_gids.as_str(), &another_secrets, "v1=00", "garbage"] {
+        let tried =
+            send_with_token(&bank.spawned, "TransOutTry", TRY_QUERY, &body, Some(token)).await;
+        assert_error(&tried, 401, "bad_gid_token");
+    }
+
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 0));
+    assert_eq!(bank.barrier_rows(), 0);
+    assert_eq!(try_count(&bank.spawned, "unauthorized").await, 4.0);
+}
+
+#[tokio::test]
+async fn a_try_without_a_token_is_answered_503_when_the_coordinator_cannot_be_asked() {
+    let bank = signed_bank().await;
+    let body = transfer(30).to_string();
+
+    let tried = send_with_token(&bank.spawned, "TransOutTry", TRY_QUERY, &body, None).await;
+
+    assert_error(&tried, 503, "unavailable");
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 0));
+    assert_eq!(bank.barrier_rows(), 0);
+}
+
+#[tokio::test]
+async fn an_unsigned_confirm_carrying_the_gids_token_is_applied_as_a_dtm_server_forwards_it() {
+    let bank = signed_bank().await;
+    let (after_try, _) = tried(&bank).await;
+    assert_eq!(after_try, (TEST_SEED_BALANCE, 30));
+    let body = transfer(30).to_string();
+
+    // A token for another gid is refused, and changes nothing.
+    let foreign = test_gid_token("signed-2");
+    let confirm = send_with_token(
+        &bank.spawned,
+        "TransOutConfirm",
+        CONFIRM_QUERY,
+        &body,
+        Some(&foreign),
+    );
+    assert_error(&confirm.await, 401, "bad_gid_token");
+    assert_eq!(balances(&bank).await, after_try);
+
+    let token = test_gid_token("signed-1");
+    let confirm = send_with_token(
+        &bank.spawned,
+        "TransOutConfirm",
+        CONFIRM_QUERY,
+        &body,
+        Some(&token),
+    )
+    .await;
+
+    assert_success(&confirm);
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE - 30, 0));
+}
+
+#[tokio::test]
+async fn behind_a_coordinator_that_cannot_sign_the_forwarded_gid_token_lets_a_transfer_finish() {
+    // A TM without the secret, like a DTM server: it forwards the AP's branch_headers (the gid
+    // token) with every Confirm and Cancel, and that is what the RMs accept.
+    let sys = system_with_secrets(None, secret()).await;
+
+    let (status, answer) = sys.fire("/api/fireTcc?amount=30&from=1&to=2").await;
+
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "succeed", "{answer}");
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE - 30, 0)
+    );
+    assert_eq!(
+        sys.balances(&sys.trans_in, 2).await,
+        (TEST_SEED_BALANCE + 30, 0)
+    );
+    // And a rollback releases what its Try froze.
+    let (status, answer) = sys.fire("/api/fireTccRollback?amount=40&from=3&to=3").await;
+    assert_eq!(status, 409, "{answer}");
+    let gid = answer["gid"].as_str().unwrap();
+    sys.wait_for_status(gid, "failed", std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        sys.balances(&sys.trans_out, 3).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+}
+
+#[tokio::test]
+async fn without_a_secret_a_try_goes_through_the_coordinator_check_even_with_a_token() {
+    let db = TestDb::create(Role::TransOut.database());
+    let bank = Rm::from(
+        spawn_bank_with(Role::TransOut, db, |s| {
+            s.common.branch_signing_secret = None
+        })
+        .await,
+    );
+    let body = transfer(30).to_string();
+    let token = test_gid_token("gated-1");
+
+    // No secret: the token cannot be checked, so it proves nothing; the coordinator is asked,
+    // and this RM's cannot be reached.
+    let tried = send_with_token(&bank.spawned, "TransOutTry", TRY_QUERY, &body, Some(&token)).await;
+
+    assert_error(&tried, 503, "unavailable");
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 0));
+}
+
+#[tokio::test]
+async fn with_try_verification_off_a_try_without_a_token_is_applied() {
+    let db = TestDb::create(Role::TransOut.database());
+    let bank = Rm::from(
+        spawn_bank_with(Role::TransOut, db, |s| {
+            s.common.try_verification = TryVerification::Off
+        })
+        .await,
+    );
+    let body = transfer(30).to_string();
+
+    let tried = send_with_token(&bank.spawned, "TransOutTry", TRY_QUERY, &body, None).await;
+
+    assert_success(&tried);
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 30));
+    // A wrong token is still refused: the secret is set.
+    let wrong = send_with_token(
+        &bank.spawned,
+        "TransOutTry",
+        TRY_QUERY,
+        &body,
+        Some("v1=00"),
+    )
+    .await;
+    assert_error(&wrong, 401, "bad_gid_token");
 }

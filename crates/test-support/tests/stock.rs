@@ -199,8 +199,14 @@ async fn insufficient_stock_is_a_409_failure_and_concurrent_trys_never_oversell(
         let url = stock.spawned.url(&format!(
             "/api/StockTry?gid=c{i}&trans_type=tcc&branch_id=01&op=try"
         ));
+        let token = test_support::spawn::test_gid_token(&format!("c{i}"));
         calls.spawn(async move {
-            let response = http.post(url).json(&reserve(4, 1)).send().await;
+            let response = http
+                .post(url)
+                .header(tcc::signing::GID_TOKEN_HEADER, token)
+                .json(&reserve(4, 1))
+                .send()
+                .await;
             response.expect("stock answers").status().as_u16()
         });
     }

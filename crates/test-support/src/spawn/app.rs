@@ -11,7 +11,8 @@ use super::Spawned;
 /// the coordinator reaches its nested branch) is left unset, so the AP derives it from the port it
 /// bound: `http://127.0.0.1:<port>/api`, i.e. `Spawned::url("/api")`.
 ///
-/// Nothing is contacted at start: the other binaries may be spawned before or after.
+/// It holds the [`super::TEST_SIGNING_SECRET`], so its transactions carry gid tokens. Nothing is
+/// contacted at start: the other binaries may be spawned before or after.
 pub async fn spawn_app(
     dtm_url: &str,
     trans_out_url: &str,
@@ -23,12 +24,14 @@ pub async fn spawn_app(
         trans_out_url: trans_out_url.to_owned(),
         trans_in_url: trans_in_url.to_owned(),
         stock_url: stock_url.to_owned(),
+        branch_signing_secret: Some(super::test_secret()),
         ..Settings::default()
     })
     .await
 }
 
-/// Starts the AP with explicit settings (e.g. a small `json_limit`). `host` and `port` are
+/// Starts the AP with explicit settings (e.g. a small `json_limit`; the secret too: none unless
+/// given). `host` and `port` are
 /// overridden with 127.0.0.1 and 0; an unset `app_url` becomes `http://127.0.0.1:<bound port>/api`
 /// (an explicit one is kept, e.g. to point the TM's calls to the nested branch elsewhere).
 pub async fn spawn_app_with(settings: Settings) -> Spawned {

@@ -3,12 +3,19 @@
 //!
 //! Every `spawn_*` function returns a [`Spawned`]: its base URL, its database (if any) and a way to
 //! stop it. Dropping a `Spawned` stops the server and drops its database.
+//!
+//! Test binaries are wired as a deployment should be: the coordinator, the RMs and the AP share
+//! [`TEST_SIGNING_SECRET`] (`BRANCH_SIGNING_SECRET`), and in a [`System`] each RM's `DTM_URL` is
+//! the test's coordinator. An RM spawned alone trusts no coordinator (its `DTM_URL` is a port
+//! nothing listens on), so its Trys pass only with a gid token: tests calling it as the AP would
+//! send [`test_gid_token`] (as [`crate::rm::Rm::call`] does).
 
 use std::future::Future;
 
 use actix_web::dev::ServerHandle;
 use service_kit::settings::RmCommonSettings;
 use service_kit::startup::{RmApplication, RmSettings};
+use tcc::signing::SigningSecret;
 use tokio::task::JoinHandle;
 
 use crate::db::TestDb;
@@ -77,14 +84,32 @@ impl Spawned {
     }
 }
 
+/// The `BRANCH_SIGNING_SECRET` every test binary gets (coordinator, RMs, AP).
+pub const TEST_SIGNING_SECRET: &str = "test-branch-signing-secret";
+
+/// [`TEST_SIGNING_SECRET`] as a secret.
+pub fn test_secret() -> SigningSecret {
+    SigningSecret::new(TEST_SIGNING_SECRET)
+}
+
+/// The gid token of `gid` under [`TEST_SIGNING_SECRET`], the value of the `X-Tcc-Gid-Token`
+/// header ([`tcc::signing::GID_TOKEN_HEADER`]) an AP holding the secret sends.
+pub fn test_gid_token(gid: &str) -> String {
+    tcc::signing::gid_token(&test_secret(), gid)
+}
+
 /// The settings every RM shares as a test RM runs them: `defaults` (the RM's own) listening on
-/// 127.0.0.1, port 0 (a free one), on `db`, with a pool of 5 connections.
+/// 127.0.0.1, port 0 (a free one), on `db`, with a pool of 5 connections, the
+/// [`TEST_SIGNING_SECRET`], and no coordinator (`DTM_URL` a port nothing listens on: a Try
+/// without a gid token is answered 503; [`spawn_system`] points it at the system's coordinator).
 fn test_common(defaults: RmCommonSettings, db: &TestDb) -> RmCommonSettings {
     RmCommonSettings {
         host: "127.0.0.1".into(),
         port: 0,
         database_url: db.url.clone(),
         db_pool_size: 5,
+        branch_signing_secret: Some(test_secret()),
+        dtm_url: unreachable_url("/api/dtmsvr"),
         ..defaults
     }
 }

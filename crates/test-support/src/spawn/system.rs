@@ -33,7 +33,8 @@ pub async fn spawn_system() -> System {
     spawn_system_with(|_| {}, |_| {}).await
 }
 
-/// Starts the five binaries with `configure_stock` applied to the stock service's settings (e.g.
+/// Starts the five binaries, wired as [`super`] describes (shared secret, each RM trusting the
+/// system's coordinator), with `configure_stock` applied to the stock service's settings (e.g.
 /// a huge `seed_price`) and `configure_app` to the AP's. The AP's settings come filled in with the
 /// other four binaries' URLs, so `configure_app` can also point one of them elsewhere (e.g. at
 /// [`unreachable_url`]) while the rest of the system stays real.
@@ -62,6 +63,13 @@ async fn spawn_system_configured(
     configure_app: impl FnOnce(&mut app::configuration::Settings),
 ) -> System {
     let coordinator = spawn_coordinator().await;
+    // Each RM trusts the system's coordinator: a Try without a gid token passes when it reports
+    // the gid prepared with the branch registered.
+    let dtm_url = coordinator.dtm_url();
+    let configure_bank = |bank: &mut bank::configuration::Settings| {
+        bank.common.dtm_url = dtm_url.clone();
+        configure_bank(bank)
+    };
     let trans_out = spawn_bank_with(
         bank::Role::TransOut,
         TestDb::create(bank::Role::TransOut.database()),
@@ -74,12 +82,17 @@ async fn spawn_system_configured(
         &configure_bank,
     )
     .await;
-    let stock = spawn_stock_with(TestDb::create("stock"), configure_stock).await;
+    let stock = spawn_stock_with(TestDb::create("stock"), |stock| {
+        stock.common.dtm_url = dtm_url.clone();
+        configure_stock(stock)
+    })
+    .await;
     let mut settings = app::configuration::Settings {
         dtm_url: coordinator.dtm_url(),
         trans_out_url: trans_out.url("/api"),
         trans_in_url: trans_in.url("/api"),
         stock_url: stock.url("/api"),
+        branch_signing_secret: Some(super::test_secret()),
         ..app::configuration::Settings::default()
     };
     configure_app(&mut settings);
@@ -274,9 +287,11 @@ pub async fn join_in_turns<A: std::future::Future, B: std::future::Future>(
 }
 
 /// Runs one TCC transfer of 30 from account 1 of bank A to account 1 of bank B through
-/// `client` (whichever coordinator it points at), with `trans_in_faults` (a `fault` object, or
-/// `null`) in the TransIn branch's data. `trans_out_api` and `trans_in_api` are the banks'
-/// `.../api` bases. Panics unless both Trys succeed; returns the gid.
+/// `client` (whichever coordinator it points at) as an AP holding the test secret (its
+/// transactions carry gid tokens, so banks that do not trust that coordinator accept the Trys),
+/// with `trans_in_faults` (a `fault` object, or `null`) in the TransIn branch's data.
+/// `trans_out_api` and `trans_in_api` are the banks' `.../api` bases. Panics unless both Trys
+/// succeed; returns the gid.
 pub async fn tcc_transfer(
     client: &tcc::client::TccClient,
     trans_out_api: &str,
@@ -284,6 +299,7 @@ pub async fn tcc_transfer(
     options: tcc::client::TransOptions,
     trans_in_faults: Value,
 ) -> String {
+    let client = client.clone().with_gid_tokens(Some(super::test_secret()));
     let gid = client.new_gid().await.expect("a gid");
     let (out, inn) = (trans_out_api.to_owned(), trans_in_api.to_owned());
     let outcome = client
