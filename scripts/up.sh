@@ -19,8 +19,9 @@
 #   UP_TIMEOUT=120        seconds to wait for every /api/health
 #   RUST_LOG=info         passed to every service
 #   RUN_DIR, PORT_OFFSET, DB_PREFIX   run a second copy side by side (scripts/lib/services.sh)
-#   BRANCH_SIGNING_SECRET the secret the coordinator signs Confirm/Cancel calls with and the RMs
-#                         check (docs/PROTOCOL.md, "Signed branch calls"). Default: a random one
+#   BRANCH_SIGNING_SECRET the secret the coordinator signs Confirm/Cancel calls with, the AP
+#                         derives each gid's token from, and the RMs check both with
+#                         (docs/PROTOCOL.md, "Signed branch calls"). Default: a random one
 #                         generated once per RUN_DIR into $RUN_DIR/signing-secret (mode 600) and
 #                         reused on later runs, so restarted services keep agreeing. `off`:
 #                         none (demo mode: the RMs accept unsigned Confirm/Cancel calls), for a
@@ -96,7 +97,7 @@ if [[ ${#databases[@]} -gt 0 ]]; then
   pg_create_databases "${databases[@]}"
 fi
 
-# One secret shared by the coordinator and the RMs: the caller's, else this RUN_DIR's (created
+# One secret shared by the coordinator, the RMs and the AP: the caller's, else this RUN_DIR's (created
 # on first use: 32 random bytes, hex). `off`: none at all (exported empty, so that no binary
 # takes the word for a secret).
 if [[ ${BRANCH_SIGNING_SECRET:-} == off ]]; then
@@ -132,7 +133,8 @@ service_env() {
   echo "RUST_LOG=${RUST_LOG:-info}"
   db=$(svc_db "$name")
   if [[ -n $db ]]; then echo "DATABASE_URL=$PG_URL/$db"; fi
-  if [[ $name != app ]]; then echo "BRANCH_SIGNING_SECRET=$BRANCH_SIGNING_SECRET"; fi
+  # All five: the coordinator signs with it, the RMs check, the AP derives each gid's token.
+  echo "BRANCH_SIGNING_SECRET=$BRANCH_SIGNING_SECRET"
   if [[ $name == coordinator ]]; then echo "ADMIN_TOKEN=$ADMIN_TOKEN"; fi
   # The AP's coordinator; the RMs ask it about a Try that carries no gid token.
   if [[ $name != coordinator ]]; then echo "DTM_URL=$DTM_URL"; fi
