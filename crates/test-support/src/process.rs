@@ -69,6 +69,21 @@ pub fn ensure_built() {
     });
 }
 
+/// Runs the binary `name` (built first, as [`Process::start`] does) with `args` and `env` to
+/// completion, as an operator runs a subcommand (`trans-out reconcile ...`); its exit status,
+/// stdout and stderr.
+pub fn run_to_completion(name: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    ensure_built();
+    let mut command = Command::new(target_dir().join(name));
+    command.args(args).stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -26,6 +26,7 @@ mod misbehaving_rm;
 mod nested;
 mod openapi;
 mod rate_limit;
+mod reconcile;
 mod retention;
 mod signing;
 mod state_machine_props;
