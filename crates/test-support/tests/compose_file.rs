@@ -46,7 +46,7 @@ const RM_COMMON_READER: &str = "RmCommonSettings";
 /// reads it (relative to the repository), a text that file must contain, and the text a crate's
 /// code must contain for that shared file to count as its reader (`None`: any crate's). A crate
 /// that does not use the shared reader must read the variable itself.
-const SHARED_VARS: [(&str, &str, &str, Option<&str>); 12] = [
+const SHARED_VARS: [(&str, &str, &str, Option<&str>); 13] = [
     (
         "RUST_LOG",
         "crates/service-kit/src/logging.rs",
@@ -60,6 +60,12 @@ const SHARED_VARS: [(&str, &str, &str, Option<&str>); 12] = [
         None,
     ),
     ("HOST", RM_COMMON_FILE, "\"HOST\"", Some(RM_COMMON_READER)),
+    (
+        "DTM_URL",
+        RM_COMMON_FILE,
+        "\"DTM_URL\"",
+        Some(RM_COMMON_READER),
+    ),
     ("PORT", RM_COMMON_FILE, "\"PORT\"", Some(RM_COMMON_READER)),
     (
         "DATABASE_URL",
@@ -672,6 +678,22 @@ fn the_apps_service_urls_point_at_the_right_services_in_compose_and_up_sh() {
                 format!("scripts/up.sh does not contain {line}")
             });
         }
+    }
+    // The RMs ask the AP's coordinator about Trys without a gid token: the same DTM_URL.
+    for r in table
+        .iter()
+        .filter(|r| r.database.is_some() && r.name != "coordinator")
+    {
+        let rm_url = service(&services, &r.name)
+            .map(environment)
+            .and_then(|env| env.get("DTM_URL").cloned());
+        problems.check(rm_url.as_ref() == app_env.get("DTM_URL"), || {
+            format!(
+                "compose {}: DTM_URL {rm_url:?} is not the app's {:?}",
+                r.name,
+                app_env.get("DTM_URL")
+            )
+        });
     }
     // up.sh takes ports and databases from the same table.
     let lib = read(&root.join("scripts/lib/services.sh"));
