@@ -4,7 +4,7 @@
 # Runs the AP and the RMs of this repository behind another DTM-compatible coordinator, dtmrs
 # 0.13.0 (crates.io, a Rust reimplementation of DTM's server), instead of the bundled one, with
 # the security settings scripts/up.sh uses by default (a signing secret shared by the AP and the
-# RMs), and checks two global transactions:
+# RMs), and checks three global transactions:
 #   1. fireTcc: the AP answers 200; dtmrs ends the global transaction `succeed` with every
 #      Confirm `succeed`; bank A's account is down by the amount, bank B's up by it, and neither
 #      has frozen funds (trading_balance) left;
