@@ -56,9 +56,9 @@ export PG_PRIVATE_PORT="${PG_PRIVATE_PORT:-${PG_URL##*:}}"
 export PORT_OFFSET="${PORT_OFFSET:-1000}"
 export RUN_DIR="${RUN_DIR:-$ROOT/target/bench-run}"
 export RUST_LOG="${RUST_LOG:-warn}"
-# The Try rate limit (200/s per client address by default) protects an RM from a runaway AP;
-# a benchmark is one, on purpose.
-export TRY_RATE_LIMIT_PER_SECOND="${TRY_RATE_LIMIT_PER_SECOND:-0}"
+# The AP's fire rate limit (per client address) stops a flood from one address; the benchmark's
+# load generator is one, on purpose.
+export FIRE_RATE_LIMIT_PER_SECOND="${FIRE_RATE_LIMIT_PER_SECOND:-0}"
 export SEED_ACCOUNTS="${SEED_ACCOUNTS:-1000}"
 # The pools default to 10 connections, which the coordinator exhausts (each statement holds a
 # connection through its commit's WAL flush): measured 106 tx/s at 10, 150-177 at 32, no more at 64.

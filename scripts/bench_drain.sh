@@ -23,7 +23,7 @@ N=${1:-3000}
 export PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:55999}"
 export PORT_OFFSET="${PORT_OFFSET:-1000}"
 export RUN_DIR="${RUN_DIR:-$ROOT/target/bench-run}"
-export RUST_LOG="${RUST_LOG:-warn}" TRY_RATE_LIMIT_PER_SECOND=0 DB_POOL_SIZE="${DB_POOL_SIZE:-32}"
+export RUST_LOG="${RUST_LOG:-warn}" FIRE_RATE_LIMIT_PER_SECOND=0 DB_POOL_SIZE="${DB_POOL_SIZE:-32}"
 export SEED_ACCOUNTS="${SEED_ACCOUNTS:-1000}" SKIP_BUILD=1 PROFILE=release
 app="http://127.0.0.1:$((8080 + PORT_OFFSET))/api"
 sql() { psql "$PG_URL/coordinator" -XqAt -c "$1"; }

@@ -363,8 +363,7 @@ pub trait BranchBody: DeserializeOwned + Send + 'static {
 /// the query a [`BranchQuery`], Try's body `B` as a JSON object (unknown fields refused,
 /// [`BranchBody::validate`]d), Confirm's and Cancel's any bytes (only a `fault` is read from
 /// them, [`settle_faults`]); each call runs through [`run`] with the service's `FAULT_INJECTION`
-/// setting. The Try endpoint is rate-limited per client
-/// address ([`crate::rate_limit::limited_try`]: 429 over the quota), Confirm and Cancel never.
+/// setting.
 ///
 /// Every request is counted in the [`RmMetrics`] of the app data (`web::Data<RmMetrics>`,
 /// registered by [`crate::startup::run`]; without it the endpoints answer 500), under the op the
@@ -377,17 +376,10 @@ pub fn configure<B: BranchBody>(
     endpoints: [(&'static str, Business<B>); 3],
 ) {
     for (endpoint, business) in endpoints {
-        let op = business.op();
-        let path = format!("/api/{endpoint}");
-        let route = route(endpoint, business, fault_injection);
-        // Only Try is rate-limited per client address (crate::rate_limit). Confirm and Cancel
-        // come from the coordinator and are never throttled: a throttled one would only be
-        // retried later, keeping funds frozen longer.
-        if op == Op::Try {
-            cfg.service(crate::rate_limit::limited_try(&path, route));
-        } else {
-            cfg.route(&path, route);
-        }
+        cfg.route(
+            &format!("/api/{endpoint}"),
+            route(endpoint, business, fault_injection),
+        );
     }
 }
 

@@ -24,8 +24,8 @@
 //! * [`metrics`]: Prometheus metrics at `GET /api/metrics`: a registry per application
 //!   instance, and the RMs' metrics (branch requests by op and outcome, recorded by [`branch`];
 //!   count and oldest age of tentative reservations, read at scrape time).
-//! * [`rate_limit`]: the per-client-address rate limit of the RMs' Try endpoints (429 with
-//!   `Retry-After`); Confirm and Cancel, from the coordinator, are never limited.
+//! * [`rate_limit`]: a per-client-address rate limit (429 with `Retry-After`), which the AP puts
+//!   on its public fire endpoints.
 //! * [`openapi`]: the OpenAPI description every binary serves at `GET /api/openapi.json` (with
 //!   Swagger UI at `/api/docs/`), generated from the handlers and route tables; the shared
 //!   schemas ([`openapi::ErrorBody`], [`openapi::DtmReply`]) and the branch endpoints' operation.

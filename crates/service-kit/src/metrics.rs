@@ -14,7 +14,7 @@
 //!
 //!   | metric | type | labels | meaning |
 //!   |---|---|---|---|
-//!   | `tcc_rm_branch_requests_total` | counter | `op`, `outcome` | branch requests answered, by op (`try`, `confirm`, `cancel`) and [`RequestOutcome`] (`rate_limited`: Trys refused by [`crate::rate_limit`]) |
+//!   | `tcc_rm_branch_requests_total` | counter | `op`, `outcome` | branch requests answered, by op (`try`, `confirm`, `cancel`) and [`RequestOutcome`] |
 //!   | `tcc_rm_tentative_reservations` | gauge | none | rows a Try reserved that no Confirm or Cancel has settled yet (bank: `holds`, stock: `reservations`) |
 //!   | `tcc_rm_tentative_oldest_age_seconds` | gauge | none | age of the oldest of them, seconds; 0 when there are none |
 //!
@@ -166,14 +166,11 @@ pub enum RequestOutcome {
     /// counted under `op="try"`. A rising count means callers that are not APs, or an AP that
     /// calls Try before registering the branch.
     NotRegistered,
-    /// `rate_limited`: a Try refused with 429 because its client address used up its quota
-    /// ([`crate::rate_limit`]); nothing was read or done. Only ever counted under `op="try"`.
-    RateLimited,
 }
 
 impl RequestOutcome {
     /// Every outcome, in the order of the docs.
-    pub const ALL: [RequestOutcome; 11] = [
+    pub const ALL: [RequestOutcome; 10] = [
         RequestOutcome::Applied,
         RequestOutcome::EmptyCompensation,
         RequestOutcome::Duplicate,
@@ -184,11 +181,10 @@ impl RequestOutcome {
         RequestOutcome::BadRequest,
         RequestOutcome::Unauthorized,
         RequestOutcome::NotRegistered,
-        RequestOutcome::RateLimited,
     ];
 
     /// The label value: `applied`, `empty_compensation`, `duplicate`, `hanging`, `refused`,
-    /// `ongoing`, `error`, `bad_request`, `unauthorized`, `not_registered`, `rate_limited`.
+    /// `ongoing`, `error`, `bad_request`, `unauthorized`, `not_registered`.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestOutcome::Applied => "applied",
@@ -201,7 +197,6 @@ impl RequestOutcome {
             RequestOutcome::BadRequest => "bad_request",
             RequestOutcome::Unauthorized => "unauthorized",
             RequestOutcome::NotRegistered => "not_registered",
-            RequestOutcome::RateLimited => "rate_limited",
         }
     }
 
@@ -217,15 +212,14 @@ impl RequestOutcome {
     }
 
     /// The outcome of an error answer with `status`: 401 `unauthorized`, 403 `not_registered`
-    /// (only the Try gate answers 403), 409 `refused`, 425
-    /// `ongoing`, 429 `rate_limited`, 5xx `error`, any other status `bad_request`.
+    /// (only the Try gate answers 403), 409 `refused`, 425 `ongoing`, 5xx `error`, any other
+    /// status `bad_request`.
     pub fn of_error_status(status: actix_web::http::StatusCode) -> RequestOutcome {
         match status.as_u16() {
             401 => RequestOutcome::Unauthorized,
             403 => RequestOutcome::NotRegistered,
             409 => RequestOutcome::Refused,
             425 => RequestOutcome::Ongoing,
-            429 => RequestOutcome::RateLimited,
             s if s >= 500 => RequestOutcome::Error,
             _ => RequestOutcome::BadRequest,
         }
@@ -285,8 +279,7 @@ impl RmMetrics {
              serves and by outcome: applied, empty_compensation, duplicate, hanging (the \
              sub-transaction barrier's decisions), refused (409 FAILURE), ongoing (425), error \
              (5xx), bad_request (other 4xx), unauthorized (401: no valid signature or gid \
-             token), not_registered (403: a Try the coordinator does not know of), rate_limited (429: a Try over its client \
-             address's quota).",
+             token), not_registered (403: a Try the coordinator does not know of).",
             &["op", "outcome"],
         );
         for op in [Op::Try, Op::Confirm, Op::Cancel] {
@@ -382,7 +375,7 @@ mod tests {
         assert_eq!(of(401), RequestOutcome::Unauthorized);
         assert_eq!(of(403), RequestOutcome::NotRegistered);
         assert_eq!(of(413), RequestOutcome::BadRequest);
-        assert_eq!(of(429), RequestOutcome::RateLimited);
+        assert_eq!(of(429), RequestOutcome::BadRequest);
     }
 
     #[test]

@@ -192,10 +192,10 @@ pub fn common_errors(op: OperationBuilder) -> OperationBuilder {
 }
 
 /// The operation of one RM branch endpoint (`POST /api/<name>`, [`crate::branch::configure`]):
-/// the [`tcc::protocol::BranchQuery`] query, a JSON body of the component schema `body`, and
-/// every answer the branch flow gives. `op` decides the per-op answers: Try may be rate-limited
-/// (429) or refused by the Try gate (401, 403, 503), Confirm and Cancel may be refused for
-/// their signature or gid token (401).
+/// the [`tcc::protocol::BranchQuery`] query, a JSON body of the component schema `body` (Try's;
+/// Confirm and Cancel take any body), and every answer the branch flow gives. `op` decides the
+/// per-op answers: Try may be refused by the Try gate (401, 403, 503), Confirm and Cancel may be
+/// refused for their signature or gid token (401).
 pub fn branch_operation(
     name: &str,
     op: tcc::protocol::Op,
@@ -240,10 +240,6 @@ pub fn branch_operation(
     builder = common_errors(builder);
     builder = match op {
         Op::Try => builder
-            .response(
-                "429",
-                error_response("Too many Trys from this client address; see `Retry-After`"),
-            )
             .response(
                 "401",
                 error_response(

@@ -11,7 +11,6 @@ use std::time::Duration;
 use tcc::signing::SigningSecret;
 
 use crate::coordinator_check::{TryVerification, DEFAULT_DTM_URL};
-use crate::rate_limit::TryRateLimit;
 use crate::retention::BarrierRetention;
 
 /// A variable is set but does not parse.
@@ -139,11 +138,6 @@ pub struct RmCommonSettings {
     pub barrier_retention: Duration,
     /// Most gids one retention `DELETE` handles. Env `RETENTION_BATCH`, default 1000.
     pub retention_batch: u32,
-    /// The quota of Trys per client address ([`crate::rate_limit`]; Confirm and Cancel are never
-    /// limited). Env `TRY_RATE_LIMIT_PER_SECOND` (default 200) and `TRY_RATE_LIMIT_BURST`
-    /// (default 400); 0 in either disables the limit. Over it a Try is answered 429 with
-    /// `Retry-After`, which the AP takes as a transient error and aborts.
-    pub try_rate_limit: TryRateLimit,
 }
 
 impl RmCommonSettings {
@@ -164,7 +158,6 @@ impl RmCommonSettings {
             try_verification: TryVerification::Coordinator,
             barrier_retention: BarrierRetention::DEFAULT_RETENTION,
             retention_batch: BarrierRetention::DEFAULT_BATCH,
-            try_rate_limit: TryRateLimit::DEFAULT,
         }
     }
 
@@ -188,10 +181,6 @@ impl RmCommonSettings {
                 d.barrier_retention.as_secs(),
             )?),
             retention_batch: env_or("RETENTION_BATCH", d.retention_batch)?,
-            try_rate_limit: TryRateLimit {
-                per_second: env_or("TRY_RATE_LIMIT_PER_SECOND", d.try_rate_limit.per_second)?,
-                burst: env_or("TRY_RATE_LIMIT_BURST", d.try_rate_limit.burst)?,
-            },
         })
     }
 }

@@ -13,9 +13,8 @@
 //!    `GET /api/health`), `web::Data<DbPool>` and `web::Data<Settings>` for the handlers, the
 //!    RM's metrics (`web::Data<RmMetrics>`, a registry of this instance's own, served at
 //!    `GET /api/metrics`: [`crate::metrics`]), the Confirm/Cancel signature check
-//!    (`web::Data<BranchSigning>`: [`crate::branch::BranchSigning`]), the Try rate limiter (`web::Data<TryLimiter>`:
-//!    [`crate::rate_limit`]), the RM's routes, and a JSON 404
-//!    ([`crate::http::not_found`]) for any other path;
+//!    (`web::Data<BranchSigning>`: [`crate::branch::BranchSigning`]), the RM's routes, and a JSON
+//!    404 ([`crate::http::not_found`]) for any other path;
 //! 4. [`RmApplication::run_until_stopped`] serves, and runs the barrier retention job
 //!    ([`crate::retention`]) beside the server until the server stops.
 
@@ -32,7 +31,6 @@ use crate::db::{build_pool, run_migrations, DbPool, DbSetupError};
 use crate::http::HealthCheck;
 use crate::http::{configure_health, json_config, not_found, path_config, query_config};
 use crate::metrics::{self, RmMetrics};
-use crate::rate_limit::TryLimiter;
 use crate::retention::{self, BarrierRetention};
 use crate::settings::RmCommonSettings;
 
@@ -70,7 +68,7 @@ pub enum StartupError {
 pub struct ServerSettings<'a> {
     /// The settings every RM reads from its environment (`HOST`, `PORT`, `DATABASE_URL`,
     /// `DB_POOL_SIZE`, `JSON_LIMIT`, `FAULT_INJECTION`, `BRANCH_SIGNING_SECRET`,
-    /// `BARRIER_RETENTION_SECONDS`, `RETENTION_BATCH`, `TRY_RATE_LIMIT_*`), embedded in the RM's
+    /// `BARRIER_RETENTION_SECONDS`, `RETENTION_BATCH`, ...), embedded in the RM's
     /// `Settings`.
     pub common: &'a RmCommonSettings,
     /// The binary's name (`trans-out`, `stock`): in logs and in the health answers.
@@ -240,9 +238,8 @@ pub fn configure_common(cfg: &mut web::ServiceConfig, json_limit: usize, health:
 
 /// An RM's HTTP server on `listener`: [`configure_common`], `web::Data<DbPool>` and
 /// `web::Data<S>`, new [`RmMetrics`] (as `web::Data<RmMetrics>`, which the branch endpoints
-/// count into) and `GET /api/metrics` serving them ([`crate::metrics::rm_metrics`]), a new
-/// [`TryLimiter`] (as `web::Data<TryLimiter>`, which the Try endpoints check), the RM's routes
-/// ([`RmSettings::routes`]), a JSON 404 for any other path. Errs only if actix cannot listen on
+/// count into) and `GET /api/metrics` serving them ([`crate::metrics::rm_metrics`]), the RM's
+/// routes ([`RmSettings::routes`]), a JSON 404 for any other path. Errs only if actix cannot listen on
 /// `listener`.
 pub fn run<S: RmSettings>(
     listener: TcpListener,
@@ -258,14 +255,6 @@ pub fn run<S: RmSettings>(
     };
     let metrics = web::Data::new(RmMetrics::new(server.tentative_sql));
     let signing = web::Data::new(BranchSigning::from_settings(server.common));
-    // Created here, outside the per-worker factory, so that all workers share one quota per
-    // client address.
-    let try_limiter = web::Data::new(TryLimiter::new(server.common.try_rate_limit));
-    log::info!(
-        "{}: Try rate limit: {}",
-        server.service,
-        server.common.try_rate_limit
-    );
     let api = crate::openapi::describe(
         server.service,
         "A TCC resource manager (RM): Try/Confirm/Cancel branch endpoints behind the \
@@ -286,7 +275,6 @@ pub fn run<S: RmSettings>(
             .app_data(settings.clone())
             .app_data(metrics.clone())
             .app_data(signing.clone())
-            .app_data(try_limiter.clone())
             .configure(|cfg| configure_common(cfg, json_limit, health))
             .route(metrics::PATH, web::get().to(metrics::rm_metrics))
             .configure(|cfg| routes.routes(cfg))

@@ -46,7 +46,7 @@ const RM_COMMON_READER: &str = "RmCommonSettings";
 /// reads it (relative to the repository), a text that file must contain, and the text a crate's
 /// code must contain for that shared file to count as its reader (`None`: any crate's). A crate
 /// that does not use the shared reader must read the variable itself.
-const SHARED_VARS: [(&str, &str, &str, Option<&str>); 13] = [
+const SHARED_VARS: [(&str, &str, &str, Option<&str>); 11] = [
     (
         "RUST_LOG",
         "crates/service-kit/src/logging.rs",
@@ -101,18 +101,6 @@ const SHARED_VARS: [(&str, &str, &str, Option<&str>); 13] = [
         "RETENTION_BATCH",
         RM_COMMON_FILE,
         "\"RETENTION_BATCH\"",
-        Some(RM_COMMON_READER),
-    ),
-    (
-        "TRY_RATE_LIMIT_PER_SECOND",
-        RM_COMMON_FILE,
-        "\"TRY_RATE_LIMIT_PER_SECOND\"",
-        Some(RM_COMMON_READER),
-    ),
-    (
-        "TRY_RATE_LIMIT_BURST",
-        RM_COMMON_FILE,
-        "\"TRY_RATE_LIMIT_BURST\"",
         Some(RM_COMMON_READER),
     ),
 ];

@@ -1,52 +1,49 @@
-//! The per-client-address rate limit of the RMs' Try endpoints (`service_kit::rate_limit`),
-//! through real HTTP on a bank started with a tiny quota (1 Try per second, bursts of 2): Trys
-//! beyond it are answered `429 rate_limited` with `Retry-After` and reserve nothing, Confirm and
-//! Cancel are never limited, the quota comes back with time, and 0 disables the limit. The
-//! stock service shares the code (`service_kit::branch::configure`), so one RM is enough.
+//! The per-client-address rate limit of the AP's fire endpoints (`service_kit::rate_limit`,
+//! `FIRE_RATE_LIMIT_PER_SECOND`/`FIRE_RATE_LIMIT_BURST`), through real HTTP on the whole
+//! system: with a tiny quota (1 request per second, bursts of 2) fire requests beyond it are
+//! answered `429 rate_limited` with `Retry-After` and start nothing, each address has its own
+//! quota, the quota comes back with time, the nested branch and the metrics are not limited, and
+//! 0 disables the limit. With the default settings, the ordinary load of one address (32
+//! concurrent `fireTcc` callers) is never refused, and the RMs do not limit Trys by address at
+//! all: every Try of the system comes from the AP's one address.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use app::configuration::Settings as AppSettings;
 use bank::Role;
-use diesel::prelude::*;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use service_kit::rate_limit::TryRateLimit;
-use test_support::rm::{assert_error, assert_success, Rm};
-use test_support::spawn::spawn_bank_with;
-use test_support::TestDb;
+use service_kit::rate_limit::RateLimit;
+use test_support::rm::{assert_error, Rm};
+use test_support::spawn::{spawn_bank, spawn_system, spawn_system_with, System};
 
-/// 1 Try per second sustained, bursts of 2.
-const TINY: TryRateLimit = TryRateLimit {
+/// 1 request per second sustained, bursts of 2.
+const TINY: RateLimit = RateLimit {
     per_second: 1,
     burst: 2,
 };
 
-async fn bank_with(limit: TryRateLimit) -> Rm {
-    let role = Role::TransOut;
-    Rm::from(
-        spawn_bank_with(role, TestDb::create(role.database()), |s| {
-            s.common.try_rate_limit = limit
-        })
-        .await,
-    )
+/// The system with the AP's fire endpoints limited to `limit`.
+async fn system_with(limit: RateLimit) -> System {
+    spawn_system_with(|_| {}, |app: &mut AppSettings| app.fire_rate_limit = limit).await
 }
 
-fn transfer() -> Value {
-    json!({ "account_id": 1, "amount": 10 })
+/// A client whose requests leave from `ip` (any 127.x address reaches the AP on 127.0.0.1).
+fn client_from(ip: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(ip))
+        .build()
+        .expect("a client")
 }
 
-/// One Try of `gid` (account 1, 10 units): (status, `Retry-After`, JSON answer).
-async fn try_branch(bank: &Rm, gid: &str) -> (u16, Option<u64>, Value) {
-    let url = bank.spawned.url(&format!(
-        "/api/TransOutTry?gid={gid}&trans_type=tcc&branch_id=01&op=try"
-    ));
-    let response = bank
-        .http
-        .post(url)
-        .json(&transfer())
+/// `GET <AP>/api/fireTcc?amount=1` with `http`: (status, `Retry-After`, JSON answer).
+async fn fire(sys: &System, http: &reqwest::Client) -> (u16, Option<u64>, Value) {
+    let response = http
+        .get(sys.app.url("/api/fireTcc?amount=1"))
         .send()
         .await
-        .expect("the bank answers");
+        .expect("the AP answers");
     let status = response.status().as_u16();
     let retry_after = response.headers().get("retry-after").map(|v| {
         v.to_str()
@@ -58,184 +55,233 @@ async fn try_branch(bank: &Rm, gid: &str) -> (u16, Option<u64>, Value) {
     (status, retry_after, body)
 }
 
-/// Sends Trys with fresh gids (`{prefix}-1`, `{prefix}-2`, ...) until one is refused; returns
-/// the gids that were accepted and the refusal's `Retry-After`.
-async fn exhaust(bank: &Rm, prefix: &str) -> (Vec<String>, u64) {
+/// Fires with `http` until one is refused; returns the gids of the accepted (committed) ones and
+/// the refusal's `Retry-After`.
+async fn exhaust(sys: &System, http: &reqwest::Client) -> (Vec<String>, u64) {
     let mut accepted = Vec::new();
-    for i in 1..=20 {
-        let gid = format!("{prefix}-{i}");
-        match try_branch(bank, &gid).await {
+    for _ in 0..20 {
+        match fire(sys, http).await {
             (200, None, body) => {
-                assert_eq!(body["dtm_result"], "SUCCESS", "{body}");
-                accepted.push(gid);
+                assert_eq!(body["status"], "succeed", "{body}");
+                accepted.push(body["gid"].as_str().expect("a gid").to_owned());
             }
             (429, Some(retry_after), body) => {
                 assert_error(&(429, body), 429, "rate_limited");
                 return (accepted, retry_after);
             }
-            other => panic!("Try {gid}: unexpected answer {other:?}"),
+            other => panic!("unexpected answer {other:?}"),
         }
     }
-    panic!("20 quick Trys were all accepted under a quota of {TINY:?}");
-}
-
-/// `(gid, state)` of every hold, in insertion order.
-fn holds(bank: &Rm) -> Vec<(String, String)> {
-    use bank::schema::holds::dsl::*;
-    bank.load(holds.select((gid, state)).order(id))
-}
-
-/// The value of the series `tcc_rm_branch_requests_total{op=..,outcome=..}`.
-async fn requests_total(bank: &Rm, op: &str, outcome: &str) -> u64 {
-    let text = bank
-        .http
-        .get(bank.spawned.url("/api/metrics"))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics text");
-    let series = format!(r#"tcc_rm_branch_requests_total{{op="{op}",outcome="{outcome}"}} "#);
-    text.lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
-        .parse()
-        .expect("a count")
+    panic!("20 quick fire requests were all accepted under a quota of {TINY:?}");
 }
 
 #[tokio::test]
-async fn trys_beyond_the_burst_are_refused_with_429_and_retry_after_and_freeze_nothing() {
-    let bank = bank_with(TINY).await;
+async fn fire_requests_beyond_the_burst_are_refused_with_429_and_retry_after_and_start_nothing() {
+    let sys = system_with(TINY).await;
 
-    let (mut accepted, retry_after) = exhaust(&bank, "burst").await;
-    // The burst, plus at most one more if a second went by while sending.
-    assert!((2..=3).contains(&accepted.len()), "{accepted:?}");
+    let (mut accepted, retry_after) = exhaust(&sys, &sys.http).await;
+    // The burst, plus at most one more per second spent firing.
+    assert!((2..=4).contains(&accepted.len()), "{accepted:?}");
     assert_eq!(
         retry_after, 1,
         "a quota of 1 per second refills within a second"
     );
-    // More refusals while the quota is used up (one may pass if a second goes by).
+    // More refusals while the quota is used up (one may pass if a second goes by), on every fire
+    // endpoint and for both methods.
     let mut refused = 1;
-    for i in 0..3 {
-        let gid = format!("more-{i}");
-        match try_branch(&bank, &gid).await {
-            (429, Some(_), _) => refused += 1,
-            (200, None, _) => accepted.push(gid),
-            other => panic!("{gid}: {other:?}"),
+    for path in [
+        "/api/fireTccRollback",
+        "/api/firePurchase?product_id=1&quantity=1",
+        "/api/fireTccNested",
+    ] {
+        let (status, body) = sys.fire(path).await;
+        match status {
+            429 => refused += 1,
+            200 | 409 => accepted.push(body["gid"].as_str().expect("a gid").to_owned()),
+            _ => panic!("{path}: {status} {body}"),
         }
+    }
+    let posted = sys
+        .http
+        .post(sys.app.url("/api/fireTcc"))
+        .json(&json!({ "amount": 1 }))
+        .send()
+        .await
+        .expect("the AP answers");
+    if posted.status().as_u16() == 429 {
+        refused += 1;
     }
     assert!(refused >= 3, "{refused} refusals");
 
-    // Only the accepted Trys froze funds and wrote barrier rows: a refused Try is turned away
-    // before its body is read.
-    let expected: Vec<(String, String)> = accepted
+    // Only the accepted requests started global transactions: a refused one is turned away
+    // before it is read, without a gid.
+    let started: Vec<String> = sys
+        .transactions()
+        .await
         .iter()
-        .map(|gid| (gid.clone(), "tentative".to_owned()))
+        .map(|t| t["gid"].as_str().expect("a gid").to_owned())
         .collect();
-    assert_eq!(holds(&bank), expected);
-    assert_eq!(bank.barrier_rows(), accepted.len() as i64);
-    let account = bank.view("/api/accounts/1").await;
-    assert_eq!(
-        account["trading_balance"],
-        json!(10 * accepted.len() as i64),
-        "{account}"
+    assert!(
+        started.len() <= accepted.len() + 1,
+        "{} transactions for {} accepted requests",
+        started.len(),
+        accepted.len()
     );
-    assert_eq!(requests_total(&bank, "try", "rate_limited").await, refused);
-    assert_eq!(
-        requests_total(&bank, "try", "applied").await,
-        accepted.len() as u64
-    );
-
-    // Only POST is routed (and limited): other methods still get the JSON 404.
-    let (status, body) = bank.get("/api/TransOutTry").await;
-    assert_error(&(status, body), 404, "not_found");
+    for gid in &accepted {
+        assert!(started.contains(gid), "{gid} not started");
+    }
 }
 
 #[tokio::test]
-async fn confirm_and_cancel_are_never_rate_limited() {
-    let bank = bank_with(TINY).await;
-    let (accepted, _) = exhaust(&bank, "used-up").await;
+async fn each_client_address_has_its_own_fire_quota_and_it_comes_back_with_time() {
+    let sys = system_with(TINY).await;
+    let first = client_from(Ipv4Addr::new(127, 0, 0, 1));
+    let (_, retry_after) = exhaust(&sys, &first).await;
 
-    // Many Confirms of an accepted Try and many Cancels (empty compensations, then duplicates),
-    // all at once, while the Try quota is used up.
-    let (rm, body) = (&bank, transfer());
-    let (confirmed, body) = (&accepted[0], &body);
-    let confirms = (0..25).map(|_| rm.call("TransOutConfirm", confirmed, "confirm", body));
-    let cancels = (0..25).map(|i| async move {
-        let gid = format!("cancel-{}", i % 5);
-        rm.call("TransOutCancel", &gid, "cancel", body).await
-    });
-    for answer in join_all(confirms).await {
-        assert_success(&answer);
-    }
-    for answer in join_all(cancels).await {
-        assert_success(&answer);
-    }
-
-    assert_eq!(requests_total(&bank, "confirm", "rate_limited").await, 0);
-    assert_eq!(requests_total(&bank, "cancel", "rate_limited").await, 0);
-    assert_eq!(requests_total(&bank, "confirm", "applied").await, 1);
-    assert_eq!(requests_total(&bank, "confirm", "duplicate").await, 24);
+    // Another address is not refused for the first one's requests.
+    let other = client_from(Ipv4Addr::new(127, 0, 0, 2));
+    let (status, _, body) = fire(&sys, &other).await;
     assert_eq!(
-        requests_total(&bank, "cancel", "empty_compensation").await,
-        5
+        (status, &body["status"]),
+        (200, &json!("succeed")),
+        "{body}"
     );
-    assert_eq!(requests_total(&bank, "cancel", "duplicate").await, 20);
-    // The Try quota is still used up: the Confirms and Cancels did not touch it either way.
-    let (status, _, body) = try_branch(&bank, "still-limited").await;
-    assert!(status == 429 || status == 200, "{body}");
-}
 
-#[tokio::test]
-async fn trys_pass_again_once_the_quota_has_refilled() {
-    let bank = bank_with(TINY).await;
-    let (_, retry_after) = exhaust(&bank, "first").await;
-
+    // The first address passes again once its quota has refilled.
     let deadline = Instant::now() + Duration::from_secs(retry_after + 5);
-    let mut attempt = 0;
     loop {
-        attempt += 1;
-        let (status, _, body) = try_branch(&bank, &format!("again-{attempt}")).await;
+        let (status, _, body) = fire(&sys, &first).await;
         if status == 200 {
-            assert_eq!(body["dtm_result"], "SUCCESS", "{body}");
+            assert_eq!(body["status"], "succeed", "{body}");
             break;
         }
         assert_eq!(status, 429, "{body}");
         assert!(
             Instant::now() < deadline,
-            "Trys still refused {retry_after} s + 5 s after Retry-After"
+            "still refused {retry_after} s + 5 s after Retry-After"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The refusals while waiting reserved nothing.
-    let tentative = holds(&bank).len();
-    assert_eq!(bank.barrier_rows(), tentative as i64);
 }
 
 #[tokio::test]
-async fn a_zero_rate_or_burst_disables_the_limit() {
+async fn the_nested_branch_and_the_metrics_are_not_limited() {
+    // A burst of 2: fireTccNested takes one, and its nested branch (Try called by the AP, Confirm
+    // by the TM, both from 127.0.0.1 like this test) would use up the rest were it limited.
+    let sys = system_with(TINY).await;
+    let (status, body) = sys.fire("/api/fireTccNested").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("succeed")),
+        "{body}"
+    );
+    let gid = body["gid"].as_str().expect("a gid");
+    sys.wait_for_status(gid, "succeed", Duration::from_secs(10))
+        .await;
+
+    let (_, _) = exhaust(&sys, &sys.http).await;
+    for path in ["/api/metrics", "/api/health", "/api/ping"] {
+        let status = sys
+            .http
+            .get(sys.app.url(path))
+            .send()
+            .await
+            .expect("the AP answers")
+            .status();
+        assert_eq!(status.as_u16(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_zero_rate_or_burst_disables_the_fire_limit() {
     for limit in [
-        TryRateLimit::OFF,
-        TryRateLimit {
+        RateLimit::OFF,
+        RateLimit {
             per_second: 0,
             burst: 2,
         },
-        TryRateLimit {
+        RateLimit {
             per_second: 1,
             burst: 0,
         },
     ] {
-        let bank = bank_with(limit).await;
-        let answers = join_all((0..30).map(|i| {
-            let bank = &bank;
-            async move { try_branch(bank, &format!("free-{i}")).await }
-        }))
-        .await;
-        for (status, retry_after, body) in answers {
-            assert_eq!((status, retry_after), (200, None), "{limit:?}: {body}");
+        let sys = system_with(limit).await;
+        // Cheap requests (refused for their amount, before any global transaction) well over
+        // a quota of 1 per second.
+        let answers = join_all((0..30).map(|_| sys.fire("/api/fireTcc?amount=0"))).await;
+        for (status, body) in answers {
+            assert_error(&(status, body), 400, "invalid_parameter");
         }
-        assert_eq!(holds(&bank).len(), 30, "{limit:?}");
-        assert_eq!(requests_total(&bank, "try", "rate_limited").await, 0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_fire_tcc_callers_with_the_default_settings_are_never_refused() {
+    let sys = spawn_system().await;
+    let until = Instant::now() + Duration::from_secs(4);
+    let callers = (0..32i64).map(|caller| {
+        let (http, url) = (sys.http.clone(), sys.app.url(""));
+        async move {
+            let mut answers = Vec::new();
+            let mut i = 0;
+            while Instant::now() < until {
+                // Distinct accounts per caller, so that callers compete for the system, not for
+                // one row.
+                let from = caller % 10 + 1;
+                let to = (caller + 1 + i % 9) % 10 + 1;
+                let to = if to == from { to % 10 + 1 } else { to };
+                let response = http
+                    .get(format!("{url}/api/fireTcc?amount=1&from={from}&to={to}"))
+                    .send()
+                    .await
+                    .expect("the AP answers");
+                let status = response.status().as_u16();
+                answers.push((status, response.text().await.unwrap_or_default()));
+                i += 1;
+            }
+            answers
+        }
+    });
+    let answers: Vec<(u16, String)> = join_all(callers).await.into_iter().flatten().collect();
+
+    let refused: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} fire requests refused, e.g. {:?}",
+        refused.len(),
+        answers.len(),
+        refused.first()
+    );
+    eprintln!(
+        "{} fireTcc in 4 s from 32 concurrent callers on one address",
+        answers.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rm_does_not_limit_trys_by_client_address() {
+    // Every Try of the system comes from the AP's one address: 1200 Trys from this one address,
+    // 64 at a time, far over what one address could send under the former per-address Try limit
+    // (200 per second, bursts of 400), are all applied.
+    let bank = Rm::from(spawn_bank(Role::TransOut).await);
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for round in 0..(1200 / 64 + 1) {
+        let batch = (0..64).map(|i| {
+            let bank = &bank;
+            async move {
+                let gid = format!("flood-{round}-{i}");
+                let body = json!({ "account_id": i % 10 + 1, "amount": 1 });
+                bank.call("TransOutTry", &gid, "try", &body).await
+            }
+        });
+        statuses.extend(join_all(batch).await.into_iter().map(|(status, _)| status));
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "refused: {:?}",
+        statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
+    );
+    eprintln!("{} Trys from one address in {elapsed:?}", statuses.len());
 }

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use service_kit::rate_limit::RateLimit;
 use service_kit::settings::{env_or, env_string, SettingsError};
 use tcc::signing::SigningSecret;
 
@@ -55,7 +56,29 @@ pub struct Settings {
     /// calls at the RMs ([`tcc::client::TccClient::with_gid_tokens`]). Unset or empty: no token,
     /// and each RM checks each Try with its coordinator instead. Its `Debug` does not print it.
     pub branch_signing_secret: Option<SigningSecret>,
+    /// The quota of fire requests per client address ([`service_kit::rate_limit`]), on
+    /// `GET|POST /api/fireTcc`, `/api/fireTccRollback`, `/api/firePurchase` and
+    /// `/api/fireTccNested`: `FIRE_RATE_LIMIT_PER_SECOND` sustained and `FIRE_RATE_LIMIT_BURST`,
+    /// default [`DEFAULT_FIRE_RATE_LIMIT`]; 0 in either disables it. Over it a fire request is
+    /// answered `429 {"error": "rate_limited", ...}` with `Retry-After`, before anything starts.
+    pub fire_rate_limit: RateLimit,
 }
+
+/// Default of `FIRE_RATE_LIMIT_PER_SECOND` (1000) and `FIRE_RATE_LIMIT_BURST` (2000), per
+/// client address.
+///
+/// One address running a load test is a normal caller: 32 concurrent `fireTcc` loops from one
+/// machine reach what the whole system manages, about 150-500 global transactions per second
+/// on the development machine (`docs/BENCHMARKS.md`), and must never be refused. So the
+/// defaults sit at twice the best rate measured, with bursts of two seconds' worth; a flood from
+/// one address (thousands of requests per second, most of them never waiting for an answer) is
+/// cut to that rate, each refusal costing one map lookup and nothing started. Deployments whose
+/// clients are many and slow should lower it to what one client may need; behind a proxy every
+/// client shares the proxy's address, so raise it there or disable it (0) and limit at the proxy.
+pub const DEFAULT_FIRE_RATE_LIMIT: RateLimit = RateLimit {
+    per_second: 1000,
+    burst: 2000,
+};
 
 /// Default of `DTM_URL`.
 pub const DEFAULT_DTM_URL: &str = "http://127.0.0.1:36789/api/dtmsvr";
@@ -83,14 +106,16 @@ impl Default for Settings {
             fault_injection: true,
             baseline_endpoints: false,
             branch_signing_secret: None,
+            fire_rate_limit: DEFAULT_FIRE_RATE_LIMIT,
         }
     }
 }
 
 impl Settings {
     /// Reads `HOST`, `PORT`, `DTM_URL`, `TRANS_OUT_URL`, `TRANS_IN_URL`, `STOCK_URL`,
-    /// `APP_URL`, `JSON_LIMIT`, `FAULT_INJECTION`, `BASELINE_ENDPOINTS` and
-    /// `BRANCH_SIGNING_SECRET`, each with its default when unset or empty.
+    /// `APP_URL`, `JSON_LIMIT`, `FAULT_INJECTION`, `BASELINE_ENDPOINTS`, `BRANCH_SIGNING_SECRET`,
+    /// `FIRE_RATE_LIMIT_PER_SECOND` and `FIRE_RATE_LIMIT_BURST`, each with its default when unset
+    /// or empty.
     ///
     /// Errors name the variable: a port or limit that is not a number, or a URL that is not an
     /// absolute `http(s)://` URL, stops the binary at start rather than at the first request.
@@ -114,6 +139,13 @@ impl Settings {
                 defaults.baseline_endpoints,
             )?,
             branch_signing_secret: SigningSecret::from_env(),
+            fire_rate_limit: RateLimit {
+                per_second: env_or(
+                    "FIRE_RATE_LIMIT_PER_SECOND",
+                    defaults.fire_rate_limit.per_second,
+                )?,
+                burst: env_or("FIRE_RATE_LIMIT_BURST", defaults.fire_rate_limit.burst)?,
+            },
         })
     }
 

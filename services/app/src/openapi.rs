@@ -139,6 +139,14 @@ fn fire_operation(
     )
     .response("415", error_response("The body is not `application/json`"))
     .response(
+        "429",
+        error_response(
+            "`rate_limited`: too many requests from this client address \
+             (`FIRE_RATE_LIMIT_PER_SECOND`, `FIRE_RATE_LIMIT_BURST`); see `Retry-After`. Nothing \
+             was started",
+        ),
+    )
+    .response(
         "502",
         error_response("The coordinator refused a call, or the stock service is down"),
     )

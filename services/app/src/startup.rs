@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use service_kit::http::{configure_health, HealthCheck};
+use service_kit::rate_limit::ClientLimiter;
 use tcc::client::TccClient;
 
 use crate::configuration::Settings;
@@ -131,13 +132,19 @@ impl Application {
     }
 }
 
-/// The actix server on `listener`: the fire endpoints, the nested branch, `/api/ping`,
-/// `/api/health`, `/api/metrics`, the OpenAPI description and Swagger UI, JSON 404s. An unset `APP_URL` is derived from `listener`'s address.
+/// The actix server on `listener`: the fire endpoints (limited per client address by
+/// `settings.fire_rate_limit`, [`service_kit::rate_limit`]), the nested branch, `/api/ping`,
+/// `/api/health`, `/api/metrics`, the OpenAPI description and Swagger UI, JSON 404s. An unset
+/// `APP_URL` is derived from `listener`'s address.
 pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server> {
     let settings = settings.resolve_app_url(listener.local_addr()?);
     let state = web::Data::new(AppState::new(&settings)?);
     let json_limit = settings.json_limit;
     let baseline_endpoints = settings.baseline_endpoints;
+    // Created here, outside the per-worker factory, so that all workers share one quota per
+    // client address.
+    let fire_limiter = web::Data::new(ClientLimiter::new(settings.fire_rate_limit));
+    log::info!("fire endpoints' rate limit: {}", settings.fire_rate_limit);
     let api = service_kit::openapi::describe(
         "app",
         "The AP of the TCC sample: each fire endpoint starts one TCC global transaction over the \
@@ -148,6 +155,7 @@ pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server>
         let api = api.clone();
         App::new()
             .app_data(state.clone())
+            .app_data(fire_limiter.clone())
             // Extractors (the nested branch's JSON body) answer malformed input with 4xx JSON.
             .app_data(service_kit::http::json_config(json_limit))
             .app_data(service_kit::http::query_config())

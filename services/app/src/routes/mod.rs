@@ -8,7 +8,9 @@ pub mod nested;
 pub use fire::{fire, FireResponse, CRASH_EXIT_CODE};
 
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
+use service_kit::rate_limit::limit_by_client;
 
 use crate::scenario::CATALOGUE;
 use crate::startup::AppState;
@@ -16,6 +18,11 @@ use crate::startup::AppState;
 /// Registers `GET` and `POST /api/<name>` for every scenario of [`CATALOGUE`] (other methods
 /// get `405 {"error":"method_not_allowed"}`), `POST /api/TransInNestedTry|Confirm|Cancel`, and
 /// `GET /api/metrics` ([`crate::metrics`]).
+///
+/// The fire endpoints, where untrusted callers arrive, are limited per client address by the
+/// `web::Data<ClientLimiter>` of the app data ([`service_kit::rate_limit::limit_by_client`]:
+/// `429` with `Retry-After` over the quota); the nested branch (called by this AP and the TM)
+/// and the metrics are not.
 ///
 /// With `baseline_endpoints` (`BASELINE_ENDPOINTS=on`, for `scripts/bench.sh` only), also
 /// `GET|POST /api/fireBaseline` ([`baseline`]).
@@ -41,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, baseline_endpoints: bool) {
         };
         cfg.service(
             web::resource(scenario.path())
+                .wrap(from_fn(limit_by_client))
                 .route(web::get().to(handler))
                 .route(web::post().to(handler))
                 .default_service(web::to(method_not_allowed)),
