@@ -1028,11 +1028,15 @@ mod tests {
 
     #[test]
     fn unset_or_zero_options_take_the_default_and_out_of_range_ones_are_refused() {
-        assert_eq!(option_secs("x", None, 35).unwrap(), 35);
-        assert_eq!(option_secs("x", Some(0), 35).unwrap(), 35);
-        assert_eq!(option_secs("x", Some(5), 35).unwrap(), 5);
-        assert!(option_secs("x", Some(-1), 35).is_err());
-        assert!(option_secs("x", Some(MAX_OPTION_SECS + 1), 35).is_err());
+        let max = MAX_OPTION_SECS;
+        assert_eq!(option_secs("x", None, 35, max).unwrap(), 35);
+        assert_eq!(option_secs("x", Some(0), 35, max).unwrap(), 35);
+        assert_eq!(option_secs("x", Some(5), 35, max).unwrap(), 5);
+        assert!(option_secs("x", Some(-1), 35, max).is_err());
+        assert!(option_secs("x", Some(max + 1), 35, max).is_err());
+        let timeout = MAX_REQUEST_TIMEOUT_SECS;
+        assert_eq!(option_secs("request_timeout", Some(60), 3, timeout).unwrap(), 60);
+        assert!(option_secs("request_timeout", Some(61), 3, timeout).is_err());
     }
 
     #[test]
