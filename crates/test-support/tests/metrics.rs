@@ -229,7 +229,8 @@ async fn refusals_injected_errors_ongoing_answers_and_bad_requests_are_counted_a
         .await;
     assert_eq!(status, 425);
     // Bad requests, each counted under the op the endpoint serves: a value out of range, the
-    // wrong op for the endpoint, a malformed body, a query without a gid.
+    // wrong op for the endpoint (twice), a malformed Try body (Confirm and Cancel never fail for
+    // their body), a query without a gid.
     assert_error(
         &bank
             .call("TransOutTry", "g-zero", "try", &transfer(0))
@@ -244,10 +245,17 @@ async fn refusals_injected_errors_ongoing_answers_and_bad_requests_are_counted_a
         400,
         "op_mismatch",
     );
+    assert_error(
+        &bank
+            .call("TransOutCancel", "g-op", "confirm", &transfer(30))
+            .await,
+        400,
+        "op_mismatch",
+    );
     let (status, _) = bank
         .raw(
-            "TransOutCancel",
-            "gid=g-json&trans_type=tcc&branch_id=01&op=cancel",
+            "TransOutTry",
+            "gid=g-json&trans_type=tcc&branch_id=01&op=try",
             "application/json",
             "{not json".into(),
         )
@@ -271,7 +279,7 @@ async fn refusals_injected_errors_ongoing_answers_and_bad_requests_are_counted_a
             ("try", "refused", 1.0),
             ("try", "error", 1.0),
             ("try", "ongoing", 1.0),
-            ("try", "bad_request", 2.0),
+            ("try", "bad_request", 3.0),
             ("confirm", "bad_request", 1.0),
             ("cancel", "bad_request", 1.0),
         ],
