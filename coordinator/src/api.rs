@@ -1035,7 +1035,10 @@ mod tests {
         assert!(option_secs("x", Some(-1), 35, max).is_err());
         assert!(option_secs("x", Some(max + 1), 35, max).is_err());
         let timeout = MAX_REQUEST_TIMEOUT_SECS;
-        assert_eq!(option_secs("request_timeout", Some(60), 3, timeout).unwrap(), 60);
+        assert_eq!(
+            option_secs("request_timeout", Some(60), 3, timeout).unwrap(),
+            60
+        );
         assert!(option_secs("request_timeout", Some(61), 3, timeout).is_err());
     }
 
