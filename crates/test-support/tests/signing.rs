@@ -88,7 +88,7 @@ async fn balances(rm: &Rm) -> (i64, i64) {
     )
 }
 
-/// A Try of 30 from account 1 (unsigned: Trys come from the AP), then the state it left.
+/// A Try of 30 from account 1 with the gid's token (as the AP sends it), then the state it left.
 async fn tried(rm: &Rm) -> ((i64, i64), i64) {
     let tried = rm
         .call("TransOutTry", "signed-1", "try", &transfer(30))
