@@ -430,6 +430,11 @@ async fn a_try_with_its_gids_token_is_applied_without_asking_any_coordinator() {
     assert_success(&tried);
     assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 30));
     assert_eq!(try_count(&bank.spawned, "applied").await, 1.0);
+    // The token is what let it through: the same Try without it cannot be checked here.
+    let other = TRY_QUERY.replace("gated-1", "gated-3");
+    let untokened = send_with_token(&bank.spawned, "TransOutTry", &other, &body, None).await;
+    assert_error(&untokened, 503, "unavailable");
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 30));
 }
 
 #[tokio::test]
