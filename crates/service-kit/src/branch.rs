@@ -22,8 +22,8 @@
 //! 2. when fault injection is off, a Try whose body carries a `fault` is refused with 400, and
 //!    a Confirm/Cancel ignores it (it carries the data of a Try that was refused that way, and
 //!    must still succeed);
-//! 3. the fault injector runs ([`crate::fault::inject`]): it may answer 425 or 500 without doing
-//!    anything, or turn the business code into a refusal;
+//! 3. the fault injector runs ([`crate::fault::inject`]): it may answer 425, 500, 202 or 307
+//!    without doing anything, or turn the business code into a refusal;
 //! 4. the business code runs inside the sub-transaction barrier
 //!    ([`tcc::barrier::BranchBarrier::call`]), on a pooled connection off the async workers;
 //! 5. any barrier outcome (applied, empty compensation, duplicate, hanging) is `200 SUCCESS`; an
@@ -220,6 +220,15 @@ pub enum FlowError {
     /// row rolls back with it. 409 FAILURE.
     #[error("fault injection: this branch refuses on purpose")]
     InjectedFailure,
+    /// An `accepted:N` fault fired: `202 {"dtm_result":"SUCCESS"}`, nothing done. Not an error
+    /// to whoever reads only the body, which is the point: the TM and the AP read only exactly
+    /// 200 as success (as DTM does), so they retry or abort.
+    #[error("fault injection: accepted (202) without doing anything")]
+    InjectedAccepted,
+    /// A `redirect:N` fault fired: `307` with `Location:` [`crate::fault::REDIRECT_LOCATION`] and
+    /// the JSON error body `injected_redirect`, nothing done. Never followed by the TM or the AP.
+    #[error("fault injection: redirected (307) without doing anything")]
+    InjectedRedirect,
 }
 
 impl ResponseError for FlowError {
@@ -230,6 +239,8 @@ impl ResponseError for FlowError {
             }
             FlowError::InjectedError => StatusCode::INTERNAL_SERVER_ERROR,
             FlowError::InjectedFailure => StatusCode::CONFLICT,
+            FlowError::InjectedAccepted => StatusCode::ACCEPTED,
+            FlowError::InjectedRedirect => StatusCode::TEMPORARY_REDIRECT,
         }
     }
 
@@ -240,6 +251,22 @@ impl ResponseError for FlowError {
             FlowError::InjectedError => "injected_error",
             FlowError::InjectedFailure => {
                 return BranchReply::Failure(self.to_string()).to_response()
+            }
+            FlowError::InjectedAccepted => {
+                let mut response = BranchReply::Success.to_response();
+                *response.status_mut() = StatusCode::ACCEPTED;
+                return response;
+            }
+            FlowError::InjectedRedirect => {
+                let mut response =
+                    error_response(self.status_code(), "injected_redirect", self.to_string());
+                response.headers_mut().insert(
+                    actix_web::http::header::LOCATION,
+                    actix_web::http::header::HeaderValue::from_static(
+                        crate::fault::REDIRECT_LOCATION,
+                    ),
+                );
+                return response;
             }
         };
         error_response(self.status_code(), code, self.to_string())
@@ -653,7 +680,10 @@ pub struct BranchCall<'a> {
 /// a [`BlockingError`], all converted into `E`. Every outcome is logged here with `gid=`,
 /// `branch_id=` and `op=` (5xx at error level, other errors at warn) and counted in
 /// `call.metrics` as a [`RequestOutcome`]: the barrier's decision for a success, `ongoing`, or
-/// the error's class by HTTP status (409 `refused`, 5xx `error`, other 4xx `bad_request`).
+/// the error's class by HTTP status (409 `refused`, 5xx `error`, an injected 202 or 307
+/// `misbehaved`, other 4xx `bad_request`). The injected `accepted:N` and `redirect:N` answers
+/// take the error path ([`FlowError::InjectedAccepted`], [`FlowError::InjectedRedirect`]):
+/// nothing was done, whatever their status says.
 pub async fn run<T, E, F>(
     pool: &DbPool,
     call: BranchCall<'_>,
@@ -758,6 +788,8 @@ where
         Injected::Refuse => true,
         Injected::Ongoing => return Ok((BranchReply::Ongoing, RequestOutcome::Ongoing)),
         Injected::Error => return Err(FlowError::InjectedError.into()),
+        Injected::Accepted => return Err(FlowError::InjectedAccepted.into()),
+        Injected::Redirect => return Err(FlowError::InjectedRedirect.into()),
     };
     let query = call.query.clone();
     let outcome = blocking(pool, move |conn| {

@@ -1,5 +1,4 @@
-//! Demo fault injection for the RMs (design §8), so every TCC failure case can be reproduced on
-//! demand. A branch's data may carry
+//! Demo fault injection for the RMs, so every TCC failure case can be reproduced on demand. A branch's data may carry
 //! `"fault": {"try": "<spec>", "confirm": "<spec>", "cancel": "<spec>"}`; because the data is what
 //! the AP registers with the TM, the TM's Confirm and Cancel calls carry the fault too.
 //!
@@ -13,12 +12,21 @@
 //! | `error` | 500 on every call, nothing done |
 //! | `error:N` | 500 on the first N calls of this gid, branch and op, then normal |
 //! | `delay:MS` | wait MS milliseconds, then do the work and answer |
-//! | `delay:MS+error:N` | both: wait, then `error:N` |
+//! | `accepted:N` | `202 {"dtm_result":"SUCCESS"}` on the first N calls, nothing done, then normal |
+//! | `redirect:N` | `307` to [`REDIRECT_LOCATION`] on the first N calls, nothing done, then normal |
+//! | `delay:MS+error:N` | both: wait, then `error:N` (likewise `delay:MS+accepted:N`, `delay:MS+redirect:N`) |
 //!
 //! A delay applies to every call of that phase, before the barrier: a Confirm or Cancel delayed
 //! beyond the transaction's `request_timeout` times out on every attempt and never succeeds.
 //!
-//! `error:N` counts in the RM's `fault_counters` table, so counts survive a restart of the RM.
+//! `accepted:N` and `redirect:N` play an RM, or a proxy in front of it, that misbehaves: one that
+//! accepts work it has not done, one that sends the caller elsewhere. DTM reads only exactly
+//! `200` as a branch's success and follows no redirect, and so do the TM and the AP here: both
+//! answers are transient errors, retried (Confirm, Cancel) or ending in an abort (Try). Were a
+//! `202` read as success, the Confirm would never run and its funds would stay frozen.
+//!
+//! Every `:N` form counts calls in the RM's `fault_counters` table, so counts survive a restart
+//! of the RM.
 //! With the setting `FAULT_INJECTION=off` a request carrying a fault is refused with 400.
 
 use std::fmt;
@@ -34,6 +42,11 @@ use crate::db::{blocking, BlockingError, DbPool};
 
 /// The `fault_counters` table's migration; RMs run it beside their own.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Where a `redirect:N` fault sends the caller: a loopback address other than 127.0.0.1, on the
+/// discard port, which the coordinator's default `BRANCH_HOST_ALLOWLIST` does not admit and
+/// where nothing answers. Neither the TM nor the AP follows a redirect, so it is never called.
+pub const REDIRECT_LOCATION: &str = "http://127.0.0.2:9/api/moved";
 
 /// Longest delay accepted, in milliseconds: long enough for every timeout scenario, short enough
 /// that a typo cannot park a worker for hours.
@@ -66,6 +79,10 @@ pub enum FaultAction {
     Ongoing(Option<u32>),
     /// 500 for the first `Some(n)` calls, or for every call with `None`.
     Error(Option<u32>),
+    /// `202 {"dtm_result":"SUCCESS"}` for the first n calls, nothing done.
+    Accepted(u32),
+    /// `307` to [`REDIRECT_LOCATION`] for the first n calls, nothing done.
+    Redirect(u32),
 }
 
 /// One parsed `<spec>` (see the module docs).
@@ -79,7 +96,7 @@ pub struct Fault {
 
 /// A fault spec that does not parse; the message says which forms are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid fault {spec:?}: {reason}; expected failure, ongoing, ongoing:N, error, error:N, delay:MS or delay:MS+error:N")]
+#[error("invalid fault {spec:?}: {reason}; expected failure, ongoing, ongoing:N, error, error:N, accepted:N, redirect:N, delay:MS or delay:MS+ one of error:N, accepted:N, redirect:N")]
 pub struct FaultParseError {
     /// The spec as given.
     pub spec: String,
@@ -124,6 +141,10 @@ impl FromStr for Fault {
                 };
                 if let Some(n) = other.strip_prefix("error:") {
                     FaultAction::Error(Some(count(n, "error")?))
+                } else if let Some(n) = other.strip_prefix("accepted:") {
+                    FaultAction::Accepted(count(n, "accepted")?)
+                } else if let Some(n) = other.strip_prefix("redirect:") {
+                    FaultAction::Redirect(count(n, "redirect")?)
                 } else if let Some(n) = other.strip_prefix("ongoing:").filter(|_| delay_ms == 0) {
                     FaultAction::Ongoing(Some(count(n, "ongoing")?))
                 } else {
@@ -144,6 +165,8 @@ impl fmt::Display for Fault {
             FaultAction::Ongoing(Some(n)) => Some(format!("ongoing:{n}")),
             FaultAction::Error(None) => Some("error".to_owned()),
             FaultAction::Error(Some(n)) => Some(format!("error:{n}")),
+            FaultAction::Accepted(n) => Some(format!("accepted:{n}")),
+            FaultAction::Redirect(n) => Some(format!("redirect:{n}")),
         };
         match (self.delay_ms, action) {
             (0, Some(a)) => f.write_str(&a),
@@ -211,9 +234,14 @@ pub enum Injected {
     Ongoing,
     /// Answer 500 without doing anything.
     Error,
+    /// Answer `202 {"dtm_result":"SUCCESS"}` without doing anything.
+    Accepted,
+    /// Answer `307` to [`REDIRECT_LOCATION`] without doing anything.
+    Redirect,
 }
 
-/// Runs the fault for this call, if any: waits its delay, counts `error:N` calls in the database.
+/// Runs the fault for this call, if any: waits its delay, counts the calls of the `:N` forms in
+/// the database.
 ///
 /// Errors only when the database could not be reached for the count.
 pub async fn inject(
@@ -238,13 +266,18 @@ pub async fn inject(
         FaultAction::Failure => Injected::Refuse,
         FaultAction::Ongoing(None) => Injected::Ongoing,
         FaultAction::Error(None) => Injected::Error,
-        FaultAction::Ongoing(Some(n)) | FaultAction::Error(Some(n)) => {
+        FaultAction::Ongoing(Some(n))
+        | FaultAction::Error(Some(n))
+        | FaultAction::Accepted(n)
+        | FaultAction::Redirect(n) => {
             let (gid, branch_id, op) = (query.gid.clone(), query.branch_id.clone(), query.op);
             let calls =
                 blocking(pool, move |conn| count_call(conn, &gid, &branch_id, op)).await??;
             match (calls <= i64::from(n), fault.action) {
                 (false, _) => Injected::Proceed,
                 (true, FaultAction::Ongoing(_)) => Injected::Ongoing,
+                (true, FaultAction::Accepted(_)) => Injected::Accepted,
+                (true, FaultAction::Redirect(_)) => Injected::Redirect,
                 (true, _) => Injected::Error,
             }
         }
@@ -286,6 +319,10 @@ mod tests {
             "error:3",
             "delay:3000",
             "delay:3000+error:2",
+            "accepted:2",
+            "redirect:1",
+            "delay:200+accepted:3",
+            "delay:200+redirect:1",
         ] {
             let fault: Fault = spec.parse().unwrap();
             assert_eq!(fault.to_string(), spec);
@@ -295,6 +332,17 @@ mod tests {
             Fault {
                 delay_ms: 5,
                 action: FaultAction::Error(Some(2))
+            }
+        );
+        assert_eq!(
+            "accepted:2".parse::<Fault>().unwrap().action,
+            FaultAction::Accepted(2)
+        );
+        assert_eq!(
+            "delay:7+redirect:3".parse::<Fault>().unwrap(),
+            Fault {
+                delay_ms: 7,
+                action: FaultAction::Redirect(3)
             }
         );
     }
@@ -314,6 +362,13 @@ mod tests {
             "delay:10+failure",
             "delay:10+",
             "error:1+delay:5",
+            "accepted",
+            "accepted:0",
+            "accepted:x",
+            "redirect",
+            "redirect:0",
+            "redirect:-2",
+            "accepted:1+redirect:1",
         ] {
             let err = spec.parse::<Fault>().unwrap_err();
             assert!(

@@ -152,6 +152,10 @@ pub enum RequestOutcome {
     Ongoing,
     /// `error`: a 5xx, injected (`error` fault) or real (database down, bug).
     Error,
+    /// `misbehaved`: an injected `accepted:N` (`202`) or `redirect:N` (`307`) answer
+    /// ([`crate::fault`]): an RM or proxy that misbehaves; nothing was done, and the caller must
+    /// read it as a transient error. Only with fault injection on.
+    Misbehaved,
     /// `bad_request`: any other 4xx: malformed query or body, wrong op for the endpoint, value
     /// out of range, a fault while fault injection is off.
     BadRequest,
@@ -170,7 +174,7 @@ pub enum RequestOutcome {
 
 impl RequestOutcome {
     /// Every outcome, in the order of the docs.
-    pub const ALL: [RequestOutcome; 10] = [
+    pub const ALL: [RequestOutcome; 11] = [
         RequestOutcome::Applied,
         RequestOutcome::EmptyCompensation,
         RequestOutcome::Duplicate,
@@ -178,13 +182,14 @@ impl RequestOutcome {
         RequestOutcome::Refused,
         RequestOutcome::Ongoing,
         RequestOutcome::Error,
+        RequestOutcome::Misbehaved,
         RequestOutcome::BadRequest,
         RequestOutcome::Unauthorized,
         RequestOutcome::NotRegistered,
     ];
 
     /// The label value: `applied`, `empty_compensation`, `duplicate`, `hanging`, `refused`,
-    /// `ongoing`, `error`, `bad_request`, `unauthorized`, `not_registered`.
+    /// `ongoing`, `error`, `misbehaved`, `bad_request`, `unauthorized`, `not_registered`.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestOutcome::Applied => "applied",
@@ -194,6 +199,7 @@ impl RequestOutcome {
             RequestOutcome::Refused => "refused",
             RequestOutcome::Ongoing => "ongoing",
             RequestOutcome::Error => "error",
+            RequestOutcome::Misbehaved => "misbehaved",
             RequestOutcome::BadRequest => "bad_request",
             RequestOutcome::Unauthorized => "unauthorized",
             RequestOutcome::NotRegistered => "not_registered",
@@ -212,8 +218,9 @@ impl RequestOutcome {
     }
 
     /// The outcome of an error answer with `status`: 401 `unauthorized`, 403 `not_registered`
-    /// (only the Try gate answers 403), 409 `refused`, 425 `ongoing`, 5xx `error`, any other
-    /// status `bad_request`.
+    /// (only the Try gate answers 403), 409 `refused`, 425 `ongoing`, 5xx `error`, 2xx and 3xx
+    /// `misbehaved` (only the injected `accepted:N` and `redirect:N` faults answer them through
+    /// the error path), any other status `bad_request`.
     pub fn of_error_status(status: actix_web::http::StatusCode) -> RequestOutcome {
         match status.as_u16() {
             401 => RequestOutcome::Unauthorized,
@@ -221,6 +228,7 @@ impl RequestOutcome {
             409 => RequestOutcome::Refused,
             425 => RequestOutcome::Ongoing,
             s if s >= 500 => RequestOutcome::Error,
+            200..=399 => RequestOutcome::Misbehaved,
             _ => RequestOutcome::BadRequest,
         }
     }
@@ -278,8 +286,9 @@ impl RmMetrics {
             "Branch requests (Try, Confirm, Cancel) answered by this RM, by the op the endpoint \
              serves and by outcome: applied, empty_compensation, duplicate, hanging (the \
              sub-transaction barrier's decisions), refused (409 FAILURE), ongoing (425), error \
-             (5xx), bad_request (other 4xx), unauthorized (401: no valid signature or gid \
-             token), not_registered (403: a Try the coordinator does not know of).",
+             (5xx), misbehaved (an injected 202 or 307, nothing done), bad_request (other 4xx), \
+             unauthorized (401: no valid signature or gid token), not_registered (403: a Try \
+             the coordinator does not know of).",
             &["op", "outcome"],
         );
         for op in [Op::Try, Op::Confirm, Op::Cancel] {
@@ -376,6 +385,8 @@ mod tests {
         assert_eq!(of(403), RequestOutcome::NotRegistered);
         assert_eq!(of(413), RequestOutcome::BadRequest);
         assert_eq!(of(429), RequestOutcome::BadRequest);
+        assert_eq!(of(202), RequestOutcome::Misbehaved);
+        assert_eq!(of(307), RequestOutcome::Misbehaved);
     }
 
     #[test]

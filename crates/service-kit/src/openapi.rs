@@ -234,6 +234,15 @@ pub fn branch_operation(
             json_response("ONGOING (injected fault): ask again", "DtmReply"),
         )
         .response(
+            "202",
+            json_response(
+                "Injected `accepted:N` fault only (FAULT_INJECTION=on): `dtm_result` SUCCESS, but \
+                 nothing was done; a caller must read it, as DTM does, as a transient error",
+                "DtmReply",
+            ),
+        )
+        .response("307", redirect_response())
+        .response(
             "500",
             error_response("Injected `error` fault, or an internal error"),
         );
@@ -270,6 +279,29 @@ pub fn branch_operation(
         ),
     };
     builder.build()
+}
+
+/// The `307` of an injected `redirect:N` fault: an [`ErrorBody`] (`injected_redirect`) and a
+/// `Location` header ([`crate::fault::REDIRECT_LOCATION`]).
+fn redirect_response() -> Response {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let mut response = error_response(
+        "Injected `redirect:N` fault only (FAULT_INJECTION=on): `injected_redirect`, nothing was \
+         done; the redirect must not be followed",
+    );
+    response.headers.insert(
+        "Location".into(),
+        RefOr::T(
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some(
+                    "Where the misbehaving RM points; nothing answers there",
+                ))
+                .build(),
+        ),
+    );
+    response
 }
 
 /// The request body of a branch endpoint: for Try, a JSON object of the component schema `body`,

@@ -483,6 +483,58 @@ async fn injected_failure_and_ongoing_faults_change_nothing() {
 }
 
 #[tokio::test]
+async fn accepted_and_redirect_faults_answer_202_and_307_doing_nothing_then_the_call_applies_once()
+{
+    // A client that, like the TM and the AP, never follows a redirect.
+    let bank = Bank {
+        spawned: spawn_bank(Role::TransOut).await,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    };
+    let accepted = json!({ "account_id": 1, "amount": 30, "fault": { "try": "accepted:2" } });
+    let moved = json!({ "account_id": 2, "amount": 40, "fault": { "try": "redirect:1" } });
+
+    for _ in 0..2 {
+        let (status, body) = bank.call("TransOutTry", "g-acc", "try", &accepted).await;
+        assert_eq!(
+            (status, &body["dtm_result"]),
+            (202, &json!("SUCCESS")),
+            "{body}"
+        );
+    }
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0), "a 202 froze nothing");
+    let query = "gid=g-moved&trans_type=tcc&branch_id=01&op=try";
+    let response = bank
+        .http
+        .post(bank.spawned.url(&format!("/api/TransOutTry?{query}")))
+        .header(
+            tcc::signing::GID_TOKEN_HEADER,
+            test_support::spawn::test_gid_token("g-moved"),
+        )
+        .json(&moved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 307);
+    assert_eq!(
+        response.headers()["location"],
+        service_kit::fault::REDIRECT_LOCATION
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "injected_redirect", "{body}");
+    assert_eq!(bank.balances(2).await, (SEED, 0, 0), "a 307 froze nothing");
+    assert_eq!(bank.barrier_rows(), 0, "nothing reached the barrier");
+
+    // Past N, the same call is served normally, once.
+    assert_success(&bank.call("TransOutTry", "g-acc", "try", &accepted).await);
+    assert_success(&bank.call("TransOutTry", "g-moved", "try", &moved).await);
+    assert_eq!(bank.balances(1).await, (SEED, 30, 0));
+    assert_eq!(bank.balances(2).await, (SEED, 40, 0));
+}
+
+#[tokio::test]
 async fn with_fault_injection_off_a_try_carrying_a_fault_is_a_400_and_changes_nothing() {
     let bank = Bank::from(
         spawn_bank_with(Role::TransOut, TestDb::create("trans_out"), |s| {

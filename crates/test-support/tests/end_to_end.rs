@@ -7,7 +7,7 @@ use serde_json::json;
 use tcc::client::{BranchError, TccClient, TransOptions};
 use test_support::spawn::{
     all_succeeded, ops, spawn_coordinator, spawn_coordinator_with, spawn_system, tcc_transfer,
-    wait_for_record, wait_for_status,
+    wait_for_record, wait_for_status, Spawned, System,
 };
 
 const SEED_BALANCE: i64 = 1_000_000;
@@ -268,6 +268,128 @@ async fn an_ongoing_confirm_is_polled_at_a_fixed_interval_without_backoff_growth
     assert_eq!(
         sys.balances(&sys.trans_out, 1).await,
         (SEED_BALANCE - 30, 0)
+    );
+}
+
+/// `tcc_rm_branch_requests_total{op, outcome}` of the RM `rm`.
+async fn rm_requests(sys: &System, rm: &Spawned, op: &str, outcome: &str) -> f64 {
+    test_support::metrics::scrape(&sys.http, &rm.base_url)
+        .await
+        .value(
+            "tcc_rm_branch_requests_total",
+            &[("op", op), ("outcome", outcome)],
+        )
+}
+
+#[tokio::test]
+async fn a_confirm_answered_202_or_307_is_a_transient_error_retried_until_a_200_and_applied_once() {
+    let sys = spawn_system().await;
+    // TransIn's Confirm: 202 {"dtm_result":"SUCCESS"} twice without crediting, then normal.
+    // TransOut's Confirm: a 307 to a host the coordinator never calls, then normal.
+    let cases = [
+        ("trans_in_confirm=accepted:2&from=1&to=2", "02", 3),
+        ("trans_out_confirm=redirect:1&from=3&to=4", "01", 2),
+    ];
+    for (faults, branch_id, attempts) in cases {
+        let (status, answer) = sys
+            .fire(&format!(
+                "/api/fireTcc?{faults}&retry_interval=1&wait_result=false"
+            ))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let gid = answer["gid"].as_str().unwrap();
+        let record = sys
+            .wait_for_status(gid, "succeed", Duration::from_secs(20))
+            .await;
+        let confirm = ops(&record, "confirm")
+            .into_iter()
+            .find(|b| b["branch_id"] == branch_id)
+            .unwrap();
+        assert_eq!(confirm["attempts"], attempts, "{faults}: {record:#}");
+        assert!(all_succeeded(&record, "confirm"), "{record:#}");
+    }
+
+    // Each Confirm applied exactly once: credited and debited once, nothing left frozen.
+    for (from, to) in [(1, 2), (3, 4)] {
+        assert_eq!(
+            sys.balances(&sys.trans_out, from).await,
+            (SEED_BALANCE - 30, 0)
+        );
+        assert_eq!(
+            sys.balances(&sys.trans_in, to).await,
+            (SEED_BALANCE + 30, 0)
+        );
+        assert_eq!(sys.account(&sys.trans_in, to).await["pending_in"], 0);
+    }
+    for (rm, misbehaved) in [(&sys.trans_in, 2.0), (&sys.trans_out, 1.0)] {
+        assert_eq!(
+            rm_requests(&sys, rm, "confirm", "misbehaved").await,
+            misbehaved
+        );
+        assert_eq!(rm_requests(&sys, rm, "confirm", "applied").await, 2.0);
+        assert_eq!(rm_requests(&sys, rm, "confirm", "duplicate").await, 0.0);
+    }
+    // The coordinator read the 202s and the 307 as errors, not as successes.
+    let tm = test_support::metrics::scrape(&sys.http, &sys.coordinator.base_url).await;
+    assert_eq!(
+        tm.value(
+            "tcc_branch_calls_total",
+            &[("op", "confirm"), ("result", "error")]
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn a_try_answered_202_or_307_makes_the_ap_abort_and_leaves_nothing_frozen() {
+    let sys = spawn_system().await;
+
+    for (faults, answered) in [
+        ("trans_in_try=accepted:1&from=1&to=2", "HTTP 202"),
+        ("trans_out_try=redirect:1&from=3&to=4", "HTTP 307"),
+    ] {
+        let (status, answer) = sys.fire(&format!("/api/fireTcc?{faults}")).await;
+
+        assert_eq!(status, 409, "{answer}");
+        assert_eq!(answer["status"], "failed", "{answer}");
+        let reason = answer["reason"].as_str().expect("reason");
+        assert!(reason.contains(answered), "{faults}: {answer}");
+        let record = sys.query(answer["gid"].as_str().unwrap()).await;
+        assert!(all_succeeded(&record, "cancel"), "{record:#}");
+        assert!(ops(&record, "confirm").iter().all(|b| b["attempts"] == 0));
+    }
+
+    for (from, to) in [(1, 2), (3, 4)] {
+        assert_eq!(sys.balances(&sys.trans_out, from).await, (SEED_BALANCE, 0));
+        assert_eq!(sys.balances(&sys.trans_in, to).await, (SEED_BALANCE, 0));
+        assert_eq!(sys.account(&sys.trans_in, to).await["pending_in"], 0);
+    }
+    // A misbehaving Try did nothing, so its Cancel was an empty compensation. TransOut's Try
+    // ran before TransIn's 202 and was cancelled; TransIn's was never called after TransOut's
+    // 307, nor registered.
+    assert_eq!(
+        rm_requests(&sys, &sys.trans_in, "try", "misbehaved").await,
+        1.0
+    );
+    assert_eq!(
+        rm_requests(&sys, &sys.trans_in, "cancel", "empty_compensation").await,
+        1.0
+    );
+    assert_eq!(
+        rm_requests(&sys, &sys.trans_out, "try", "misbehaved").await,
+        1.0
+    );
+    assert_eq!(
+        rm_requests(&sys, &sys.trans_out, "try", "applied").await,
+        1.0
+    );
+    assert_eq!(
+        rm_requests(&sys, &sys.trans_out, "cancel", "applied").await,
+        1.0
+    );
+    assert_eq!(
+        rm_requests(&sys, &sys.trans_out, "cancel", "empty_compensation").await,
+        1.0
     );
 }
 

@@ -25,7 +25,7 @@ const FIRE_DURATION_COUNT: &str = "tcc_ap_fire_duration_seconds_count";
 const FIRE_DURATION_SUM: &str = "tcc_ap_fire_duration_seconds_sum";
 
 const OPS: [&str; 3] = ["try", "confirm", "cancel"];
-const RM_OUTCOMES: [&str; 10] = [
+const RM_OUTCOMES: [&str; 11] = [
     "applied",
     "empty_compensation",
     "duplicate",
@@ -33,6 +33,7 @@ const RM_OUTCOMES: [&str; 10] = [
     "refused",
     "ongoing",
     "error",
+    "misbehaved",
     "bad_request",
     "unauthorized",
     "not_registered",

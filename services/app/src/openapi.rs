@@ -50,6 +50,8 @@ fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
             "failure",
             "error:3",
             "delay:3000+error:1",
+            "accepted:2",
+            "redirect:1",
         ]),
     }
     .description(Some(spec.doc))

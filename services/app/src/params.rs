@@ -46,8 +46,8 @@ pub enum ParamKind {
         /// The value when the parameter is not given.
         default: bool,
     },
-    /// A fault spec for one branch and phase (`failure`, `error:3`, `delay:3000`, ...; see
-    /// `service_kit::fault`), or absent.
+    /// A fault spec for one branch and phase (`failure`, `error:3`, `delay:3000`, `accepted:2`,
+    /// `redirect:1`, ...; see `service_kit::fault`), or absent.
     Fault,
 }
 
