@@ -333,6 +333,16 @@ signing_secret() {
   fi
 }
 
+# The gid token of gid $1 (docs/PROTOCOL.md, "Signed branch calls"), the X-Tcc-Gid-Token an AP
+# holding the secret sends with its Trys; nothing without a secret or without openssl (the RM then
+# checks the Try with its coordinator).
+gid_token() {
+  local secret
+  secret=$(signing_secret)
+  [[ -n $secret ]] && command -v openssl >/dev/null || return 0
+  printf 'tcc-gid-token\n%s' "$1" | openssl dgst -sha256 -hmac "$secret" -r | sed -E 's/^([0-9a-f]+).*/v1=\1/'
+}
+
 # The coordinator's admin token: ADMIN_TOKEN, else the one scripts/up.sh keeps in RUN_DIR;
 # nothing when neither exists (a coordinator started without one leaves its actions open).
 admin_token() {
@@ -435,7 +445,7 @@ try_outcome() {
 }
 
 scenario_race() {
-  local reply gid data escaped tmp bal0 tb0 bal1 tb1 status try_seen cancel_seen ok=1
+  local reply gid data escaped tmp bal0 tb0 bal1 tb1 status try_seen cancel_seen token ok=1
   echo "=== race: TransOut's Try (sent as the AP sends it) and its Cancel (the TM's, after abort) at the same moment"
   reply=$(http GET "$DTM_URL/newGid")
   gid=$(json_get gid <<<"${reply#* }")
@@ -449,9 +459,15 @@ scenario_race() {
   echo "prepared $gid and registered branch 01 (TransOut); now, at the same moment: TransOutTry, and abort"
   read -r bal0 tb0 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
   tmp=$(mktemp -d)
+  # With the gid's token, as the AP sends it: the RM applies it without asking the coordinator,
+  # so only the barrier decides the race (without a token, a Try checked after the abort is
+  # refused 403 before the barrier).
+  local token_header=()
+  token=$(gid_token "$gid")
+  [[ -n $token ]] && token_header=(-H "X-Tcc-Gid-Token: $token")
   (
     t0=$(now_ms)
-    r=$(http POST "$TRANS_OUT_URL/TransOutTry?gid=$gid&trans_type=tcc&branch_id=01&op=try" "$data")
+    r=$(http POST "$TRANS_OUT_URL/TransOutTry?gid=$gid&trans_type=tcc&branch_id=01&op=try" "$data" "${token_header[@]}")
     t1=$(now_ms)
     echo "$r" >"$tmp/try"
     code=${r%% *}
