@@ -3,8 +3,8 @@
 #
 # The chaos run (issue 5, "nothing lost"): starts the five binaries as processes on fresh
 # databases, fires many concurrent transfers and purchases over a few hot accounts and products
-# with random faults (Try refusals, Confirm/Cancel errors and ONGOING answers, Trys that outlast
-# the request timeout), while SIGKILLing and restarting the coordinator, each RM and the AP at
+# with random faults (Try refusals, Confirm/Cancel errors and ONGOING answers, a misbehaving RM's
+# 202 or 307 that did nothing, Trys that outlast the request timeout), while SIGKILLing and restarting the coordinator, each RM and the AP at
 # random moments; then waits until every global transaction has finished and checks the
 # invariants (money conserved, nothing frozen or tentative, stock never oversold, every gid
 # finished, each branch applied at most once) with SQL. It prints a summary and exits non-zero on

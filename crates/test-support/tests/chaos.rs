@@ -14,6 +14,15 @@
 //! * each RM applied each branch at most once, never both Confirm and Cancel, and only as the
 //!   coordinator decided.
 //!
+//! The faults are drawn per branch and op from the RMs' demo fault injection
+//! (`service_kit::fault`): for a Try a business refusal (`failure`), a delay past the request
+//! timeout or past the transaction's `timeout_to_fail`, `error:1`, `ongoing:1`, a short delay, or
+//! a misbehaving RM's `accepted:N` (202 SUCCESS without doing anything) or `redirect:N` (307);
+//! for a Confirm or Cancel only faults that end in a success: `error:N`, `ongoing:N`,
+//! `accepted:N`, `redirect:N` (N up to 3) and delays below the request timeout, alone or before
+//! `error:N`, `accepted:N` or `redirect:N`. A 202 or 307 read as success would show as a Confirm
+//! never run (funds left frozen) or a Try the AP believed done.
+//!
 //! Ignored by default (it runs for a minute): `scripts/chaos.sh [seconds]` runs it, and
 //! `scripts/test.sh` runs a short one. Settings come from the environment:
 //!
@@ -360,32 +369,47 @@ fn try_fault(rng: &mut StdRng) -> (String, TryDelay) {
     let delay = |rng: &mut StdRng, range| format!("delay:{}", rng.random_range(range));
     match rng.random_range(0..100) {
         // A business refusal: the AP aborts, every registered branch is cancelled.
-        0..30 => ("failure".into(), TryDelay::Short),
-        30..50 => (
+        0..27 => ("failure".into(), TryDelay::Short),
+        27..45 => (
             delay(rng, 1200..=MAX_TRY_DELAY_MS),
             TryDelay::PastRequestTimeout,
         ),
-        50..65 => (
+        45..59 => (
             delay(rng, 1300..=MAX_TRY_DELAY_MS),
             TryDelay::PastTimeoutToFail,
         ),
-        65..77 => ("error:1".into(), TryDelay::Short),
-        77..87 => ("ongoing:1".into(), TryDelay::Short),
+        59..69 => ("error:1".into(), TryDelay::Short),
+        69..78 => ("ongoing:1".into(), TryDelay::Short),
+        // A misbehaving RM: the Try did nothing; the AP must read it as a transient error and
+        // abort, and the Cancel is an empty compensation.
+        78..84 => (
+            format!("accepted:{}", rng.random_range(1..=3)),
+            TryDelay::Short,
+        ),
+        84..90 => (
+            format!("redirect:{}", rng.random_range(1..=3)),
+            TryDelay::Short,
+        ),
         _ => (delay(rng, 50..=300), TryDelay::Short),
     }
 }
 
 /// A fault for a Confirm or Cancel. Each must end in a success, or the transaction would never
-/// finish: `error:N` and `ongoing:N` stop after N calls, and delays stay below the request
-/// timeout (`max_delay_ms`), since a delay applies to every call.
+/// finish: `error:N`, `ongoing:N`, `accepted:N` and `redirect:N` stop after N calls, and delays
+/// stay below the request timeout (`max_delay_ms`), since a delay applies to every call.
 fn second_phase_fault(rng: &mut StdRng, max_delay_ms: u64) -> String {
     match rng.random_range(0..100) {
-        0..35 => format!("error:{}", rng.random_range(1..=3)),
-        35..60 => format!("ongoing:{}", rng.random_range(1..=3)),
-        60..85 => format!("delay:{}", rng.random_range(50..=max_delay_ms)),
+        0..30 => format!("error:{}", rng.random_range(1..=3)),
+        30..52 => format!("ongoing:{}", rng.random_range(1..=3)),
+        // A misbehaving RM: 202 SUCCESS or a 307, nothing done; read as success, the op would
+        // never run and its reservation would stay.
+        52..62 => format!("accepted:{}", rng.random_range(1..=3)),
+        62..72 => format!("redirect:{}", rng.random_range(1..=3)),
+        72..90 => format!("delay:{}", rng.random_range(50..=max_delay_ms)),
         _ => format!(
-            "delay:{}+error:{}",
+            "delay:{}+{}:{}",
             rng.random_range(50..=max_delay_ms / 2),
+            ["error", "accepted", "redirect"][rng.random_range(0..3)],
             rng.random_range(1..=2)
         ),
     }
