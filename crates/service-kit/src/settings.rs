@@ -111,15 +111,15 @@ pub struct RmCommonSettings {
     /// one plain local transaction, no barrier: unsafe by design, see `bank::baseline`). Env
     /// `BASELINE_ENDPOINTS` (on|off), default off: only `scripts/bench.sh` turns it on.
     pub baseline_endpoints: bool,
-    /// The secret shared with the coordinator, which signs every Confirm and Cancel call with it
-    /// ([`tcc::signing`]); with it set, an unsigned, stale or tampered Confirm/Cancel is refused
-    /// with 401 and nothing is done. Try calls (from the AP) are never checked. Env
-    /// `BRANCH_SIGNING_SECRET` (read by [`SigningSecret::from_env`]); unset or empty: unsigned
-    /// calls accepted, with a warning at start (demo mode). Its `Debug` does not print it.
-    ///
-    /// The same secret checks gid tokens ([`tcc::signing::gid_token`], header
-    /// `X-Tcc-Gid-Token`, made by the AP): a Try, Confirm or Cancel carrying the valid token of its
-    /// gid is accepted; a Try with a wrong one is refused with 401 `bad_gid_token`.
+    /// The secret shared with the coordinator, which signs every Confirm and Cancel call with it,
+    /// and with the AP, which makes each gid's token with it ([`tcc::signing`]). With it set, a
+    /// Confirm/Cancel carrying neither a valid signature nor its gid's token (header
+    /// `X-Tcc-Gid-Token`) is refused with 401 and nothing is done; a Try carrying a token must
+    /// carry its gid's (401 `bad_gid_token`), one without a token is checked with the coordinator
+    /// ([`RmCommonSettings::try_verification`]). Env `BRANCH_SIGNING_SECRET` (read by
+    /// [`SigningSecret::from_env`]); unset or empty: unsigned Confirm/Cancel calls accepted, with
+    /// a warning at start, and every Try checked with the coordinator (demo mode). Its `Debug`
+    /// does not print it.
     pub branch_signing_secret: Option<SigningSecret>,
     /// The coordinator this RM trusts: a Try without a gid token is accepted only when this
     /// coordinator's `query` reports the gid `prepared` with the branch registered
