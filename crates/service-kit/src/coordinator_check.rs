@@ -274,7 +274,8 @@ mod tests {
     #[test]
     fn query_answers_of_dtm_this_coordinator_and_dtmrs_are_read() {
         let dtm = r#"{"transaction": {"gid": "g", "status": "prepared"},
-                      "branches": [{"branch_id": "01", "op": "cancel"}, {"branch_id": "01", "op": "confirm"}]}"#;
+                      "branches": [{"branch_id": "01", "op": "cancel"},
+                                   {"branch_id": "01", "op": "confirm"}]}"#;
         assert_eq!(
             GlobalRecord::from_answer(200, dtm),
             Ok(known("prepared", &["01"]))

@@ -68,8 +68,8 @@ pub enum StartupError {
 pub struct ServerSettings<'a> {
     /// The settings every RM reads from its environment (`HOST`, `PORT`, `DATABASE_URL`,
     /// `DB_POOL_SIZE`, `JSON_LIMIT`, `FAULT_INJECTION`, `BRANCH_SIGNING_SECRET`, `DTM_URL`,
-    /// `TRY_VERIFICATION`, `BARRIER_RETENTION_SECONDS`, `RETENTION_BATCH`, ...), embedded in the RM's
-    /// `Settings`.
+    /// `TRY_VERIFICATION`, `BARRIER_RETENTION_SECONDS`, `RETENTION_BATCH`, ...), embedded in the
+    /// RM's `Settings`.
     pub common: &'a RmCommonSettings,
     /// The binary's name (`trans-out`, `stock`): in logs and in the health answers.
     pub service: &'static str,

@@ -116,7 +116,8 @@ struct State {
 fn barrier_rows(rm: &Spawned, gid: &str, branch_id: &str, op: &str) -> i64 {
     let mut conn = rm.db.as_ref().unwrap().connect();
     diesel::sql_query(
-        "SELECT count(*) AS n FROM dtm_barrier.barrier WHERE gid = $1 AND branch_id = $2 AND op = $3",
+        "SELECT count(*) AS n FROM dtm_barrier.barrier \
+         WHERE gid = $1 AND branch_id = $2 AND op = $3",
     )
     .bind::<Text, _>(gid)
     .bind::<Text, _>(branch_id)
