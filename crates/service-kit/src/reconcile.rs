@@ -305,9 +305,14 @@ where
     })
 }
 
+/// How long the reconciliation waits for the coordinator's answer about one gid: 10 seconds.
+/// Longer than a Try's check ([`CoordinatorClient::DEFAULT_TIMEOUT`]): nobody waits on it, and a
+/// gid it could not ask about is only left for the next run.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// [`reconcile`] with what an RM's settings name: its database (`DATABASE_URL`, a pool of two
-/// connections) and its coordinator (`DTM_URL`, queried with
-/// [`CoordinatorClient::DEFAULT_TIMEOUT`]). `Err` also when the database cannot be reached.
+/// connections) and its coordinator (`DTM_URL`, queried with [`QUERY_TIMEOUT`]). `Err` also when
+/// the database cannot be reached.
 pub async fn reconcile_with_settings<E>(
     common: &RmCommonSettings,
     table: &'static str,
@@ -323,7 +328,7 @@ where
         .await
         .map_err(|e| ReconcileError(e.to_string()))?
         .map_err(|e| ReconcileError(e.to_string()))?;
-    let coordinator = CoordinatorClient::new(&common.dtm_url, CoordinatorClient::DEFAULT_TIMEOUT);
+    let coordinator = CoordinatorClient::new(&common.dtm_url, QUERY_TIMEOUT);
     reconcile(&pool, &coordinator, table, cancel, options).await
 }
 
