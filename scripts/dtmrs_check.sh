@@ -27,11 +27,14 @@
 #     starts no coordinator of its own;
 #   - on exit dtmrs and the binaries are stopped and the databases dropped (KEEP=1 keeps them).
 #
-# Behind dtmrs 0.13 the RMs' signing secret makes the check fail: dtmrs neither signs the
-# Confirm/Cancel calls nor forwards the gid token the AP puts into branch_headers, so the RMs
-# refuse them with 401 (reported, with the RM's log line). BRANCH_SIGNING_SECRET=off runs
-# everything without a secret (demo mode; docs/PROTOCOL.md, "Behind another DTM-compatible
-# coordinator").
+# dtmrs 0.13 neither signs the Confirm/Cancel calls nor forwards the gid token the AP puts into
+# branch_headers, so they reach the RMs with neither. With the default settings (a signing secret,
+# TRY_VERIFICATION=coordinator) the RMs accept such a call only when their coordinator, dtmrs
+# itself, reports the op due: the gid submitted/succeed for a Confirm, aborting/failed for a
+# Cancel, the branch registered (docs/PROTOCOL.md, "Signed branch calls"). Any 401 of an RM for
+# a gid of the check fails it, with the RM's log line. BRANCH_SIGNING_SECRET=off runs everything
+# without a secret (demo mode); TRY_VERIFICATION=token makes the RMs refuse every such call (the
+# check then fails).
 #
 # Environment: PROFILE=release|dev (default release; scripts/test.sh uses dev), SKIP_BUILD=1,
 # KEEP=1, DTMRS_BIN (a dtmrs 0.13.0 binary to use instead of installing one), DTMRS_ROOT (default
@@ -127,7 +130,7 @@ if [[ ${BRANCH_SIGNING_SECRET:-} == off ]]; then
 else
   secret_from=$RUN_DIR/signing-secret
   [[ -n ${BRANCH_SIGNING_SECRET:-} ]] && secret_from="the caller's BRANCH_SIGNING_SECRET"
-  log "AP $APP and RMs started with DTM_URL=$DTM and a signing secret ($secret_from)"
+  log "AP $APP and RMs started with DTM_URL=$DTM, a signing secret ($secret_from) and TRY_VERIFICATION=${TRY_VERIFICATION:-coordinator}"
 fi
 
 # 4. The check.
@@ -157,7 +160,8 @@ print(r.get("status", "?"), "|", ", ".join("%s %s %s" % (b.get("branch_id"), b.g
 }
 
 # The first line of the RMs' logs where one refused a call of gid $1 with 401 (a Confirm or
-# Cancel neither signed nor carrying the gid token); nothing when none did.
+# Cancel neither signed nor carrying the gid token that its coordinator did not vouch for);
+# nothing when none did.
 refused_401() {
   grep -h -F "gid=$1 " "$(svc_log_file trans-out)" "$(svc_log_file trans-in)" 2>/dev/null |
     grep -m1 -F "answered 401" || true
@@ -210,7 +214,7 @@ fire() {
     log "$scenario: dtmrs query?gid=$gid: $record"
     [[ $record == "$want_status |"* ]] || problems+=("dtmrs reports '${record%% |*}', expected $want_status")
     refused=$(refused_401 "$gid")
-    [[ -z $refused ]] || problems+=("an RM refused dtmrs's call with 401 (dtmrs neither signs Confirm/Cancel nor forwards the gid token of branch_headers; BRANCH_SIGNING_SECRET=off runs without a secret): ${refused#*] }")
+    [[ -z $refused ]] || problems+=("an RM refused dtmrs's call with 401 (dtmrs neither signs Confirm/Cancel nor forwards the gid token of branch_headers, and the RM's coordinator did not vouch for it): ${refused#*] }")
     # Every registered Confirm (on success) or Cancel (on rollback) called, and succeeded.
     local op=confirm
     [[ $want_status == failed ]] && op=cancel

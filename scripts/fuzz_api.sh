@@ -20,9 +20,10 @@
 #   - BRANCH_HOST_ALLOWLIST=127.0.0.1,localhost: whatever URL the fuzzer registers, the
 #     coordinator only ever calls this machine's loopback;
 #   - BRANCH_SIGNING_SECRET and ADMIN_TOKEN set (random): unsigned Confirm/Cancel calls must be
-#     refused with a documented 401, never run; the coordinator is fuzzed with the admin token,
-#     so that retry-now and force-stop are exercised past their authorization (the token's
-#     refusals are covered by crates/test-support/tests/admin.rs);
+#     refused with a documented 401 (or 503), never run unless the coordinator reports them due;
+#     the coordinator is fuzzed with the admin token, so that retry-now and force-stop are
+#     exercised past their authorization (the token's refusals are covered by
+#     crates/test-support/tests/admin.rs);
 #   - FAULT_INJECTION=off: an injected `error` fault answers 500 on purpose, which is not a bug;
 #     with injection off, fault parameters must be refused with a documented 400 instead.
 # Setup as scripts/dtmcli_check.sh: schemathesis (pinned) in a venv under target/fuzz-venv,

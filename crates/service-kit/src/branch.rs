@@ -7,13 +7,19 @@
 //!      must carry the coordinator's signature over its method, path, query and raw body, or the
 //!      gid token of the query's gid (which the AP put into `branch_headers`, and a DTM-compatible
 //!      TM forwards); otherwise `401` (`missing_signature`, `stale_signature`, `bad_signature`,
-//!      `bad_gid_token`), counted as `unauthorized`;
+//!      `bad_gid_token`), counted as `unauthorized`. A call with neither (no such header at all:
+//!      a TM that can neither sign nor forward headers) is accepted only when the RM's
+//!      coordinator (`DTM_URL`) reports the op due, with this branch registered
+//!      ([`crate::coordinator_check::settle_verdict`]): otherwise `401 not_vouched`, or `503
+//!      unavailable` when the coordinator cannot be asked (`TRY_VERIFICATION=token|off`: `401
+//!      missing_signature` without asking);
 //!    * on the Try endpoint, a call carrying a gid token must carry its gid's (`401
 //!      bad_gid_token` otherwise); a call without one is accepted only when the RM's coordinator
 //!      (`DTM_URL`) reports the gid `prepared` with this branch registered
 //!      ([`crate::coordinator_check::try_verdict`]): otherwise `403 try_not_registered`, counted
-//!      as `not_registered`, or `503 unavailable` when the coordinator cannot be asked. Nothing
-//!      is written or frozen for a refused Try: no barrier row, no hold;
+//!      as `not_registered`, or `503 unavailable` when the coordinator cannot be asked
+//!      (`TRY_VERIFICATION=token`: `401 missing_gid_token` without asking). Nothing is written
+//!      or frozen for a refused Try: no barrier row, no hold;
 //! 1. the query's `op` must be the one the endpoint serves (`TransOutTry` with `op=confirm` is a
 //!    client bug, answered 400 rather than silently run as a Try); a Try's body must be the RM's
 //!    [`BranchBody`], a JSON object without unknown fields, with valid values (400 otherwise).
@@ -50,7 +56,9 @@ use tcc::barrier::BranchBarrier;
 use tcc::protocol::{BranchQuery, Op};
 use tcc::signing::{self, GidTokenError, SignatureError, SignatureHeaders, SigningSecret};
 
-use crate::coordinator_check::{try_verdict, CoordinatorClient, QueryError, TryVerification};
+use crate::coordinator_check::{
+    settle_verdict, try_verdict, CoordinatorClient, QueryError, TryVerification,
+};
 
 use crate::db::{blocking, BlockingError, DbPool};
 use crate::fault::{inject, BranchFaults, Injected};
@@ -70,55 +78,107 @@ pub mod state {
 
 /// Who may call this RM's branch endpoints (step 0 of the module docs): the shared
 /// `BRANCH_SIGNING_SECRET` (`None` in demo mode: unsigned Confirm/Cancel calls accepted, no gid
-/// token can be checked), and the coordinator that Trys without a gid token are checked with
-/// (`None` with `TRY_VERIFICATION=off`). Registered as `web::Data<BranchSigning>` by
-/// [`crate::startup::run`]; without it the branch endpoints answer 500 rather than run unchecked.
+/// token can be checked), and how a call that carries no gid token is checked
+/// (`TRY_VERIFICATION`: with the coordinator, refused, or for a Try accepted unchecked).
+/// Registered as `web::Data<BranchSigning>` by [`crate::startup::run`]; without it the branch
+/// endpoints answer 500 rather than run unchecked.
+///
+/// **Coordinator-vouched Confirm/Cancel.** A TM that can neither sign nor forward the AP's
+/// `branch_headers` (dtmrs 0.13) sends Confirm and Cancel with no signature and no gid token.
+/// With the coordinator check on, such a call (no signature header and no token header at all:
+/// a present but invalid one stays a 401) is accepted only when the RM's coordinator reports
+/// the op due: the gid `submitted` or `succeed` for a Confirm, `aborting` or `failed` for a
+/// Cancel, this branch registered ([`settle_verdict`]). That is safe because an unauthenticated
+/// caller can then only make the RM do what the coordinator is about to make it do anyway, a
+/// little sooner: Confirm and Cancel are idempotent behind the barrier, so the TM's own call
+/// later is a duplicate. What it blocks is a Confirm before `submit` (a Confirm of a transaction
+/// its AP may still abort), a Cancel of a submitted transaction and any op of a branch the
+/// coordinator does not know. It costs one query per unsigned call; calls from this project's
+/// coordinator (always signed) and calls carrying the gid token cost none.
 #[derive(Debug, Clone)]
 pub struct BranchSigning {
     secret: Option<SigningSecret>,
     max_skew_secs: u64,
-    try_gate: Option<CoordinatorClient>,
+    unauthenticated: Unauthenticated,
+}
+
+/// What is done with a call carrying no gid token (and, for Confirm/Cancel, no signature).
+#[derive(Debug, Clone)]
+enum Unauthenticated {
+    /// Asked of this coordinator: [`try_verdict`], [`settle_verdict`].
+    Coordinator(CoordinatorClient),
+    /// Refused (`TRY_VERIFICATION=token`).
+    Refused,
+    /// A Try accepted unchecked, a Confirm/Cancel refused (`TRY_VERIFICATION=off`).
+    TryUnchecked,
 }
 
 impl BranchSigning {
     /// Checks Confirm/Cancel calls against `secret` when it is set, allowing
-    /// [`signing::DEFAULT_MAX_SKEW_SECS`] of clock skew, and Try calls only for their gid token
-    /// (no coordinator check: see [`BranchSigning::with_try_gate`]).
+    /// [`signing::DEFAULT_MAX_SKEW_SECS`] of clock skew, and Try calls only for their gid token:
+    /// a Try without one is accepted unchecked, a Confirm/Cancel without a signature or a token
+    /// refused (no coordinator is asked: see [`BranchSigning::with_try_gate`]).
     pub fn new(secret: Option<SigningSecret>) -> BranchSigning {
         BranchSigning {
             secret,
             max_skew_secs: signing::DEFAULT_MAX_SKEW_SECS,
-            try_gate: None,
+            unauthenticated: Unauthenticated::TryUnchecked,
         }
     }
 
-    /// These checks, with a Try that carries no gid token checked with `coordinator` (`None`:
-    /// accepted unchecked).
+    /// These checks, with a call that carries no gid token (nor, for Confirm/Cancel, a
+    /// signature) checked with `coordinator` ([`BranchSigning::authorize_try`],
+    /// [`BranchSigning::authorize_settle`]); `None`: as [`BranchSigning::new`].
     pub fn with_try_gate(self, coordinator: Option<CoordinatorClient>) -> BranchSigning {
+        let unauthenticated = match coordinator {
+            Some(coordinator) => Unauthenticated::Coordinator(coordinator),
+            None => Unauthenticated::TryUnchecked,
+        };
         BranchSigning {
-            try_gate: coordinator,
+            unauthenticated,
             ..self
         }
     }
 
-    /// The checks an RM's common settings ask for: `BRANCH_SIGNING_SECRET`, and the coordinator
-    /// at `DTM_URL` unless `TRY_VERIFICATION=off` (queried with
-    /// [`CoordinatorClient::DEFAULT_TIMEOUT`]).
-    pub fn from_settings(common: &crate::settings::RmCommonSettings) -> BranchSigning {
-        let gate = (common.try_verification == TryVerification::Coordinator)
-            .then(|| CoordinatorClient::new(&common.dtm_url, CoordinatorClient::DEFAULT_TIMEOUT));
-        BranchSigning::new(common.branch_signing_secret.clone()).with_try_gate(gate)
+    /// These checks, with every call that carries no gid token (nor, for Confirm/Cancel, a
+    /// signature) refused without asking any coordinator (`TRY_VERIFICATION=token`). Needs a
+    /// secret: without one no token can be checked and every Try is refused.
+    pub fn tokens_only(self) -> BranchSigning {
+        BranchSigning {
+            unauthenticated: Unauthenticated::Refused,
+            ..self
+        }
     }
 
-    /// Step 0 for a Confirm or Cancel with raw body `body`: `Ok` when no secret is set, when the
-    /// request signature is valid ([`BranchSigning::check`]), or when the call carries the gid
-    /// token of `query`'s gid (`query` is `None` when the query string did not parse: then only
-    /// the signature can pass). A call with a gid token but neither a valid signature nor a valid
-    /// token is refused for its token ([`CallerRefused::GidToken`]), one without a token for its
-    /// signature.
-    pub fn authorize_settle(
+    /// The checks an RM's common settings ask for: `BRANCH_SIGNING_SECRET`, and by
+    /// `TRY_VERIFICATION` the coordinator at `DTM_URL` (queried with
+    /// [`CoordinatorClient::DEFAULT_TIMEOUT`]), tokens only, or no Try check.
+    pub fn from_settings(common: &crate::settings::RmCommonSettings) -> BranchSigning {
+        let signing = BranchSigning::new(common.branch_signing_secret.clone());
+        match common.try_verification {
+            TryVerification::Coordinator => signing.with_try_gate(Some(CoordinatorClient::new(
+                &common.dtm_url,
+                CoordinatorClient::DEFAULT_TIMEOUT,
+            ))),
+            TryVerification::Token => signing.tokens_only(),
+            TryVerification::Off => signing,
+        }
+    }
+
+    /// Step 0 for a Confirm or Cancel (`op`) with raw body `body`: `Ok` when no secret is set,
+    /// when the request signature is valid ([`BranchSigning::check`]), or when the call carries
+    /// the gid token of `query`'s gid (`query` is `None` when the query string did not parse:
+    /// then only the signature can pass). A call with a gid token but neither a valid signature
+    /// nor a valid token is refused for its token ([`CallerRefused::GidToken`]), one with a
+    /// signature header for its signature ([`CallerRefused::Signature`]). A call with none of
+    /// these headers is vouched for by the coordinator when the check is on (see
+    /// [`BranchSigning`]): [`CallerRefused::NotVouched`] when it does not report the op due,
+    /// [`CallerRefused::CoordinatorUnavailable`] when it cannot be asked; with the check off or
+    /// `token`, [`CallerRefused::Signature`] (`missing_signature`).
+    pub async fn authorize_settle(
         &self,
         req: &HttpRequest,
+        op: Op,
         body: &[u8],
         query: Option<&BranchQuery>,
     ) -> Result<(), CallerRefused> {
@@ -129,12 +189,28 @@ impl BranchSigning {
         if signature.is_ok() {
             return Ok(());
         }
+        let signed = [signing::TIMESTAMP_HEADER, signing::SIGNATURE_HEADER]
+            .iter()
+            .any(|name| req.headers().contains_key(*name));
         match (gid_token_header(req), query) {
             (Some(token), Some(query)) => signing::verify_gid_token(secret, &query.gid, token)
                 .map_err(CallerRefused::GidToken),
             (Some(_), None) => Err(CallerRefused::GidToken(GidTokenError(
                 "the query does not name a valid gid",
             ))),
+            (None, Some(query)) if !signed => match &self.unauthenticated {
+                Unauthenticated::Coordinator(coordinator) => {
+                    let record = coordinator
+                        .query(&query.gid)
+                        .await
+                        .map_err(CallerRefused::CoordinatorUnavailable)?;
+                    settle_verdict(&record, op, &query.branch_id)
+                        .map_err(|reported| CallerRefused::NotVouched { op, reported })
+                }
+                Unauthenticated::Refused | Unauthenticated::TryUnchecked => {
+                    signature.map_err(CallerRefused::Signature)
+                }
+            },
             (None, _) => signature.map_err(CallerRefused::Signature),
         }
     }
@@ -144,7 +220,8 @@ impl BranchSigning {
     /// cannot be checked and is ignored). A call without one is accepted when the coordinator
     /// reports the gid `prepared` with `query`'s branch registered
     /// ([`CallerRefused::TryNotRegistered`] otherwise, [`CallerRefused::CoordinatorUnavailable`]
-    /// when it cannot be asked), or unchecked with `TRY_VERIFICATION=off`.
+    /// when it cannot be asked); refused without asking with `TRY_VERIFICATION=token`
+    /// ([`CallerRefused::MissingGidToken`]), accepted unchecked with `TRY_VERIFICATION=off`.
     pub async fn authorize_try(
         &self,
         req: &HttpRequest,
@@ -154,15 +231,18 @@ impl BranchSigning {
             return signing::verify_gid_token(secret, &query.gid, token)
                 .map_err(CallerRefused::GidToken);
         }
-        let Some(coordinator) = &self.try_gate else {
-            return Ok(());
-        };
-        let record = coordinator
-            .query(&query.gid)
-            .await
-            .map_err(CallerRefused::CoordinatorUnavailable)?;
-        try_verdict(&record, &query.branch_id)
-            .map_err(|reported| CallerRefused::TryNotRegistered { reported })
+        match &self.unauthenticated {
+            Unauthenticated::Coordinator(coordinator) => {
+                let record = coordinator
+                    .query(&query.gid)
+                    .await
+                    .map_err(CallerRefused::CoordinatorUnavailable)?;
+                try_verdict(&record, &query.branch_id)
+                    .map_err(|reported| CallerRefused::TryNotRegistered { reported })
+            }
+            Unauthenticated::Refused => Err(CallerRefused::MissingGidToken),
+            Unauthenticated::TryUnchecked => Ok(()),
+        }
     }
 
     /// `true` when a secret is set and Confirm/Cancel calls must be signed.
@@ -456,7 +536,8 @@ fn route<B: BranchBody>(
             // its gid and branch_id are known; a refused call writes nothing.
             if op != Op::Try {
                 signing
-                    .authorize_settle(&req, &raw, query.as_ref().ok())
+                    .authorize_settle(&req, op, &raw, query.as_ref().ok())
+                    .await
                     .map_err(|e| refuse_caller(&req, endpoint, op, &metrics, e))?;
             }
             let query = query.map_err(|e| malformed(&req, endpoint, op, &metrics, e.into()))?;
@@ -549,12 +630,34 @@ fn gid_token_header(req: &HttpRequest) -> Option<&str> {
 #[derive(Debug, thiserror::Error)]
 pub enum CallerRefused {
     /// A Confirm/Cancel without a valid signature or gid token: 401 `missing_signature`,
-    /// `bad_signature` or `stale_signature`.
+    /// `bad_signature` or `stale_signature` (one with neither header present goes to the
+    /// coordinator instead when the check is on: [`CallerRefused::NotVouched`]).
     #[error(transparent)]
     Signature(SignatureError),
     /// A gid token that is not the query's gid's: 401 `bad_gid_token`.
     #[error(transparent)]
     GidToken(GidTokenError),
+    /// A Try without a gid token under `TRY_VERIFICATION=token`: 401 `missing_gid_token`.
+    #[error(
+        "this Try carries no gid token (header X-Tcc-Gid-Token), and this RM accepts a Try only \
+         with its gid's token (TRY_VERIFICATION=token)"
+    )]
+    MissingGidToken,
+    /// A Confirm/Cancel with neither a signature nor a gid token whose op the coordinator does
+    /// not report due (see [`BranchSigning`]): 401 `not_vouched`. `reported` says what it
+    /// reported.
+    #[error(
+        "this {op} carries neither the coordinator's signature nor the gid token, and the \
+         coordinator does not report it due: {reported}. Without them a Confirm is accepted only \
+         once the global transaction is submitted or succeed, a Cancel once it is aborting or \
+         failed, with this branch registered"
+    )]
+    NotVouched {
+        /// The op called (confirm or cancel).
+        op: Op,
+        /// What the coordinator reported ([`crate::coordinator_check::GlobalRecord::describe`]).
+        reported: String,
+    },
     /// A Try without a gid token whose gid the coordinator does not report `prepared` with this
     /// branch registered: 403 `try_not_registered`. `reported` says what it reported.
     #[error(
@@ -565,8 +668,9 @@ pub enum CallerRefused {
         /// What the coordinator reported ([`crate::coordinator_check::GlobalRecord::describe`]).
         reported: String,
     },
-    /// A Try without a gid token while the coordinator cannot be asked: 503 `unavailable`
-    /// (transient: the AP aborts, or retries later).
+    /// A Try without a gid token, or a Confirm/Cancel with neither a signature nor a token,
+    /// while the coordinator cannot be asked: 503 `unavailable` (transient: the AP aborts a Try,
+    /// the TM retries a Confirm/Cancel; never a false success).
     #[error("{0}; try again later")]
     CoordinatorUnavailable(QueryError),
 }
@@ -575,18 +679,23 @@ impl CallerRefused {
     /// 401, 403 or 503.
     pub fn status_code(&self) -> StatusCode {
         match self {
-            CallerRefused::Signature(_) | CallerRefused::GidToken(_) => StatusCode::UNAUTHORIZED,
+            CallerRefused::Signature(_)
+            | CallerRefused::GidToken(_)
+            | CallerRefused::MissingGidToken
+            | CallerRefused::NotVouched { .. } => StatusCode::UNAUTHORIZED,
             CallerRefused::TryNotRegistered { .. } => StatusCode::FORBIDDEN,
             CallerRefused::CoordinatorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// The `error` code of the answer: the signature's, `bad_gid_token`, `try_not_registered`
-    /// or `unavailable`.
+    /// The `error` code of the answer: the signature's, `bad_gid_token`, `missing_gid_token`,
+    /// `not_vouched`, `try_not_registered` or `unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
             CallerRefused::Signature(e) => e.code(),
             CallerRefused::GidToken(e) => e.code(),
+            CallerRefused::MissingGidToken => "missing_gid_token",
+            CallerRefused::NotVouched { .. } => "not_vouched",
             CallerRefused::TryNotRegistered { .. } => "try_not_registered",
             CallerRefused::CoordinatorUnavailable(_) => "unavailable",
         }

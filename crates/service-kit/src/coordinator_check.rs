@@ -8,12 +8,16 @@
 //! "branches"}`, as dtmrs gives) is read too. [`CoordinatorClient::query`] turns any of them into a
 //! [`GlobalRecord`].
 //!
-//! Two decisions are made from a record:
+//! Three decisions are made from a record:
 //!
 //! * [`try_verdict`]: a Try that carries no gid token is accepted only when the record says
 //!   `prepared` with this branch registered. That holds for every honest AP, because DTM's order
 //!   is register-then-Try; anything else is a Try no global transaction will ever settle, and
 //!   freezing funds for it would keep them frozen for good;
+//! * [`settle_verdict`]: a Confirm or Cancel carrying neither the coordinator's signature nor the
+//!   gid token (a TM that can do neither, such as dtmrs 0.13) is accepted only when the record
+//!   says the op is due (`submitted`/`succeed` for a Confirm, `aborting`/`failed` for a Cancel)
+//!   with this branch registered;
 //! * [`reconcile_verdict`]: what to do with a tentative reservation nobody settled (see
 //!   [`crate::reconcile`]).
 //!
@@ -25,20 +29,30 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use tcc::protocol::GlobalStatus;
+use tcc::protocol::{GlobalStatus, Op};
 
 /// Default of `DTM_URL`: the coordinator of `scripts/up.sh`.
 pub const DEFAULT_DTM_URL: &str = "http://127.0.0.1:36789/api/dtmsvr";
 
-/// How an RM checks a Try that carries no gid token: setting `TRY_VERIFICATION`.
+/// How an RM checks a branch call that carries no gid token (and, for Confirm and Cancel, no
+/// signature): setting `TRY_VERIFICATION`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TryVerification {
-    /// `coordinator` (the default): the coordinator must report the gid `prepared` with the
-    /// branch registered ([`try_verdict`]).
+    /// `coordinator` (the default): such a Try is accepted only when the coordinator reports the
+    /// gid `prepared` with the branch registered ([`try_verdict`]), such a Confirm or Cancel
+    /// (with `BRANCH_SIGNING_SECRET` set) only when it reports the op due ([`settle_verdict`]).
+    /// For APs that are DTM clients (no gid token) and TMs that neither sign nor forward
+    /// `branch_headers` (dtmrs 0.13).
     #[default]
     Coordinator,
-    /// `off`: every Try is accepted, as before the gate existed. For benchmarks of the RMs alone
-    /// only: anyone who reaches the RM can then freeze funds under a gid no TM knows.
+    /// `token`: no coordinator is ever asked. A Try without a gid token is refused (`401
+    /// missing_gid_token`), and so is a Confirm or Cancel with neither a signature nor a token.
+    /// For deployments whose APs all send the gid token; needs `BRANCH_SIGNING_SECRET`.
+    Token,
+    /// `off`: every Try is accepted unchecked, and no coordinator is asked about a Confirm or
+    /// Cancel either (without a signature or a token they are refused, as with `token`). For
+    /// benchmarks of the RMs alone only: anyone who reaches the RM can then freeze funds under
+    /// a gid no TM knows.
     Off,
 }
 
@@ -48,8 +62,9 @@ impl std::str::FromStr for TryVerification {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "coordinator" => Ok(TryVerification::Coordinator),
+            "token" => Ok(TryVerification::Token),
             "off" => Ok(TryVerification::Off),
-            _ => Err("expected coordinator or off".into()),
+            _ => Err("expected coordinator, token or off".into()),
         }
     }
 }
@@ -58,6 +73,7 @@ impl fmt::Display for TryVerification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TryVerification::Coordinator => "coordinator",
+            TryVerification::Token => "token",
             TryVerification::Off => "off",
         })
     }
@@ -165,9 +181,9 @@ pub struct CoordinatorClient {
 }
 
 impl CoordinatorClient {
-    /// The timeout of one query, connection included: 2 seconds. A Try waits for it, so it is
-    /// short; a coordinator slower than that answers the Try `503`, which the AP takes as a
-    /// transient failure and aborts.
+    /// The timeout of one query, connection included: 2 seconds. A Try (and an unsigned
+    /// Confirm/Cancel) waits for it, so it is short; a coordinator slower than that answers the
+    /// call `503`, which the AP takes as a transient failure and aborts, and the TM retries.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
     /// A client for the coordinator at `dtm_url` (its `/api/dtmsvr` base), giving up on a query
@@ -227,6 +243,28 @@ pub fn try_verdict(record: &GlobalRecord, branch_id: &str) -> Result<(), String>
         Ok(())
     } else {
         Err(record.describe(branch_id))
+    }
+}
+
+/// Whether the coordinator vouches for an unauthenticated Confirm or Cancel (`op`) of `branch_id`
+/// (one carrying neither the coordinator's signature nor the gid token, as dtmrs 0.13 sends
+/// them): `Ok` when `record` says the op is due, that is `submitted` or `succeed` for a Confirm,
+/// `aborting` or `failed` for a Cancel, with the branch registered; `Err` with what the
+/// coordinator reported otherwise (a Try is never vouched for this way: [`try_verdict`]).
+///
+/// Why this is safe: such a call can then only make the RM do what the coordinator is about to
+/// make it do anyway (or already did), a little sooner, and Confirm and Cancel are idempotent
+/// behind the barrier. A Confirm before `submit` (the gid only `prepared`), a Cancel of a
+/// submitted transaction, or an op of a branch the coordinator does not know stays refused.
+pub fn settle_verdict(record: &GlobalRecord, op: Op, branch_id: &str) -> Result<(), String> {
+    let due: &[GlobalStatus] = match op {
+        Op::Confirm => &[GlobalStatus::Submitted, GlobalStatus::Succeed],
+        Op::Cancel => &[GlobalStatus::Aborting, GlobalStatus::Failed],
+        Op::Try => &[],
+    };
+    match record.status() {
+        Some(status) if due.contains(&status) && record.has_branch(branch_id) => Ok(()),
+        _ => Err(record.describe(branch_id)),
     }
 }
 
@@ -320,6 +358,35 @@ mod tests {
     }
 
     #[test]
+    fn a_confirm_or_cancel_is_vouched_for_only_once_the_coordinator_drives_it() {
+        for (op, due) in [
+            (Op::Confirm, ["submitted", "succeed"]),
+            (Op::Cancel, ["aborting", "failed"]),
+        ] {
+            for status in [
+                "prepared",
+                "submitted",
+                "succeed",
+                "aborting",
+                "failed",
+                "weird",
+            ] {
+                assert_eq!(
+                    settle_verdict(&known(status, &["01"]), op, "01").is_ok(),
+                    due.contains(&status),
+                    "{op} {status}"
+                );
+            }
+            assert_eq!(
+                settle_verdict(&known(due[0], &["01"]), op, "02"),
+                Err(format!("status {}, branch 02 not registered", due[0]))
+            );
+            assert!(settle_verdict(&GlobalRecord::Unknown, op, "01").is_err());
+        }
+        assert!(settle_verdict(&known("prepared", &["01"]), Op::Try, "01").is_err());
+    }
+
+    #[test]
     fn reconciliation_releases_only_what_nothing_will_settle() {
         use ReconcileVerdict::*;
         assert_eq!(reconcile_verdict(&GlobalRecord::Unknown, "01"), Release);
@@ -345,6 +412,10 @@ mod tests {
             Ok(TryVerification::Coordinator)
         );
         assert_eq!("off".parse::<TryVerification>(), Ok(TryVerification::Off));
+        assert_eq!(
+            " token ".parse::<TryVerification>(),
+            Ok(TryVerification::Token)
+        );
         assert!("none".parse::<TryVerification>().is_err());
     }
 }

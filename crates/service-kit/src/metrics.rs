@@ -160,8 +160,9 @@ pub enum RequestOutcome {
     /// out of range, a fault while fault injection is off.
     BadRequest,
     /// `unauthorized`: a call refused with 401 ([`crate::branch::BranchSigning`]): a Confirm or
-    /// Cancel with neither a valid signature nor the gid token of its gid, or a Try with a wrong
-    /// gid token; nothing was done. A rising count means a caller other than the AP and the
+    /// Cancel with neither a valid signature nor the gid token of its gid (and, without either
+    /// header, not vouched for by the coordinator), or a Try with a wrong or missing gid token;
+    /// nothing was done. A rising count means a caller other than the AP and the
     /// coordinator, or one with another `BRANCH_SIGNING_SECRET`.
     Unauthorized,
     /// `not_registered`: a Try without a gid token refused with 403 because the coordinator does

@@ -195,7 +195,7 @@ pub fn common_errors(op: OperationBuilder) -> OperationBuilder {
 /// the [`tcc::protocol::BranchQuery`] query, a JSON body of the component schema `body` (Try's;
 /// Confirm and Cancel take any body), and every answer the branch flow gives. `op` decides the
 /// per-op answers: Try may be refused by the Try gate (401, 403, 503), Confirm and Cancel may be
-/// refused for their signature or gid token (401).
+/// refused for their signature or gid token, or not vouched for by the coordinator (401, 503).
 pub fn branch_operation(
     name: &str,
     op: tcc::protocol::Op,
@@ -252,8 +252,9 @@ pub fn branch_operation(
             .response(
                 "401",
                 error_response(
-                    "`bad_gid_token`: the `X-Tcc-Gid-Token` header is not this gid's token; \
-                     nothing was reserved",
+                    "`bad_gid_token`: the `X-Tcc-Gid-Token` header is not this gid's token; or \
+                     `missing_gid_token`: no token, and this RM accepts a Try only with one \
+                     (`TRY_VERIFICATION=token`); nothing was reserved",
                 ),
             )
             .response(
@@ -270,13 +271,24 @@ pub fn branch_operation(
                      coordinator, could not be reached; nothing was reserved, try again later",
                 ),
             ),
-        Op::Confirm | Op::Cancel => builder.response(
-            "401",
-            error_response(
-                "Neither a valid signature nor the gid's token (`BRANCH_SIGNING_SECRET` is set): \
-                 `missing_signature`, `stale_signature`, `bad_signature` or `bad_gid_token`",
+        Op::Confirm | Op::Cancel => builder
+            .response(
+                "401",
+                error_response(
+                    "Neither a valid signature nor the gid's token (`BRANCH_SIGNING_SECRET` is \
+                     set): `missing_signature`, `stale_signature`, `bad_signature`, \
+                     `bad_gid_token`, or `not_vouched` (neither header, and the coordinator does \
+                     not report this op due); nothing was done",
+                ),
+            )
+            .response(
+                "503",
+                error_response(
+                    "`unavailable`: the database, or for a call with neither signature nor gid \
+                     token the coordinator, could not be reached; nothing was done, try again \
+                     later",
+                ),
             ),
-        ),
     };
     builder.build()
 }

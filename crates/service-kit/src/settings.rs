@@ -114,21 +114,31 @@ pub struct RmCommonSettings {
     /// The secret shared with the coordinator, which signs every Confirm and Cancel call with it,
     /// and with the AP, which makes each gid's token with it ([`tcc::signing`]). With it set, a
     /// Confirm/Cancel carrying neither a valid signature nor its gid's token (header
-    /// `X-Tcc-Gid-Token`) is refused with 401 and nothing is done; a Try carrying a token must
-    /// carry its gid's (401 `bad_gid_token`), one without a token is checked with the coordinator
-    /// ([`RmCommonSettings::try_verification`]). Env `BRANCH_SIGNING_SECRET` (read by
+    /// `X-Tcc-Gid-Token`) is refused with 401 and nothing is done, unless it carries no such
+    /// header at all and the coordinator reports it due
+    /// ([`crate::coordinator_check::settle_verdict`], with `TRY_VERIFICATION=coordinator`); a
+    /// Try carrying a token must carry its gid's (401 `bad_gid_token`), one without a token is
+    /// checked with the coordinator ([`RmCommonSettings::try_verification`]). Env `BRANCH_SIGNING_SECRET` (read by
     /// [`SigningSecret::from_env`]); unset or empty: unsigned Confirm/Cancel calls accepted, with
     /// a warning at start, and every Try checked with the coordinator (demo mode). Its `Debug`
     /// does not print it.
     pub branch_signing_secret: Option<SigningSecret>,
     /// The coordinator this RM trusts: a Try without a gid token is accepted only when this
-    /// coordinator's `query` reports the gid `prepared` with the branch registered
+    /// coordinator's `query` reports the gid `prepared` with the branch registered, a Confirm or
+    /// Cancel with neither signature nor token only when it reports the op due
     /// ([`crate::coordinator_check`]), and the `reconcile` subcommand asks it about tentative
     /// rows. Env `DTM_URL` (its `/api/dtmsvr` base), default `http://127.0.0.1:36789/api/dtmsvr`.
     pub dtm_url: String,
-    /// Whether a Try without a gid token is checked with the coordinator. Env `TRY_VERIFICATION`:
-    /// `coordinator` (default) or `off`. `off` is for benchmarks of the RMs alone: anyone who
-    /// reaches the RM can then freeze funds under a gid no TM knows.
+    /// How a branch call without a gid token (and, for Confirm/Cancel, without a signature) is
+    /// checked ([`TryVerification`]). Env `TRY_VERIFICATION`:
+    /// * `coordinator` (default): with the coordinator at `DTM_URL`, one query per such call (a
+    ///   Try must be `prepared` with its branch registered, a Confirm/Cancel due);
+    /// * `token`: refused without asking anyone (a Try `401 missing_gid_token`, a Confirm/Cancel
+    ///   `401 missing_signature`), for deployments whose APs all send the gid token; needs
+    ///   `BRANCH_SIGNING_SECRET` (an error at start otherwise);
+    /// * `off`: a Try accepted unchecked, a Confirm/Cancel refused as with `token`; for
+    ///   benchmarks of the RMs alone: anyone who reaches the RM can then freeze funds under a gid
+    ///   no TM knows.
     pub try_verification: TryVerification,
     /// How long the sub-transaction barrier rows of a settled global transaction are kept
     /// (whole seconds; the background job deletes them once the gid's newest row is older and
@@ -162,10 +172,11 @@ impl RmCommonSettings {
     }
 
     /// [`RmCommonSettings::defaults`]`(port, database)` overridden by the environment. Errors
-    /// name the variable that does not parse.
+    /// name the variable that does not parse, or `TRY_VERIFICATION` when it is `token` without a
+    /// `BRANCH_SIGNING_SECRET` (no token could be checked: every Try would be refused).
     pub fn from_env(port: u16, database: &str) -> Result<RmCommonSettings, SettingsError> {
         let d = RmCommonSettings::defaults(port, database);
-        Ok(RmCommonSettings {
+        let settings = RmCommonSettings {
             host: env_string("HOST", &d.host),
             port: env_or("PORT", d.port)?,
             database_url: env_string("DATABASE_URL", &d.database_url),
@@ -181,6 +192,18 @@ impl RmCommonSettings {
                 d.barrier_retention.as_secs(),
             )?),
             retention_batch: env_or("RETENTION_BATCH", d.retention_batch)?,
-        })
+        };
+        if settings.try_verification == TryVerification::Token
+            && settings.branch_signing_secret.is_none()
+        {
+            return Err(SettingsError {
+                name: "TRY_VERIFICATION".into(),
+                value: settings.try_verification.to_string(),
+                message: "token needs BRANCH_SIGNING_SECRET: without it no gid token can be \
+                          checked, and every Try would be refused"
+                    .into(),
+            });
+        }
+        Ok(settings)
     }
 }

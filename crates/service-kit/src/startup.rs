@@ -150,10 +150,13 @@ impl<S: RmSettings> RmApplication<S> {
             .map_err(|e| StartupError::Task(e.to_string()))??;
         let server = settings.server();
         log::info!(
-            "{}: a Try without a gid token is checked with the coordinator: {}",
+            "{}: a Try without a gid token (and, with a secret, a Confirm/Cancel without a \
+             signature or token) is checked with the coordinator: {}",
             server.service,
             match server.common.try_verification {
                 crate::coordinator_check::TryVerification::Coordinator => &server.common.dtm_url,
+                crate::coordinator_check::TryVerification::Token =>
+                    "no, it is refused (TRY_VERIFICATION=token)",
                 crate::coordinator_check::TryVerification::Off =>
                     "no (TRY_VERIFICATION=off: anyone who reaches this port can freeze funds)",
             }

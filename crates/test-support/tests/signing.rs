@@ -15,6 +15,7 @@ use test_support::spawn::{
     answer, spawn_app_with, spawn_bank_with, spawn_coordinator_with, spawn_stock_with,
     spawn_system, test_gid_token, Spawned, System, TEST_SEED_BALANCE,
 };
+use test_support::stub::{Reply, StubRm};
 use test_support::TestDb;
 
 /// The secret every test binary shares (the RMs' here, and the one [`Rm::call`]'s tokens use).
@@ -165,10 +166,32 @@ async fn a_fire_tcc_through_a_signing_coordinator_and_verifying_rms_succeeds() {
 }
 
 #[tokio::test]
-async fn an_unsigned_confirm_or_cancel_is_refused_with_401_and_changes_nothing() {
-    let bank = signed_bank().await;
-    // No Try yet: an accepted Cancel would write the barrier's empty-compensation rows.
+async fn with_try_verification_token_unauthenticated_calls_are_refused_with_401_unasked() {
+    // Its coordinator would vouch for anything of branch 01 (dtmrs' flat answer, `submitted`),
+    // but TRY_VERIFICATION=token never asks it.
+    let coordinator = StubRm::start(
+        "127.0.0.1",
+        vec![Reply::status(
+            200,
+            r#"{"gid": "signed-1", "status": "submitted", "branches": [{"branch_id": "01"}]}"#,
+        )],
+    )
+    .await;
+    let db = TestDb::create(Role::TransOut.database());
+    let bank = Rm::from(
+        spawn_bank_with(Role::TransOut, db, |s| {
+            s.common.branch_signing_secret = secret();
+            s.common.dtm_url = coordinator.url("/api/dtmsvr");
+            s.common.try_verification = TryVerification::Token;
+        })
+        .await,
+    );
     let body = transfer(30).to_string();
+
+    let untokened = send_with_token(&bank.spawned, "TransOutTry", TRY_QUERY, &body, None).await;
+    assert_error(&untokened, 401, "missing_gid_token");
+    assert_eq!(balances(&bank).await, (TEST_SEED_BALANCE, 0));
+    // No Try yet: an accepted Cancel would write the barrier's empty-compensation rows.
     let cancel = send(
         &bank,
         "TransOutCancel",
@@ -186,6 +209,11 @@ async fn an_unsigned_confirm_or_cancel_is_refused_with_401_and_changes_nothing()
     assert_error(&confirm, 401, "missing_signature");
     assert_eq!(balances(&bank).await, after_try);
     assert_eq!(bank.barrier_rows(), rows);
+    assert!(
+        coordinator.received().is_empty(),
+        "the coordinator was asked: {:?}",
+        coordinator.received()
+    );
 
     // The same call, signed, is applied.
     let now = signing::now_unix();
@@ -202,10 +230,31 @@ async fn an_unsigned_confirm_or_cancel_is_refused_with_401_and_changes_nothing()
             &[("op", op), ("outcome", outcome)],
         )
     };
+    assert_eq!(count("try", "unauthorized"), 1.0);
     assert_eq!(count("cancel", "unauthorized"), 1.0);
     assert_eq!(count("confirm", "unauthorized"), 1.0);
     assert_eq!(count("confirm", "bad_request"), 0.0);
     assert_eq!(count("confirm", "applied"), 1.0);
+}
+
+#[tokio::test]
+async fn an_unsigned_confirm_without_a_token_is_answered_503_when_the_coordinator_cannot_be_asked()
+{
+    // An RM alone: its coordinator (DTM_URL) does not answer.
+    let bank = signed_bank().await;
+    let (after_try, rows) = tried(&bank).await;
+    let body = transfer(30).to_string();
+
+    for (endpoint, query) in [
+        ("TransOutConfirm", CONFIRM_QUERY.to_owned()),
+        ("TransOutCancel", CONFIRM_QUERY.replace("confirm", "cancel")),
+    ] {
+        let answer = send(&bank, endpoint, &query, &body, None).await;
+        assert_error(&answer, 503, "unavailable");
+    }
+
+    assert_eq!(balances(&bank).await, after_try);
+    assert_eq!(bank.barrier_rows(), rows);
 }
 
 #[tokio::test]
@@ -575,4 +624,207 @@ async fn with_try_verification_off_a_try_without_a_token_is_applied() {
     )
     .await;
     assert_error(&wrong, 401, "bad_gid_token");
+}
+
+// ---- Confirm and Cancel vouched for by the coordinator ----
+
+/// The coordinator's secret in the tests below: not the RMs', so each Confirm/Cancel it sends
+/// is refused for its signature (`401 bad_signature`) and the transaction stays `submitted` or
+/// `aborting` for as long as the test needs.
+fn another_secret() -> Option<SigningSecret> {
+    Some(SigningSecret::new("not-the-rms-secret"))
+}
+
+/// An unsigned `POST /api/{endpoint}?gid={gid}&trans_type=tcc&branch_id={branch_id}&op={op}` on
+/// `rm` with the branch data, carrying `headers` (none: as dtmrs 0.13 sends a Confirm/Cancel).
+async fn settle(
+    rm: &Spawned,
+    endpoint: &str,
+    gid: &str,
+    branch_id: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let op = if endpoint.ends_with("Confirm") {
+        "confirm"
+    } else {
+        "cancel"
+    };
+    let path = format!("/api/{endpoint}?gid={gid}&trans_type=tcc&branch_id={branch_id}&op={op}");
+    let mut request = reqwest::Client::new()
+        .post(rm.url(&path))
+        .header("content-type", "application/json")
+        .body(transfer(30).to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    answer(request, &format!("POST {path}")).await
+}
+
+/// Asserts `answer` is `401 not_vouched` and its message says `reported`.
+fn assert_not_vouched(answer: &(u16, Value), reported: &str) {
+    assert_error(answer, 401, "not_vouched");
+    let message = answer.1["message"].as_str().unwrap();
+    assert!(message.contains(reported), "{message}");
+}
+
+/// A system whose coordinator signs with another secret than the RMs', with `gid` prepared,
+/// branch 01 registered on bank A and its Try of 30 from account 1 applied (without a token, as
+/// a DTM client's: the Try gate lets it through).
+async fn prepared_and_tried(gid: &str) -> System {
+    let sys = system_with_secrets(another_secret(), None).await;
+    prepare_and_register(&sys, gid, "01").await;
+    let query = format!("gid={gid}&trans_type=tcc&branch_id=01&op=try");
+    let body = transfer(30).to_string();
+    let tried = send_with_token(&sys.trans_out, "TransOutTry", &query, &body, None).await;
+    assert_success(&tried);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 30)
+    );
+    sys
+}
+
+#[tokio::test]
+async fn an_unsigned_confirm_without_a_token_is_applied_once_the_coordinator_reports_it_due() {
+    let sys = prepared_and_tried("vouched-1").await;
+    let bank = &sys.trans_out;
+
+    // Before submit the AP may still abort: a Confirm now is the attack this blocks.
+    let early = settle(bank, "TransOutConfirm", "vouched-1", "01", &[]).await;
+    assert_not_vouched(&early, "status prepared, branch 01 registered");
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 30)
+    );
+
+    tm(
+        &sys,
+        "submit",
+        json!({"gid": "vouched-1", "trans_type": "tcc"}),
+    )
+    .await;
+    assert_eq!(
+        sys.query("vouched-1").await["transaction"]["status"],
+        "submitted"
+    );
+
+    // A branch the coordinator does not know, and a Cancel of a submitted transaction: refused.
+    let unknown = settle(bank, "TransOutConfirm", "vouched-1", "02", &[]).await;
+    assert_not_vouched(&unknown, "status submitted, branch 02 not registered");
+    let cancel = settle(bank, "TransOutCancel", "vouched-1", "01", &[]).await;
+    assert_not_vouched(&cancel, "status submitted, branch 01 registered");
+    // A signature or a token that is present but wrong stays a 401, whatever the coordinator
+    // says (the coordinator's own Confirms, signed with another secret, are refused so).
+    let now = signing::now_unix().to_string();
+    let bad = settle(
+        bank,
+        "TransOutConfirm",
+        "vouched-1",
+        "01",
+        &[(TIMESTAMP_HEADER, &now), (SIGNATURE_HEADER, "v1=00")],
+    )
+    .await;
+    assert_error(&bad, 401, "bad_signature");
+    let foreign = test_gid_token("vouched-2");
+    let bad = settle(
+        bank,
+        "TransOutConfirm",
+        "vouched-1",
+        "01",
+        &[(GID_TOKEN_HEADER, &foreign)],
+    )
+    .await;
+    assert_error(&bad, 401, "bad_gid_token");
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 30)
+    );
+
+    let confirm = settle(bank, "TransOutConfirm", "vouched-1", "01", &[]).await;
+
+    assert_success(&confirm);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE - 30, 0)
+    );
+    // Again: a duplicate behind the barrier, applied once.
+    let again = settle(bank, "TransOutConfirm", "vouched-1", "01", &[]).await;
+    assert_success(&again);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE - 30, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_unsigned_cancel_without_a_token_is_applied_only_while_the_coordinator_aborts() {
+    let sys = prepared_and_tried("vouched-3").await;
+    let bank = &sys.trans_out;
+
+    let early = settle(bank, "TransOutCancel", "vouched-3", "01", &[]).await;
+    assert_not_vouched(&early, "status prepared");
+
+    tm(
+        &sys,
+        "abort",
+        json!({"gid": "vouched-3", "trans_type": "tcc"}),
+    )
+    .await;
+    assert_eq!(
+        sys.query("vouched-3").await["transaction"]["status"],
+        "aborting"
+    );
+    let confirm = settle(bank, "TransOutConfirm", "vouched-3", "01", &[]).await;
+    assert_not_vouched(&confirm, "status aborting, branch 01 registered");
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 30)
+    );
+
+    let cancel = settle(bank, "TransOutCancel", "vouched-3", "01", &[]).await;
+
+    assert_success(&cancel);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+}
+
+#[tokio::test]
+async fn behind_a_coordinator_that_neither_signs_nor_forwards_tokens_transfers_finish() {
+    // As behind dtmrs 0.13: a TM without the secret and an AP without it (no gid token in
+    // branch_headers), so every Confirm and Cancel reaches the RMs with neither; each is
+    // vouched for by the coordinator, which reports it due.
+    let sys = system_with_secrets(None, None).await;
+
+    let (status, answer) = sys.fire("/api/fireTcc?amount=30&from=1&to=2").await;
+
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "succeed", "{answer}");
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE - 30, 0)
+    );
+    assert_eq!(
+        sys.balances(&sys.trans_in, 2).await,
+        (TEST_SEED_BALANCE + 30, 0)
+    );
+    let (status, answer) = sys.fire("/api/fireTccRollback?amount=40&from=3&to=3").await;
+    assert_eq!(status, 409, "{answer}");
+    let gid = answer["gid"].as_str().unwrap().to_owned();
+    sys.wait_for_status(&gid, "failed", std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        sys.balances(&sys.trans_out, 3).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+    // Once `failed`, a late Cancel is still vouched for (a duplicate), a Confirm never.
+    let late = settle(&sys.trans_out, "TransOutCancel", &gid, "01", &[]).await;
+    assert_success(&late);
+    let confirm = settle(&sys.trans_out, "TransOutConfirm", &gid, "01", &[]).await;
+    assert_not_vouched(&confirm, "status failed, branch 01 registered");
+    assert_eq!(
+        sys.balances(&sys.trans_out, 3).await,
+        (TEST_SEED_BALANCE, 0)
+    );
 }
