@@ -3,23 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use test_support::spawn::{get_json, spawn_bank, spawn_coordinator, wait_for_status, Spawned};
-
-async fn post(
-    http: &reqwest::Client,
-    coordinator: &Spawned,
-    call: &str,
-    body: Value,
-) -> (u16, Value) {
-    let response = http
-        .post(format!("{}/{call}", coordinator.dtm_url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("the coordinator answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON answer"))
-}
+use test_support::spawn::{get_json, post_dtm, spawn_bank, spawn_coordinator, wait_for_status};
 
 fn branch(gid: &str, branch_id: &str, base: &str) -> Value {
     json!({
@@ -34,7 +18,7 @@ async fn submit_of_an_unknown_gid_is_refused_with_409() {
     let tm = spawn_coordinator().await;
     let http = reqwest::Client::new();
 
-    let (status, body) = post(
+    let (status, body) = post_dtm(
         &http,
         &tm,
         "submit",
@@ -44,7 +28,7 @@ async fn submit_of_an_unknown_gid_is_refused_with_409() {
 
     assert_eq!(status, 409);
     assert_eq!(body["dtm_result"], "FAILURE");
-    let (status, _) = post(
+    let (status, _) = post_dtm(
         &http,
         &tm,
         "abort",
@@ -66,16 +50,22 @@ async fn prepare_is_idempotent_while_prepared_and_refused_afterwards() {
     let http = reqwest::Client::new();
     let prepare = json!({"gid": "g-prep", "trans_type": "tcc"});
 
-    assert_eq!(post(&http, &tm, "prepare", prepare.clone()).await.0, 200);
-    assert_eq!(post(&http, &tm, "prepare", prepare.clone()).await.0, 200);
-    assert_eq!(post(&http, &tm, "submit", prepare.clone()).await.0, 200);
-    let (status, body) = post(&http, &tm, "prepare", prepare.clone()).await;
+    assert_eq!(
+        post_dtm(&http, &tm, "prepare", prepare.clone()).await.0,
+        200
+    );
+    assert_eq!(
+        post_dtm(&http, &tm, "prepare", prepare.clone()).await.0,
+        200
+    );
+    assert_eq!(post_dtm(&http, &tm, "submit", prepare.clone()).await.0, 200);
+    let (status, body) = post_dtm(&http, &tm, "prepare", prepare.clone()).await;
 
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["dtm_result"], "FAILURE");
     // Resubmitting succeeds and changes nothing; aborting a submitted transaction is refused.
-    assert_eq!(post(&http, &tm, "submit", prepare.clone()).await.0, 200);
-    assert_eq!(post(&http, &tm, "abort", prepare).await.0, 409);
+    assert_eq!(post_dtm(&http, &tm, "submit", prepare.clone()).await.0, 200);
+    assert_eq!(post_dtm(&http, &tm, "abort", prepare).await.0, 409);
     wait_for_status(
         &http,
         &tm.dtm_url(),
@@ -92,27 +82,29 @@ async fn branches_register_only_while_prepared_and_only_once_with_the_same_data(
     let http = reqwest::Client::new();
     let base = "http://127.0.0.1:9/api";
     assert_eq!(
-        post(&http, &tm, "prepare", json!({"gid": "g-reg"})).await.0,
+        post_dtm(&http, &tm, "prepare", json!({"gid": "g-reg"}))
+            .await
+            .0,
         200
     );
 
     assert_eq!(
-        post(&http, &tm, "registerBranch", branch("g-reg", "01", base))
+        post_dtm(&http, &tm, "registerBranch", branch("g-reg", "01", base))
             .await
             .0,
         200
     );
     assert_eq!(
-        post(&http, &tm, "registerTccBranch", branch("g-reg", "01", base))
+        post_dtm(&http, &tm, "registerTccBranch", branch("g-reg", "01", base))
             .await
             .0,
         200
     );
     let mut other = branch("g-reg", "01", base);
     other["data"] = json!(r#"{"account_id":2,"amount":30}"#);
-    assert_eq!(post(&http, &tm, "registerBranch", other).await.0, 409);
+    assert_eq!(post_dtm(&http, &tm, "registerBranch", other).await.0, 409);
     assert_eq!(
-        post(
+        post_dtm(
             &http,
             &tm,
             "registerBranch",
@@ -123,11 +115,13 @@ async fn branches_register_only_while_prepared_and_only_once_with_the_same_data(
         409
     );
     assert_eq!(
-        post(&http, &tm, "abort", json!({"gid": "g-reg"})).await.0,
+        post_dtm(&http, &tm, "abort", json!({"gid": "g-reg"}))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        post(&http, &tm, "registerBranch", branch("g-reg", "02", base))
+        post_dtm(&http, &tm, "registerBranch", branch("g-reg", "02", base))
             .await
             .0,
         409
@@ -171,7 +165,7 @@ async fn malformed_requests_are_400s_that_name_the_problem_and_store_nothing() {
         ),
     ];
     for (call, body, code) in cases {
-        let (status, answer) = post(&http, &tm, call, body.clone()).await;
+        let (status, answer) = post_dtm(&http, &tm, call, body.clone()).await;
         assert_eq!(status, 400, "{call} {body}: {answer}");
         assert_eq!(answer["error"], code, "{call} {body}: {answer}");
     }
@@ -192,7 +186,7 @@ async fn a_prepared_transaction_past_its_timeout_is_aborted_and_its_branches_can
     let http = reqwest::Client::new();
     let base = bank.url("/api");
     assert_eq!(
-        post(
+        post_dtm(
             &http,
             &tm,
             "prepare",
@@ -203,7 +197,7 @@ async fn a_prepared_transaction_past_its_timeout_is_aborted_and_its_branches_can
         200
     );
     assert_eq!(
-        post(&http, &tm, "registerBranch", branch("g-late", "01", &base))
+        post_dtm(&http, &tm, "registerBranch", branch("g-late", "01", &base))
             .await
             .0,
         200
@@ -241,7 +235,7 @@ async fn all_pages_newest_first_with_a_keyset_position() {
     let http = reqwest::Client::new();
     for i in 0..5 {
         assert_eq!(
-            post(&http, &tm, "prepare", json!({"gid": format!("g-{i}")}))
+            post_dtm(&http, &tm, "prepare", json!({"gid": format!("g-{i}")}))
                 .await
                 .0,
             200
@@ -276,12 +270,12 @@ async fn all_filters_by_gid_status_type_and_create_time_as_dtm_does_and_refuses_
     let http = reqwest::Client::new();
     for gid in ["g-a", "g-b", "g-c"] {
         assert_eq!(
-            post(&http, &tm, "prepare", json!({"gid": gid})).await.0,
+            post_dtm(&http, &tm, "prepare", json!({"gid": gid})).await.0,
             200
         );
     }
     assert_eq!(
-        post(
+        post_dtm(
             &http,
             &tm,
             "abort",
@@ -369,7 +363,7 @@ async fn a_gid_containing_failure_or_ongoing_is_refused_since_success_answers_ca
     let tm = spawn_coordinator().await;
     let http = reqwest::Client::new();
     for gid in ["order-FAILURE-7", "ONGOING"] {
-        let (status, body) = post(&http, &tm, "prepare", json!({"gid": gid})).await;
+        let (status, body) = post_dtm(&http, &tm, "prepare", json!({"gid": gid})).await;
 
         assert_eq!(status, 400, "{gid}: {body}");
         assert_eq!(body["error"], "invalid_gid");
@@ -383,7 +377,7 @@ async fn branch_urls_off_the_host_allowlist_are_refused_so_the_tm_calls_only_kno
     let tm = spawn_coordinator().await;
     let http = reqwest::Client::new();
     assert_eq!(
-        post(&http, &tm, "prepare", json!({"gid": "g-ssrf"}))
+        post_dtm(&http, &tm, "prepare", json!({"gid": "g-ssrf"}))
             .await
             .0,
         200
@@ -395,7 +389,7 @@ async fn branch_urls_off_the_host_allowlist_are_refused_so_the_tm_calls_only_kno
         "http://10.0.0.7:8081/api",
     ] {
         let (status, answer) =
-            post(&http, &tm, "registerBranch", branch("g-ssrf", "01", base)).await;
+            post_dtm(&http, &tm, "registerBranch", branch("g-ssrf", "01", base)).await;
         assert_eq!(status, 400, "{base}: {answer}");
         assert_eq!(answer["error"], "url_not_allowed", "{base}: {answer}");
     }
@@ -415,12 +409,12 @@ async fn branch_urls_off_the_host_allowlist_are_refused_so_the_tm_calls_only_kno
     )
     .await;
     assert_eq!(
-        post(&http, &custom, "prepare", json!({"gid": "g-custom"}))
+        post_dtm(&http, &custom, "prepare", json!({"gid": "g-custom"}))
             .await
             .0,
         200
     );
-    let allowed = post(
+    let allowed = post_dtm(
         &http,
         &custom,
         "registerBranch",
@@ -428,7 +422,7 @@ async fn branch_urls_off_the_host_allowlist_are_refused_so_the_tm_calls_only_kno
     )
     .await;
     assert_eq!(allowed.0, 200, "{}", allowed.1);
-    let refused = post(
+    let refused = post_dtm(
         &http,
         &custom,
         "registerBranch",
@@ -445,10 +439,13 @@ async fn a_restarted_replica_releases_only_its_own_leases_even_when_another_id_e
     let http = reqwest::Client::new();
     for gid in ["g-mine", "g-other"] {
         assert_eq!(
-            post(&http, &tm, "prepare", json!({"gid": gid})).await.0,
+            post_dtm(&http, &tm, "prepare", json!({"gid": gid})).await.0,
             200
         );
-        assert_eq!(post(&http, &tm, "abort", json!({"gid": gid})).await.0, 200);
+        assert_eq!(
+            post_dtm(&http, &tm, "abort", json!({"gid": gid})).await.0,
+            200
+        );
     }
     let mut conn = tm
         .db

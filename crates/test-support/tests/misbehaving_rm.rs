@@ -6,19 +6,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use test_support::spawn::{get_json, spawn_coordinator, wait_for_status, Spawned};
+use test_support::spawn::{get_json, post_dtm, spawn_coordinator, wait_for_status, Spawned};
 use test_support::stub::{Reply, StubRm};
-
-async fn post(http: &reqwest::Client, tm: &Spawned, call: &str, body: Value) -> (u16, Value) {
-    let response = http
-        .post(format!("{}/{call}", tm.dtm_url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("the coordinator answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON answer"))
-}
 
 /// Prepares `gid` with `options` and registers one branch per `(branch_id, stub)`, whose Confirm
 /// and Cancel are `<stub>/confirm<branch_id>` and `<stub>/cancel<branch_id>`.
@@ -34,7 +23,7 @@ async fn prepared(
         .as_object_mut()
         .unwrap()
         .extend(options.as_object().unwrap().clone());
-    let (status, body) = post(http, tm, "prepare", prepare).await;
+    let (status, body) = post_dtm(http, tm, "prepare", prepare).await;
     assert_eq!(status, 200, "prepare: {body}");
     for (branch_id, stub) in branches {
         let register = json!({
@@ -43,7 +32,7 @@ async fn prepared(
             "confirm": stub.url(&format!("/confirm{branch_id}")),
             "cancel": stub.url(&format!("/cancel{branch_id}")),
         });
-        let (status, body) = post(http, tm, "registerBranch", register).await;
+        let (status, body) = post_dtm(http, tm, "registerBranch", register).await;
         assert_eq!(status, 200, "registerBranch: {body}");
     }
 }
@@ -70,7 +59,7 @@ async fn a_confirm_answered_with_a_redirect_to_a_refused_host_is_not_followed_no
     .await;
     prepared(&http, &tm, "g-redirect", json!({}), &[("01", &rm)]).await;
 
-    let (status, body) = post(
+    let (status, body) = post_dtm(
         &http,
         &tm,
         "submit",
@@ -114,7 +103,7 @@ async fn a_confirm_answered_202_or_204_is_not_a_success() {
         let gid = format!("g-{status}");
         prepared(&http, &tm, &gid, json!({}), &[("01", &rm)]).await;
 
-        let (answer, body) = post(
+        let (answer, body) = post_dtm(
             &http,
             &tm,
             "submit",
@@ -153,7 +142,7 @@ async fn a_waited_submit_whose_confirm_fails_answers_409_as_soon_as_the_retry_is
     .await;
 
     let sent = Instant::now();
-    let (status, body) = post(
+    let (status, body) = post_dtm(
         &http,
         &tm,
         "submit",
@@ -192,7 +181,7 @@ async fn a_waited_abort_whose_cancel_answers_ongoing_answers_425_ongoing() {
     .await;
     prepared(&http, &tm, "g-ongoing", json!({}), &[("01", &rm)]).await;
 
-    let (status, body) = post(
+    let (status, body) = post_dtm(
         &http,
         &tm,
         "abort",
@@ -221,7 +210,7 @@ async fn one_rm_holding_its_confirm_open_does_not_delay_another_transactions_ret
         &[("01", &slow)],
     )
     .await;
-    let (status, body) = post(&http, &tm, "submit", json!({"gid": "g-slow"})).await;
+    let (status, body) = post_dtm(&http, &tm, "submit", json!({"gid": "g-slow"})).await;
     assert_eq!(status, 200, "{body}");
     slow.wait_for_requests(2, Duration::from_secs(10)).await;
 
@@ -240,7 +229,7 @@ async fn one_rm_holding_its_confirm_open_does_not_delay_another_transactions_ret
         &[("01", &flaky)],
     )
     .await;
-    let (status, body) = post(&http, &tm, "submit", json!({"gid": "g-flaky"})).await;
+    let (status, body) = post_dtm(&http, &tm, "submit", json!({"gid": "g-flaky"})).await;
     assert_eq!(status, 200, "{body}");
 
     wait_for_status(
@@ -274,7 +263,7 @@ async fn confirms_and_cancels_run_from_the_last_registered_branch_to_the_first()
         )
         .await;
 
-        let (status, body) = post(
+        let (status, body) = post_dtm(
             &http,
             &tm,
             call,
@@ -311,7 +300,7 @@ async fn credential_branch_headers_reach_the_rm_but_are_redacted_in_query_and_al
     )
     .await;
 
-    let (status, body) = post(
+    let (status, body) = post_dtm(
         &http,
         &tm,
         "submit",

@@ -13,7 +13,8 @@ use diesel::sql_types::{BigInt, Text};
 use serde_json::{json, Value};
 use test_support::rm::{assert_success, Rm};
 use test_support::spawn::{
-    spawn_bank, spawn_bank_with, spawn_coordinator_with, spawn_stock_with, wait_for_status, Spawned,
+    post_dtm, spawn_bank, spawn_bank_with, spawn_coordinator_with, spawn_stock_with,
+    wait_for_status, Spawned,
 };
 use test_support::TestDb;
 
@@ -407,18 +408,6 @@ async fn the_stock_service_keeps_the_barrier_rows_of_a_tentative_reservation_and
     assert_eq!(tentative(&stock, "reservations", "g-reserved"), 1);
 }
 
-/// `prepare` of `gid`: (HTTP status, JSON answer), whatever the status.
-async fn try_prepare(http: &reqwest::Client, tm: &Spawned, gid: &str) -> (u16, Value) {
-    let response = http
-        .post(format!("{}/prepare", tm.dtm_url()))
-        .json(&json!({"gid": gid, "trans_type": "tcc"}))
-        .send()
-        .await
-        .expect("the coordinator answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON answer"))
-}
-
 fn tombstones(conn: &mut PgConnection, gid: &str) -> i64 {
     count(
         conn,
@@ -451,7 +440,7 @@ async fn a_gid_whose_transaction_retention_deleted_is_refused_by_prepare_with_40
     .await;
     assert_eq!(tombstones(&mut db, "g-once"), 1, "its tombstone is kept");
 
-    let (status, body) = try_prepare(&http, &tm, "g-once").await;
+    let (status, body) = post_dtm(&http, &tm, "prepare", json!({"gid": "g-once"})).await;
 
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["dtm_result"], "FAILURE");
@@ -493,6 +482,6 @@ async fn gid_tombstones_are_deleted_after_gid_tombstone_seconds_and_the_gid_may_
     })
     .await;
 
-    let (status, body) = try_prepare(&http, &tm, "g-expiring").await;
+    let (status, body) = post_dtm(&http, &tm, "prepare", json!({"gid": "g-expiring"})).await;
     assert_eq!(status, 200, "{body}");
 }

@@ -46,3 +46,21 @@ impl Spawned {
         self.url("/api/dtmsvr")
     }
 }
+
+/// `POST {dtm_url}/{call}` with `body` as JSON, as an AP calls the coordinator (`prepare`,
+/// `registerBranch`, `submit`, ...): (HTTP status, JSON answer), whatever the status.
+pub async fn post_dtm(
+    http: &reqwest::Client,
+    coordinator: &Spawned,
+    call: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = http
+        .post(format!("{}/{call}", coordinator.dtm_url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("the coordinator answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
