@@ -24,21 +24,14 @@ use service_kit::http::JsonObject;
 use service_kit::openapi::{ErrorBody, JsonBodyErrors};
 use tcc::protocol::{validate_branch_id, validate_gid, BranchOutcome, GlobalStatus, SUCCESS};
 
-use crate::configuration::{BranchHosts, TransDefaults};
+use crate::configuration::{BranchHosts, TransDefaults, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
 use crate::engine::{Engine, PassEnd};
-use crate::error::CoordinatorError;
+use crate::error::{CoordinatorError, NotFinishedBody};
 use crate::events::{self, TryReport, TryReportRefusal};
 use crate::store::{
     self, BranchOp, NewBranch, NewTrans, PrepareOutcome, RegisterOutcome, TransGlobal, Transition,
 };
 
-/// Longest accepted option value, seconds (one day): longer timeouts are almost surely a unit
-/// mistake (milliseconds given as seconds).
-pub const MAX_OPTION_SECS: i64 = 86_400;
-/// Longest accepted `request_timeout`, seconds. A branch call may be held open this long, and a
-/// second-phase pass with it: one minute is more than any Confirm or Cancel should take, and
-/// bounds how long a slow RM holds one of the worker's pass slots.
-pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 /// Longest stored rollback reason, in characters.
 pub const MAX_REASON_LEN: usize = 1024;
 /// Default and largest page size of `all`.
@@ -144,25 +137,6 @@ pub enum RegisterAnswers {
     /// Unknown gid, not `prepared`, or the branch is registered with other URLs or data.
     #[response(status = 409)]
     Conflict(ConflictBody),
-}
-
-/// The answer of a `submit`/`abort` with `wait_result` whose second phase did not finish within
-/// the wait (425 when the branch answered ONGOING, else 409): the transition itself is durable and
-/// the coordinator goes on driving the transaction.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NotFinishedBody {
-    /// `ONGOING` (425) or `FAILURE` (409), as DTM clients read it.
-    #[schema(example = "FAILURE")]
-    pub dtm_result: String,
-    /// Always `not_finished`.
-    #[schema(example = "not_finished")]
-    pub error: String,
-    /// What held the second phase up, and when it is retried.
-    pub message: String,
-    /// The global transaction id.
-    pub gid: String,
-    /// Its status now: `submitted` or `aborting`.
-    pub status: GlobalStatus,
 }
 
 /// The answers of `submit` and `abort` besides [`JsonBodyErrors`].

@@ -7,6 +7,14 @@ use tcc::signing::SigningSecret;
 
 use crate::admin::AdminToken;
 
+/// Longest accepted transaction option, seconds (one day): longer timeouts are almost surely a
+/// unit mistake (milliseconds given as seconds).
+pub const MAX_OPTION_SECS: i64 = 86_400;
+/// Longest accepted `request_timeout`, seconds. A branch call may be held open this long, and a
+/// second-phase pass with it: one minute is more than any Confirm or Cancel should take, and
+/// bounds how long a slow RM holds one of the worker's pass slots.
+pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
+
 /// Defaults for the per-transaction options an AP may leave unset in `prepare`
 /// (DTM's `TimeoutToFail`, `RetryInterval`, `RequestTimeout`; the same defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +177,6 @@ impl Settings {
     /// `REQUEST_TIMEOUT` 1..=60): 0 or a huge value would store a non-positive timeout or
     /// interval.
     fn validated(self) -> Result<Settings, SettingsError> {
-        use crate::api::{MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
         let d = self.defaults;
         for (name, value, max) in [
             ("TIMEOUT_TO_FAIL", d.timeout_to_fail, MAX_OPTION_SECS),

@@ -2,8 +2,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
 use serde_json::json;
 use service_kit::db::BlockingError;
+use tcc::protocol::GlobalStatus;
 
 /// Everything a coordinator endpoint can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +36,7 @@ pub enum CoordinatorError {
         /// The global transaction.
         gid: String,
         /// Its status now: `submitted` or `aborting`.
-        status: tcc::protocol::GlobalStatus,
+        status: GlobalStatus,
         /// Whether the branch that held it up answered ONGOING.
         ongoing: bool,
         /// What held it up, for a human.
@@ -105,7 +107,7 @@ impl ResponseError for CoordinatorError {
                 } else {
                     tcc::protocol::FAILURE
                 };
-                json!(crate::api::NotFinishedBody {
+                json!(NotFinishedBody {
                     dtm_result: dtm_result.to_owned(),
                     error: "not_finished".to_owned(),
                     message: message.clone(),
@@ -127,4 +129,23 @@ impl ResponseError for CoordinatorError {
         };
         HttpResponse::build(status).json(body)
     }
+}
+
+/// The answer of a `submit`/`abort` with `wait_result` whose second phase did not finish within
+/// the wait (425 when the branch answered ONGOING, else 409): the transition itself is durable and
+/// the coordinator goes on driving the transaction.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NotFinishedBody {
+    /// `ONGOING` (425) or `FAILURE` (409), as DTM clients read it.
+    #[schema(example = "FAILURE")]
+    pub dtm_result: String,
+    /// Always `not_finished`.
+    #[schema(example = "not_finished")]
+    pub error: String,
+    /// What held the second phase up, and when it is retried.
+    pub message: String,
+    /// The global transaction id.
+    pub gid: String,
+    /// Its status now: `submitted` or `aborting`.
+    pub status: GlobalStatus,
 }

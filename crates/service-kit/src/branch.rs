@@ -56,9 +56,7 @@ use tcc::barrier::BranchBarrier;
 use tcc::protocol::{BranchQuery, Op};
 use tcc::signing::{self, GidTokenError, SignatureError, SignatureHeaders, SigningSecret};
 
-use crate::coordinator_check::{
-    settle_verdict, try_verdict, CoordinatorClient, QueryError, TryVerification,
-};
+use crate::coordinator_check::{settle_verdict, try_verdict, CoordinatorClient, QueryError};
 
 use crate::db::{blocking, BlockingError, DbPool};
 use crate::fault::{inject, BranchFaults, Injected};
@@ -147,21 +145,6 @@ impl BranchSigning {
         BranchSigning {
             unauthenticated: Unauthenticated::Refused,
             ..self
-        }
-    }
-
-    /// The checks an RM's common settings ask for: `BRANCH_SIGNING_SECRET`, and by
-    /// `TRY_VERIFICATION` the coordinator at `DTM_URL` (queried with
-    /// [`CoordinatorClient::DEFAULT_TIMEOUT`]), tokens only, or no Try check.
-    pub fn from_settings(common: &crate::settings::RmCommonSettings) -> BranchSigning {
-        let signing = BranchSigning::new(common.branch_signing_secret.clone());
-        match common.try_verification {
-            TryVerification::Coordinator => signing.with_try_gate(Some(CoordinatorClient::new(
-                &common.dtm_url,
-                CoordinatorClient::DEFAULT_TIMEOUT,
-            ))),
-            TryVerification::Token => signing.tokens_only(),
-            TryVerification::Off => signing,
         }
     }
 

@@ -27,6 +27,7 @@ use diesel_migrations::EmbeddedMigrations;
 use tokio::sync::watch;
 
 use crate::branch::BranchSigning;
+use crate::coordinator_check::{CoordinatorClient, TryVerification};
 use crate::db::{build_pool, run_migrations, DbPool, DbSetupError};
 use crate::http::HealthCheck;
 use crate::http::{configure_health, json_config, not_found, path_config, query_config};
@@ -257,7 +258,7 @@ pub fn run<S: RmSettings>(
         migrations: server.migrations,
     };
     let metrics = web::Data::new(RmMetrics::new(server.tentative_sql));
-    let signing = web::Data::new(BranchSigning::from_settings(server.common));
+    let signing = web::Data::new(branch_signing(server.common));
     let api = crate::openapi::describe(
         server.service,
         "A TCC resource manager (RM): Try/Confirm/Cancel branch endpoints behind the \
@@ -287,4 +288,19 @@ pub fn run<S: RmSettings>(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// The checks an RM's common settings ask for ([`BranchSigning`]): `BRANCH_SIGNING_SECRET`, and
+/// by `TRY_VERIFICATION` the coordinator at `DTM_URL` (queried with
+/// [`CoordinatorClient::DEFAULT_TIMEOUT`]), tokens only, or no Try check.
+fn branch_signing(common: &RmCommonSettings) -> BranchSigning {
+    let signing = BranchSigning::new(common.branch_signing_secret.clone());
+    match common.try_verification {
+        TryVerification::Coordinator => signing.with_try_gate(Some(CoordinatorClient::new(
+            &common.dtm_url,
+            CoordinatorClient::DEFAULT_TIMEOUT,
+        ))),
+        TryVerification::Token => signing.tokens_only(),
+        TryVerification::Off => signing,
+    }
 }
