@@ -15,7 +15,8 @@
 //!      missing_signature` without asking);
 //!    * on the Try endpoint, a call carrying a gid token must carry its gid's (`401
 //!      bad_gid_token` otherwise); a call without one is accepted only when the RM's coordinator
-//!      (`DTM_URL`) reports the gid `prepared` with this branch registered
+//!      (`DTM_URL`) reports the gid `prepared` with this branch registered and, when its answer
+//!      carries the data registered for the branch, the call's body is that data
 //!      ([`crate::coordinator_check::try_verdict`]): otherwise `403 try_not_registered`, counted
 //!      as `not_registered`, or `503 unavailable` when the coordinator cannot be asked
 //!      (`TRY_VERIFICATION=token`: `401 missing_gid_token` without asking). Nothing is written
@@ -56,7 +57,9 @@ use tcc::barrier::BranchBarrier;
 use tcc::protocol::{BranchQuery, Op};
 use tcc::signing::{self, GidTokenError, SignatureError, SignatureHeaders, SigningSecret};
 
-use crate::coordinator_check::{settle_verdict, try_verdict, CoordinatorClient, QueryError};
+use crate::coordinator_check::{
+    settle_verdict, try_verdict, CoordinatorClient, QueryError, TryRefusal,
+};
 
 use crate::db::{blocking, BlockingError, DbPool};
 use crate::fault::{inject, BranchFaults, Injected};
@@ -198,17 +201,21 @@ impl BranchSigning {
         }
     }
 
-    /// Step 0 for a Try (the Try gate): a call carrying a gid token is accepted when it is the
-    /// token of `query`'s gid ([`CallerRefused::GidToken`] otherwise; without a secret a token
-    /// cannot be checked and is ignored). A call without one is accepted when the coordinator
-    /// reports the gid `prepared` with `query`'s branch registered
-    /// ([`CallerRefused::TryNotRegistered`] otherwise, [`CallerRefused::CoordinatorUnavailable`]
-    /// when it cannot be asked); refused without asking with `TRY_VERIFICATION=token`
-    /// ([`CallerRefused::MissingGidToken`]), accepted unchecked with `TRY_VERIFICATION=off`.
+    /// Step 0 for a Try (the Try gate) with raw body `body`: a call carrying a gid token is
+    /// accepted when it is the token of `query`'s gid ([`CallerRefused::GidToken`] otherwise;
+    /// without a secret a token cannot be checked and is ignored). A call without one is accepted
+    /// when the coordinator reports the gid `prepared` with `query`'s branch registered
+    /// ([`CallerRefused::TryNotRegistered`] otherwise) and `body` is the data registered for the
+    /// branch, when the coordinator's answer carries it ([`CallerRefused::TryNotRegisteredData`]
+    /// otherwise; see [`crate::coordinator_check`] for the race this closes);
+    /// [`CallerRefused::CoordinatorUnavailable`] when it cannot be asked. Refused without asking
+    /// with `TRY_VERIFICATION=token` ([`CallerRefused::MissingGidToken`]), accepted unchecked with
+    /// `TRY_VERIFICATION=off`.
     pub async fn authorize_try(
         &self,
         req: &HttpRequest,
         query: &BranchQuery,
+        body: &[u8],
     ) -> Result<(), CallerRefused> {
         if let (Some(secret), Some(token)) = (&self.secret, gid_token_header(req)) {
             return signing::verify_gid_token(secret, &query.gid, token)
@@ -220,8 +227,14 @@ impl BranchSigning {
                     .query(&query.gid)
                     .await
                     .map_err(CallerRefused::CoordinatorUnavailable)?;
-                try_verdict(&record, &query.branch_id)
-                    .map_err(|reported| CallerRefused::TryNotRegistered { reported })
+                try_verdict(&record, &query.branch_id, body).map_err(|refusal| match refusal {
+                    TryRefusal::NotRegistered(reported) => {
+                        CallerRefused::TryNotRegistered { reported }
+                    }
+                    TryRefusal::OtherData => CallerRefused::TryNotRegisteredData {
+                        branch_id: query.branch_id.clone(),
+                    },
+                })
             }
             Unauthenticated::Refused => Err(CallerRefused::MissingGidToken),
             Unauthenticated::TryUnchecked => Ok(()),
@@ -526,7 +539,7 @@ fn route<B: BranchBody>(
             let query = query.map_err(|e| malformed(&req, endpoint, op, &metrics, e.into()))?;
             if op == Op::Try {
                 signing
-                    .authorize_try(&req, &query)
+                    .authorize_try(&req, &query, &raw)
                     .await
                     .map_err(|e| refuse_caller(&req, endpoint, op, &metrics, e))?;
             }
@@ -651,6 +664,19 @@ pub enum CallerRefused {
         /// What the coordinator reported ([`crate::coordinator_check::GlobalRecord::describe`]).
         reported: String,
     },
+    /// A Try without a gid token of a branch registered under a `prepared` gid, whose body is
+    /// not the data the coordinator reports registered for that branch
+    /// ([`crate::coordinator_check::same_data`]): 403 `try_not_registered`. The registered data
+    /// is not repeated in the message.
+    #[error(
+        "this Try's body is not the data registered for branch {branch_id} of this global \
+         transaction: a Try without a gid token must carry exactly the data its AP registered \
+         with the branch (compared as JSON values)"
+    )]
+    TryNotRegisteredData {
+        /// The branch called.
+        branch_id: String,
+    },
     /// A Try without a gid token, or a Confirm/Cancel with neither a signature nor a token,
     /// while the coordinator cannot be asked: 503 `unavailable` (transient: the AP aborts a Try,
     /// the TM retries a Confirm/Cancel; never a false success).
@@ -666,7 +692,9 @@ impl CallerRefused {
             | CallerRefused::GidToken(_)
             | CallerRefused::MissingGidToken
             | CallerRefused::NotVouched { .. } => StatusCode::UNAUTHORIZED,
-            CallerRefused::TryNotRegistered { .. } => StatusCode::FORBIDDEN,
+            CallerRefused::TryNotRegistered { .. } | CallerRefused::TryNotRegisteredData { .. } => {
+                StatusCode::FORBIDDEN
+            }
             CallerRefused::CoordinatorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -679,7 +707,9 @@ impl CallerRefused {
             CallerRefused::GidToken(e) => e.code(),
             CallerRefused::MissingGidToken => "missing_gid_token",
             CallerRefused::NotVouched { .. } => "not_vouched",
-            CallerRefused::TryNotRegistered { .. } => "try_not_registered",
+            CallerRefused::TryNotRegistered { .. } | CallerRefused::TryNotRegisteredData { .. } => {
+                "try_not_registered"
+            }
             CallerRefused::CoordinatorUnavailable(_) => "unavailable",
         }
     }

@@ -2,18 +2,30 @@
 //!
 //! An RM trusts one coordinator (the TM it was configured with, `DTM_URL`), and asks it about a
 //! gid with DTM's `GET {DTM_URL}/query?gid=<gid>`. DTM answers `200 {"transaction": {"status":
-//! ...}, "branches": [{"branch_id", "op", "url", ...}]}`, with `"transaction": null` for a gid it
-//! does not know (dtm-labs/dtm `dtmsvr/api_http.go`, `query`); this workspace's coordinator
-//! answers the same shape, or `404` for an unknown gid. A flat answer (`{"gid", "status",
-//! "branches"}`, as dtmrs gives) is read too. [`CoordinatorClient::query`] turns any of them into a
+//! ...}, "branches": [{"branch_id", "op", "url", "bin_data", ...}]}`, with `"transaction": null`
+//! for a gid it does not know (dtm-labs/dtm `dtmsvr/api_http.go`, `query`); `bin_data` is the
+//! branch data the AP registered, as Go's JSON writes a `[]byte`: standard base64, left out when
+//! empty (dtm-labs/dtm `dtmsvr/storage/trans.go`, `TransBranchStore`). This workspace's
+//! coordinator answers the same shape with the data as text (`branches[].data`), or `404` for an
+//! unknown gid. A flat answer (`{"gid", "status", "branches"}`, as dtmrs gives, without any
+//! branch data) is read too. [`CoordinatorClient::query`] turns any of them into a
 //! [`GlobalRecord`].
 //!
 //! Three decisions are made from a record:
 //!
 //! * [`try_verdict`]: a Try that carries no gid token is accepted only when the record says
-//!   `prepared` with this branch registered. That holds for every honest AP, because DTM's order
-//!   is register-then-Try; anything else is a Try no global transaction will ever settle, and
-//!   freezing funds for it would keep them frozen for good;
+//!   `prepared` with this branch registered, and, when the record carries the branch's data, with
+//!   that data as its body ([`same_data`]). That holds for every honest AP, because DTM's order
+//!   is register-then-Try and DTM's clients (dtmcli for Go and Python, this workspace's
+//!   [`tcc::client`]) register as the branch's data exactly the body they then send to its Try;
+//!   anything else is a Try no global transaction will ever settle, and freezing funds for it
+//!   would keep them frozen for good. The data check closes a race: `query` is open, so whoever
+//!   reaches the RM could watch a gid become `prepared` and send a registered branch's Try before
+//!   the AP does, with a body of their own (another account, another amount); the barrier would
+//!   then take the AP's Try for a duplicate and the TM's Confirm would apply the other body's
+//!   hold. Where the answer carries no data for the branch (dtmrs 0.13; DTM for empty data) the
+//!   body cannot be checked and that race stays open: an AP holding `BRANCH_SIGNING_SECRET`
+//!   sends the gid token instead, which no one else can forge;
 //! * [`settle_verdict`]: a Confirm or Cancel carrying neither the coordinator's signature nor the
 //!   gid token (a TM that can do neither, such as dtmrs 0.13) is accepted only when the record
 //!   says the op is due (`submitted`/`succeed` for a Confirm, `aborting`/`failed` for a Cancel)
@@ -25,7 +37,7 @@
 //! ([`CoordinatorClient::DEFAULT_TIMEOUT`]): a coordinator that cannot answer is a transient
 //! [`QueryError`], never a verdict.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -91,6 +103,11 @@ pub enum GlobalRecord {
         status: String,
         /// The ids of its registered branches (every `branch_id` of the answer's `branches`).
         branch_ids: BTreeSet<String>,
+        /// The data registered for each branch whose entries carry any: every distinct `data`
+        /// (text; another JSON value as its JSON text) or decoded `bin_data` (base64) of the
+        /// branch's entries. A branch without any (dtmrs 0.13 answers none; DTM leaves empty data
+        /// out) is absent.
+        branch_data: BTreeMap<String, BTreeSet<Vec<u8>>>,
     },
 }
 
@@ -111,6 +128,16 @@ impl GlobalRecord {
         }
     }
 
+    /// The data registered for `branch_id` (the `branch_data` of [`GlobalRecord::Known`]); empty when
+    /// the answer carries none, or for an unknown gid or branch.
+    pub fn branch_data(&self, branch_id: &str) -> impl Iterator<Item = &[u8]> {
+        let data = match self {
+            GlobalRecord::Unknown => None,
+            GlobalRecord::Known { branch_data, .. } => branch_data.get(branch_id),
+        };
+        data.into_iter().flatten().map(Vec::as_slice)
+    }
+
     /// What the coordinator reported, in words, for error messages and reports: `the gid is
     /// unknown to the coordinator`, `status prepared, branch 02 not registered`, ...
     pub fn describe(&self, branch_id: &str) -> String {
@@ -128,7 +155,7 @@ impl GlobalRecord {
     }
 
     /// Reads a `query` answer: `status` is its HTTP status, `body` its raw body. `Err` (a message)
-    /// when it is neither a record nor a `404`.
+    /// when it is neither a record nor a `404`, or a branch's `bin_data` is not base64.
     pub fn from_answer(status: u16, body: &str) -> Result<GlobalRecord, String> {
         if status == 404 {
             return Ok(GlobalRecord::Unknown);
@@ -148,21 +175,156 @@ impl GlobalRecord {
         let Some(status) = transaction.get("status").and_then(|s| s.as_str()) else {
             return Err("query answered a record without a status".into());
         };
-        let branch_ids = value
-            .get("branches")
-            .and_then(|b| b.as_array())
-            .map(|branches| {
-                branches
-                    .iter()
-                    .filter_map(|b| b.get("branch_id").and_then(|id| id.as_str()))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut branch_ids = BTreeSet::new();
+        let mut branch_data: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        let branches = value.get("branches").and_then(|b| b.as_array());
+        for branch in branches.into_iter().flatten() {
+            let Some(id) = branch.get("branch_id").and_then(|id| id.as_str()) else {
+                continue;
+            };
+            branch_ids.insert(id.to_owned());
+            let data = match (branch.get("data"), branch.get("bin_data")) {
+                (Some(serde_json::Value::String(text)), _) => Some(text.as_bytes().to_vec()),
+                (Some(serde_json::Value::Null) | None, Some(serde_json::Value::String(b64))) => {
+                    Some(base64_decode(b64).ok_or_else(|| {
+                        format!("query answered branch {id} with a bin_data that is not base64")
+                    })?)
+                }
+                (Some(serde_json::Value::Null) | None, _) => None,
+                (Some(other), _) => Some(other.to_string().into_bytes()),
+            };
+            if let Some(data) = data {
+                branch_data.entry(id.to_owned()).or_default().insert(data);
+            }
+        }
         Ok(GlobalRecord::Known {
             status: status.to_owned(),
             branch_ids,
+            branch_data,
         })
+    }
+}
+
+/// Decodes standard base64 with padding (RFC 4648 section 4), as Go's `encoding/json` writes a
+/// `[]byte`; `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let quads = text.as_bytes().chunks_exact(4);
+    if !quads.remainder().is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(quads.len() * 3);
+    let last = quads.len().saturating_sub(1);
+    for (i, quad) in quads.enumerate() {
+        let padding = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if padding > 2 || (padding > 0 && i != last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &quad[..4 - padding] {
+            n = n << 6 | sextet(c)?;
+        }
+        n <<= 6 * padding as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        // Bits a padded quad leaves over must be zero (Go's strict decoding would refuse them).
+        if decoded[3 - padding..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        out.extend_from_slice(&decoded[..3 - padding]);
+    }
+    Some(out)
+}
+
+/// Whether a Try's `body` is the `registered` branch data: the same JSON value when both parse as
+/// JSON (so object key order, whitespace and escapes do not matter: Python's dtmcli registers
+/// `json.dumps(body)` and sends the body through `requests`, whose spacing may differ), the same
+/// bytes otherwise. A text with a repeated object key does not count as JSON here: which of its
+/// values a reader takes is up to the reader, so it is compared byte for byte.
+pub fn same_data(body: &[u8], registered: &[u8]) -> bool {
+    match (strict_json(body), strict_json(registered)) {
+        (Some(body), Some(registered)) => body == registered,
+        _ => body == registered,
+    }
+}
+
+/// `text` as a JSON value, `None` when it is not JSON or repeats a key within an object.
+fn strict_json(text: &[u8]) -> Option<serde_json::Value> {
+    serde_json::from_slice::<StrictJson>(text).ok().map(|v| v.0)
+}
+
+/// A JSON value read with repeated object keys refused.
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value without repeated object keys")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(StrictJson(serde_json::Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(StrictJson(items.into()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("repeated key {key:?}")));
+            }
+            let StrictJson(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(StrictJson(object.into()))
     }
 }
 
@@ -236,13 +398,32 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// The Try gate's decision for a Try of `branch_id` without a gid token: `Ok` when `record` says
-/// `prepared` with the branch registered; `Err` with what the coordinator reported otherwise.
-pub fn try_verdict(record: &GlobalRecord, branch_id: &str) -> Result<(), String> {
-    if record.status() == Some(GlobalStatus::Prepared) && record.has_branch(branch_id) {
+/// Why the Try gate refused a Try without a gid token ([`try_verdict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryRefusal {
+    /// The coordinator does not report the gid `prepared` with the branch registered; what it
+    /// reported ([`GlobalRecord::describe`]).
+    NotRegistered(String),
+    /// The branch is registered under a `prepared` gid, but the Try's body is not the data
+    /// registered for it ([`same_data`]).
+    OtherData,
+}
+
+/// The Try gate's decision for a Try of `branch_id` without a gid token, with raw body `body`:
+/// `Ok` when `record` says `prepared` with the branch registered and `body` is the same data as
+/// every data `record` carries for the branch ([`same_data`]; nothing to compare when it carries
+/// none, as with dtmrs 0.13); [`TryRefusal`] otherwise.
+pub fn try_verdict(record: &GlobalRecord, branch_id: &str, body: &[u8]) -> Result<(), TryRefusal> {
+    if record.status() != Some(GlobalStatus::Prepared) || !record.has_branch(branch_id) {
+        return Err(TryRefusal::NotRegistered(record.describe(branch_id)));
+    }
+    if record
+        .branch_data(branch_id)
+        .all(|registered| same_data(body, registered))
+    {
         Ok(())
     } else {
-        Err(record.describe(branch_id))
+        Err(TryRefusal::OtherData)
     }
 }
 
@@ -306,6 +487,20 @@ mod tests {
         GlobalRecord::Known {
             status: status.into(),
             branch_ids: ids.iter().map(|s| s.to_string()).collect(),
+            branch_data: BTreeMap::new(),
+        }
+    }
+
+    /// A `prepared` record with branch `01` registered with each of `data`.
+    fn prepared_with_data(data: &[&str]) -> GlobalRecord {
+        GlobalRecord::Known {
+            status: "prepared".into(),
+            branch_ids: ["01".to_owned()].into(),
+            branch_data: [(
+                "01".to_owned(),
+                data.iter().map(|d| d.as_bytes().to_vec()).collect(),
+            )]
+            .into(),
         }
     }
 
@@ -318,6 +513,23 @@ mod tests {
             GlobalRecord::from_answer(200, dtm),
             Ok(known("prepared", &["01"]))
         );
+        // DTM's bin_data: base64 of {"amount":30}; this coordinator's data: the text.
+        let dtm = r#"{"transaction": {"gid": "g", "status": "prepared"},
+                      "branches": [{"branch_id": "01", "op": "cancel", "bin_data": "eyJhbW91bnQiOjMwfQ=="},
+                                   {"branch_id": "01", "op": "confirm", "bin_data": "eyJhbW91bnQiOjMwfQ=="}]}"#;
+        assert_eq!(
+            GlobalRecord::from_answer(200, dtm),
+            Ok(prepared_with_data(&[r#"{"amount":30}"#]))
+        );
+        let ours = r#"{"transaction": {"gid": "g", "status": "prepared"},
+                       "branches": [{"branch_id": "01", "op": "confirm", "data": "{\"amount\":30}"}]}"#;
+        assert_eq!(
+            GlobalRecord::from_answer(200, ours),
+            Ok(prepared_with_data(&[r#"{"amount":30}"#]))
+        );
+        let bad = r#"{"transaction": {"status": "prepared"},
+                      "branches": [{"branch_id": "01", "bin_data": "not base64!"}]}"#;
+        assert!(GlobalRecord::from_answer(200, bad).is_err());
         let unknown = r#"{"transaction": null, "branches": []}"#;
         assert_eq!(
             GlobalRecord::from_answer(200, unknown),
@@ -342,19 +554,88 @@ mod tests {
 
     #[test]
     fn a_try_passes_only_for_a_prepared_transaction_with_its_branch_registered() {
-        assert_eq!(try_verdict(&known("prepared", &["01"]), "01"), Ok(()));
+        let body = br#"{"amount":30}"#;
+        assert_eq!(try_verdict(&known("prepared", &["01"]), "01", body), Ok(()));
         assert_eq!(
-            try_verdict(&known("prepared", &["01"]), "02"),
-            Err("status prepared, branch 02 not registered".into())
+            try_verdict(&known("prepared", &["01"]), "02", body),
+            Err(TryRefusal::NotRegistered(
+                "status prepared, branch 02 not registered".into()
+            ))
         );
         assert_eq!(
-            try_verdict(&known("aborting", &["01"]), "01"),
-            Err("status aborting, branch 01 registered".into())
+            try_verdict(&known("aborting", &["01"]), "01", body),
+            Err(TryRefusal::NotRegistered(
+                "status aborting, branch 01 registered".into()
+            ))
         );
         assert_eq!(
-            try_verdict(&GlobalRecord::Unknown, "01"),
-            Err("the gid is unknown to the coordinator".into())
+            try_verdict(&GlobalRecord::Unknown, "01", body),
+            Err(TryRefusal::NotRegistered(
+                "the gid is unknown to the coordinator".into()
+            ))
         );
+    }
+
+    #[test]
+    fn a_try_passes_only_with_the_data_registered_for_its_branch_when_the_record_carries_it() {
+        let registered = prepared_with_data(&[r#"{"account_id":1,"amount":30}"#]);
+        for same in [
+            r#"{"account_id":1,"amount":30}"#,
+            r#"{ "amount": 30, "account_id": 1 }"#,
+            "{\"amount\":30,\n\"account_\\u0069d\":1}",
+        ] {
+            assert_eq!(
+                try_verdict(&registered, "01", same.as_bytes()),
+                Ok(()),
+                "{same}"
+            );
+        }
+        for other in [
+            r#"{"account_id":2,"amount":30}"#,
+            r#"{"account_id":1,"amount":31}"#,
+            r#"{"account_id":1,"amount":30,"fault":{"try":"failure"}}"#,
+            r#"{"account_id":2,"account_id":1,"amount":30}"#,
+            "",
+            "not json",
+        ] {
+            assert_eq!(
+                try_verdict(&registered, "01", other.as_bytes()),
+                Err(TryRefusal::OtherData),
+                "{other}"
+            );
+        }
+        // Data that is not JSON is compared byte for byte.
+        let raw = prepared_with_data(&["not json"]);
+        assert_eq!(try_verdict(&raw, "01", b"not json"), Ok(()));
+        assert_eq!(
+            try_verdict(&raw, "01", b"not  json"),
+            Err(TryRefusal::OtherData)
+        );
+        // Entries of one branch that disagree: no body is all of them.
+        let split = prepared_with_data(&[r#"{"amount":1}"#, r#"{"amount":2}"#]);
+        assert_eq!(
+            try_verdict(&split, "01", br#"{"amount":1}"#),
+            Err(TryRefusal::OtherData)
+        );
+    }
+
+    #[test]
+    fn base64_is_read_as_gos_json_writes_a_byte_slice() {
+        for (text, bytes) in [
+            ("", &b""[..]),
+            ("Zg==", b"f"),
+            ("Zm8=", b"fo"),
+            ("Zm9v", b"foo"),
+            ("Zm9vYg==", b"foob"),
+            ("+/8=", &[0xfb, 0xff]),
+        ] {
+            assert_eq!(base64_decode(text).as_deref(), Some(bytes), "{text}");
+        }
+        for bad in [
+            "Zg", "Zg=", "Z===", "Zg==Zg==", "Zh==", "Zm9v\n", "Zm-v", "Zm_v",
+        ] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -166,10 +166,11 @@ pub enum RequestOutcome {
     /// coordinator, or one with another `BRANCH_SIGNING_SECRET`.
     Unauthorized,
     /// `not_registered`: a Try without a gid token refused with 403 because the coordinator does
-    /// not report its gid `prepared` with this branch registered
+    /// not report its gid `prepared` with this branch registered, or reports other data
+    /// registered for the branch than the Try's body
     /// ([`crate::coordinator_check::try_verdict`]); nothing was written or frozen. Only ever
     /// counted under `op="try"`. A rising count means callers that are not APs, or an AP that
-    /// calls Try before registering the branch.
+    /// calls Try before registering the branch or with another body than it registered.
     NotRegistered,
 }
 

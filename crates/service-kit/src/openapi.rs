@@ -261,7 +261,9 @@ pub fn branch_operation(
                 "403",
                 error_response(
                     "`try_not_registered`: no gid token, and the coordinator (`DTM_URL`) does not \
-                     report the gid `prepared` with this branch registered; nothing was reserved",
+                     report the gid `prepared` with this branch registered, or reports data \
+                     registered for the branch that the body is not (compared as JSON values); \
+                     nothing was reserved",
                 ),
             )
             .response(

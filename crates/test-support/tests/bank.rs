@@ -734,7 +734,19 @@ async fn registered_data_the_rms_cannot_parse_still_lets_the_coordinator_confirm
             let try_url = rm.url(&format!(
                 "/api/{prefix}Try?gid={gid}&trans_type=tcc&branch_id={branch_id}&op=try"
             ));
-            let response = sys.http.post(try_url).json(body).send().await.expect("Try");
+            // With the gid's token, as an AP holding the secret sends it: without one, the Try
+            // gate holds the body to the registered data, which here it is not by design.
+            let response = sys
+                .http
+                .post(try_url)
+                .header(
+                    tcc::signing::GID_TOKEN_HEADER,
+                    test_support::spawn::test_gid_token(gid),
+                )
+                .json(body)
+                .send()
+                .await
+                .expect("Try");
             assert_eq!(response.status().as_u16(), 200, "{prefix}Try of {gid}");
         }
         post(end, json!({ "gid": gid, "trans_type": "tcc" })).await;

@@ -3,7 +3,8 @@
 //! gid token into `branch_headers`, and the RMs refuse Confirm and Cancel calls carrying neither
 //! a valid signature nor the gid's token with 401, doing nothing. A Try is applied only with its
 //! gid's token, or (without one) when the RM's coordinator reports the gid `prepared` with the
-//! branch registered: the Try gate. Real HTTP, real Postgres.
+//! branch registered and the Try's body is the data registered for it: the Try gate. Real HTTP,
+//! real Postgres.
 
 use bank::Role;
 use serde_json::{json, Value};
@@ -465,6 +466,112 @@ async fn a_try_whose_gid_is_prepared_with_its_branch_registered_is_applied_witho
         .as_str()
         .unwrap()
         .contains("status failed"));
+}
+
+/// The number of barrier rows in `rm`'s database.
+fn barrier_rows(rm: &Spawned) -> i64 {
+    use diesel::{QueryDsl, RunQueryDsl};
+    use tcc::barrier::schema::barrier::dsl::*;
+    let mut conn = rm.db.as_ref().unwrap().connect();
+    barrier.count().get_result(&mut conn).unwrap()
+}
+
+/// Asserts `answer` is the Try gate's refusal of a body that is not the registered data.
+fn assert_not_the_registered_data(answer: &(u16, Value)) {
+    assert_error(answer, 403, "try_not_registered");
+    let message = answer.1["message"].as_str().unwrap();
+    assert!(
+        message.contains("not the data registered for branch 01"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_tokenless_try_whose_body_is_not_the_registered_data_freezes_nothing_and_is_refused() {
+    // Whoever can read `query` sees gated-1 prepared with branch 01 registered, and races the
+    // AP's Try with a body of their own: another account, another amount.
+    let sys = spawn_system().await;
+    let bank = &sys.trans_out;
+    prepare_and_register(&sys, "gated-1", "01").await;
+
+    for forged in [
+        json!({ "account_id": 2, "amount": 30 }),
+        transfer(3000),
+        json!({ "account_id": 1, "amount": 30, "fault": { "confirm": "failure" } }),
+    ] {
+        let tried =
+            send_with_token(bank, "TransOutTry", TRY_QUERY, &forged.to_string(), None).await;
+        assert_not_the_registered_data(&tried);
+    }
+
+    for account in [1, 2] {
+        assert_eq!(
+            sys.balances(&sys.trans_out, account).await,
+            (TEST_SEED_BALANCE, 0),
+            "account {account}"
+        );
+    }
+    assert_eq!(barrier_rows(bank), 0, "no barrier row for a refused Try");
+    assert_eq!(try_count(bank, "not_registered").await, 3.0);
+
+    // The AP's own Try, with the data it registered, is then applied (not a duplicate), and the
+    // TM's Confirm settles that hold.
+    let honest = send_with_token(
+        bank,
+        "TransOutTry",
+        TRY_QUERY,
+        &transfer(30).to_string(),
+        None,
+    )
+    .await;
+    assert_success(&honest);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 30)
+    );
+    tm(
+        &sys,
+        "submit",
+        json!({"gid": "gated-1", "trans_type": "tcc"}),
+    )
+    .await;
+    sys.wait_for_status("gated-1", "succeed", std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE - 30, 0)
+    );
+    assert_eq!(
+        sys.balances(&sys.trans_out, 2).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_tokenless_try_is_held_to_the_registered_data_as_json_not_as_bytes() {
+    let sys = spawn_system().await;
+    let bank = &sys.trans_out;
+    prepare_and_register(&sys, "gated-1", "01").await;
+
+    // The registered data is `{"account_id":1,"amount":30}`: the same spacing and key order
+    // with another amount is another value...
+    let other = "{ \"amount\": 31,\n  \"account_id\": 1 }";
+    let refused = send_with_token(bank, "TransOutTry", TRY_QUERY, other, None).await;
+    assert_not_the_registered_data(&refused);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 0)
+    );
+
+    // ...while the registered value in another key order and spacing (as Python's dtmcli sends
+    // it) is the registered data.
+    let same = "{ \"amount\": 30,\n  \"account_id\": 1 }";
+    let tried = send_with_token(bank, "TransOutTry", TRY_QUERY, same, None).await;
+    assert_success(&tried);
+    assert_eq!(
+        sys.balances(&sys.trans_out, 1).await,
+        (TEST_SEED_BALANCE, 30)
+    );
 }
 
 #[tokio::test]
