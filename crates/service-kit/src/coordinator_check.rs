@@ -206,42 +206,11 @@ impl GlobalRecord {
 }
 
 /// Decodes standard base64 with padding (RFC 4648 section 4), as Go's `encoding/json` writes a
-/// `[]byte`; `None` for anything else.
+/// `[]byte`; `None` for anything else (the `base64` crate's strict standard engine: no missing
+/// padding, no URL-safe alphabet, no stray bits).
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let quads = text.as_bytes().chunks_exact(4);
-    if !quads.remainder().is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(quads.len() * 3);
-    let last = quads.len().saturating_sub(1);
-    for (i, quad) in quads.enumerate() {
-        let padding = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if padding > 2 || (padding > 0 && i != last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &quad[..4 - padding] {
-            n = n << 6 | sextet(c)?;
-        }
-        n <<= 6 * padding as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        // Bits a padded quad leaves over must be zero (Go's strict decoding would refuse them).
-        if decoded[3 - padding..].iter().any(|&b| b != 0) {
-            return None;
-        }
-        out.extend_from_slice(&decoded[..3 - padding]);
-    }
-    Some(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// Whether a Try's `body` is the `registered` branch data: the same JSON value when both parse as
