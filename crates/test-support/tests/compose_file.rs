@@ -498,22 +498,23 @@ fn every_binary_has_a_compose_service_on_its_default_port_with_a_health_check() 
             || format!("service {name}: health check {test:?} does not call /api/health on port {port}"),
         );
     }
-    // The two entry points a user needs from outside.
-    for name in ["app", "coordinator"] {
-        let port = row(&table, name).port;
+    // Every service publishes its port on the host's loopback only, as
+    // `127.0.0.1:${<NAME>_HOST_PORT:-<port>}:<port>`, so a user can move it.
+    for r in table
+        .iter()
+        .map(|r| (r.name.as_str(), r.port))
+        .chain([("postgres", 5432)])
+    {
+        let (name, port) = r;
         let published = service(&services, name)
             .and_then(|s| s.get("ports"))
             .and_then(Value::as_sequence)
             .map(|ports| ports.iter().filter_map(scalar).collect::<Vec<_>>())
             .unwrap_or_default();
-        // "[ip:]host:container[/proto]": the same port outside and inside.
-        let publishes = |p: &String| {
-            let p = p.split('/').next().unwrap_or_default();
-            let parts: Vec<&str> = p.rsplitn(3, ':').collect();
-            parts.len() >= 2 && parts[0] == port.to_string() && parts[1] == port.to_string()
-        };
-        problems.check(published.iter().any(publishes), || {
-            format!("service {name} does not publish port {port} as {port}:{port} (ports: {published:?})")
+        let variable = format!("{}_HOST_PORT", name.replace('-', "_").to_ascii_uppercase());
+        let wanted = format!("127.0.0.1:${{{variable}:-{port}}}:{port}");
+        problems.check(published == [wanted.clone()], || {
+            format!("service {name} publishes {published:?}, not [{wanted:?}] (loopback only, host port overridable)")
         });
     }
     problems.assert_none("docker-compose.yml services against scripts/services.txt");
@@ -545,6 +546,13 @@ fn every_database_url_names_a_database_that_the_init_script_creates() {
     problems.check(pg_test.iter().any(|w| w.contains("pg_isready")), || {
         format!("service postgres: health check {pg_test:?} does not use pg_isready")
     });
+    // pg_isready answers for a database that does not exist: the check must name each one the
+    // services need.
+    for db in &wanted {
+        problems.check(pg_test.iter().any(|w| w.contains(&format!("'{db}'"))), || {
+            format!("service postgres: health check {pg_test:?} does not check that database {db} exists")
+        });
+    }
     for r in &table {
         let Some(svc) = service(&services, &r.name) else {
             continue;
