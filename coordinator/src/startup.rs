@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use service_kit::db::{build_pool, run_migrations, DbPool, DbSetupError};
+use service_kit::db::{
+    build_pool, run_migrations, wait_for_database, DbPool, DbSetupError, DATABASE_WAIT,
+};
 use service_kit::http::HealthCheck;
 use service_kit::startup::configure_common;
 use tokio::sync::watch;
@@ -41,6 +43,7 @@ impl Application {
     /// Connects, migrates, releases the leases this replica's previous life held, binds
     /// `host:port` (port 0 picks a free one) and builds the server.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        wait_for_database(&settings.database_url, DATABASE_WAIT)?;
         let pool = build_pool(&settings.database_url, settings.db_pool_size)?;
         run_migrations(&pool, &ALL_MIGRATIONS)?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;

@@ -5,6 +5,7 @@
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::{Pg, PgConnection};
 use std::cell::Cell;
+use std::time::Duration;
 
 use diesel::connection::{
     AnsiTransactionManager, Connection, Instrumentation, InstrumentationEvent, TransactionManager,
@@ -24,9 +25,47 @@ pub enum DbSetupError {
     /// No connection could be made within the pool's timeout.
     #[error("cannot connect to the database: {0}")]
     Connect(#[from] diesel::r2d2::PoolError),
+    /// The database did not accept a connection within [`DATABASE_WAIT`] ([`wait_for_database`]).
+    #[error("the database did not accept a connection within the wait at start: {0}")]
+    Unreachable(String),
     /// A migration failed.
     #[error("migrations failed: {0}")]
     Migrate(String),
+}
+
+/// How long a binary waits at start for its database to accept a connection before it gives up
+/// ([`wait_for_database`]): long enough for a Postgres container started at the same moment,
+/// short enough that a wrong `DATABASE_URL` fails the start visibly.
+pub const DATABASE_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `database_url` accepts a connection, retrying with a bounded exponential backoff
+/// (250 ms, doubling, at most 5 s between attempts, for at most `within` in all) and logging one
+/// warn line per failed attempt, so that a service started before Postgres is ready (a `docker
+/// restart`, a daemon restart, where compose's `depends_on` does not apply) waits quietly
+/// instead of flooding its log and exiting. Errors with the last failure once `within` has
+/// passed. The log lines show the database's own error (host, port, reason), never the URL,
+/// which may hold a password.
+pub fn wait_for_database(database_url: &str, within: Duration) -> Result<(), DbSetupError> {
+    use backon::{BlockingRetryable, ExponentialBuilder};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .with_total_delay(Some(within));
+    let mut attempt = 0u32;
+    (|| PgConnection::establish(database_url).map(drop))
+        .retry(backoff)
+        .sleep(std::thread::sleep)
+        .notify(|error, next| {
+            attempt += 1;
+            log::warn!(
+                "the database does not accept connections yet (attempt {attempt}; retrying in {:.1} s): {}",
+                next.as_secs_f64(),
+                error.to_string().trim_end()
+            );
+        })
+        .call()
+        .map_err(|e| DbSetupError::Unreachable(e.to_string().trim_end().to_owned()))
 }
 
 /// A pool of at most `max_size` connections to `database_url`

@@ -28,7 +28,9 @@ use tokio::sync::watch;
 
 use crate::branch::BranchSigning;
 use crate::coordinator_check::{CoordinatorClient, TryVerification};
-use crate::db::{build_pool, run_migrations, DbPool, DbSetupError};
+use crate::db::{
+    build_pool, run_migrations, wait_for_database, DbPool, DbSetupError, DATABASE_WAIT,
+};
 use crate::http::HealthCheck;
 use crate::http::{configure_health, json_config, not_found, path_config, query_config};
 use crate::metrics::{self, RmMetrics};
@@ -223,6 +225,7 @@ impl<S: RmSettings> RmApplication<S> {
 /// Pool, migrations, seed data: the blocking part of [`RmApplication::build`].
 fn prepare_database<S: RmSettings>(settings: &S) -> Result<DbPool, StartupError> {
     let server = settings.server();
+    wait_for_database(&server.common.database_url, DATABASE_WAIT)?;
     let pool = build_pool(&server.common.database_url, server.common.db_pool_size)?;
     run_migrations(&pool, server.migrations)?;
     let mut conn = pool.get().map_err(DbSetupError::from)?;

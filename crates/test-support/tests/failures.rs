@@ -520,3 +520,49 @@ async fn a_pass_whose_lease_cannot_cover_the_next_call_records_and_renews_before
     assert_eq!(during, "succeed");
     assert_eq!(attempts, [1, 1]);
 }
+
+#[tokio::test]
+async fn a_binary_started_before_its_database_exists_waits_logging_each_attempt_then_serves() {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    // As after a `docker restart`, where compose's depends_on does not apply: the coordinator
+    // starts while its database cannot be connected to yet.
+    let name = format!("t_late_coordinator_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}/{name}", test_support::pg_url());
+    // Built first, so that the 1.5 s below are the coordinator's own wait.
+    test_support::process::ensure_built();
+    let starting = tokio::spawn(test_support::process::Process::start(
+        "coordinator",
+        vec![("DATABASE_URL".into(), url.clone())],
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let admin = || {
+        PgConnection::establish(&format!("{}/postgres", test_support::pg_url()))
+            .expect("the admin connection")
+    };
+    diesel::sql_query(format!(r#"CREATE DATABASE "{name}""#))
+        .execute(&mut admin())
+        .expect("CREATE DATABASE");
+
+    let coordinator = starting
+        .await
+        .expect("the coordinator started once its database existed");
+
+    let log = coordinator.log();
+    let waits = log
+        .lines()
+        .filter(|l| l.contains("the database does not accept connections yet (attempt"))
+        .count();
+    assert!(
+        (2..=6).contains(&waits),
+        "one warn line per attempt over 1.5 s of backoff (250 ms, doubling), got {waits}:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "waiting for the database is not an error:\n{log}"
+    );
+    let health = reqwest::get(coordinator.url("/api/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(coordinator);
+    let _ = diesel::sql_query(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+        .execute(&mut admin());
+}
