@@ -1056,3 +1056,96 @@ async fn dtms_own_barrier_insert_works_on_the_banks_barrier_table_and_skips_dupl
     );
     assert_eq!(bank.barrier_rows(), 3);
 }
+
+/// The barrier table as DTM's own DDL creates it on Postgres (dtm-labs/dtm
+/// `sqls/dtmcli.barrier.postgres.sql`): its sequence, `varchar` columns with `''` defaults, an
+/// `update_time`, and the unique key already named `uniq_barrier`.
+const DTM_BARRIER_DDL: &str = "
+    CREATE SCHEMA IF NOT EXISTS dtm_barrier;
+    CREATE SEQUENCE IF NOT EXISTS dtm_barrier.barrier_seq;
+    CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
+        id bigint NOT NULL DEFAULT NEXTVAL('dtm_barrier.barrier_seq'),
+        trans_type varchar(45) DEFAULT '',
+        gid varchar(128) DEFAULT '',
+        branch_id varchar(128) DEFAULT '',
+        op varchar(45) DEFAULT '',
+        barrier_id varchar(45) DEFAULT '',
+        reason varchar(45) DEFAULT '',
+        create_time timestamp(0) with time zone DEFAULT NULL,
+        update_time timestamp(0) with time zone DEFAULT NULL,
+        PRIMARY KEY (id),
+        CONSTRAINT uniq_barrier UNIQUE (gid, branch_id, op, barrier_id)
+    );";
+
+/// The names of the constraints on `dtm_barrier.barrier`, sorted.
+fn barrier_constraints(conn: &mut PgConnection) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        conname: String,
+    }
+    let names: Vec<Name> = diesel::sql_query(
+        "SELECT conname::text AS conname FROM pg_constraint \
+         WHERE conrelid = 'dtm_barrier.barrier'::regclass ORDER BY conname",
+    )
+    .load(conn)
+    .expect("pg_constraint");
+    names.into_iter().map(|n| n.conname).collect()
+}
+
+#[tokio::test]
+async fn a_bank_starts_on_a_barrier_table_created_by_dtms_own_ddl_and_its_barrier_works() {
+    let db = TestDb::create("dtm_ddl");
+    diesel::connection::SimpleConnection::batch_execute(&mut db.connect(), DTM_BARRIER_DDL)
+        .expect("DTM's barrier DDL");
+
+    let bank = Bank::from(spawn_bank_with(Role::TransOut, db, |_| {}).await);
+
+    let mut conn = bank.db();
+    assert_eq!(
+        barrier_constraints(&mut conn),
+        ["barrier_pkey", "uniq_barrier"]
+    );
+    // The barrier SQL run again by hand (a service managing its schema with another tool) is a
+    // no-op too.
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, tcc::barrier::MIGRATION_SQL)
+        .expect("the barrier SQL runs again on DTM's table");
+    assert_eq!(
+        barrier_constraints(&mut conn),
+        ["barrier_pkey", "uniq_barrier"]
+    );
+
+    assert_success(
+        &bank
+            .call("TransOutTry", "g1", "try", &transfer(1, 30))
+            .await,
+    );
+    assert_success(
+        &bank
+            .call("TransOutTry", "g1", "try", &transfer(1, 30))
+            .await,
+    );
+    assert_eq!(
+        bank.barrier_rows(),
+        1,
+        "the duplicate Try wrote no second row"
+    );
+    assert_eq!(bank.holds(), [hold("g1", 1, 30, "out", "tentative")]);
+    assert_eq!(
+        dtm_barrier_insert(&mut conn, "g1", "try"),
+        0,
+        "DTM's insert sees the bank's row"
+    );
+    // An empty compensation: the Cancel of a Try that never ran changes nothing.
+    assert_success(
+        &bank
+            .call("TransOutCancel", "g2", "cancel", &transfer(1, 30))
+            .await,
+    );
+    assert_success(
+        &bank
+            .call("TransOutConfirm", "g1", "confirm", &transfer(1, 30))
+            .await,
+    );
+    assert_eq!(bank.balances(1).await, (SEED - 30, 0, 0));
+}

@@ -5,7 +5,9 @@
 
 use diesel::prelude::*;
 use serde_json::{json, Value};
-use test_support::spawn::{all_succeeded, answer, ops, spawn_system, System};
+use test_support::spawn::{
+    all_succeeded, answer, ops, post_dtm, spawn_system, test_gid_token, System,
+};
 
 const SEED_BALANCE: i64 = 1_000_000;
 
@@ -223,4 +225,58 @@ async fn the_nested_branch_endpoints_check_their_branch_query() {
     // Nothing was registered or tried.
     assert!(sys.transactions().await.is_empty());
     assert!(trans_in_barrier(&sys, "g-nested").is_empty());
+}
+
+#[tokio::test]
+async fn a_nested_try_without_its_gids_token_is_refused_401_and_registers_no_child_branch() {
+    let sys = spawn_system().await;
+    let gid = "g-nested-open";
+    // A live prepared global transaction, as a caller who learnt its gid would find it.
+    let (status, body) = post_dtm(
+        &sys.http,
+        &sys.coordinator,
+        "prepare",
+        json!({"gid": gid, "trans_type": "tcc"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let query = format!(
+        "gid={gid}&trans_type=tcc&branch_id=02&op=try&dtm={}",
+        urlencoding(&sys.coordinator.dtm_url())
+    );
+    let try_with = |token: Option<String>| {
+        let mut request = sys
+            .http
+            .post(sys.app.url(&format!("/api/TransInNestedTry?{query}")))
+            .json(&json!({"account_id": 2, "amount": 500}));
+        if let Some(token) = token {
+            request = request.header(tcc::signing::GID_TOKEN_HEADER, token);
+        }
+        async move { answer(request, "POST TransInNestedTry").await }
+    };
+
+    let (status, body) = try_with(None).await;
+    assert_eq!((status, &body["error"]), (401, &json!("missing_gid_token")));
+    let (status, body) = try_with(Some(test_gid_token("another-gid"))).await;
+    assert_eq!((status, &body["error"]), (401, &json!("bad_gid_token")));
+
+    // No child branch was registered, and TransIn saw nothing.
+    let record = sys.query(gid).await;
+    assert_eq!(record["transaction"]["status"], "prepared", "{record:#}");
+    assert!(
+        record["branches"].as_array().expect("branches").is_empty(),
+        "{record:#}"
+    );
+    assert!(trans_in_barrier(&sys, gid).is_empty());
+
+    // The outer AP's own Try carries the token, so the nested transaction still goes through.
+    let (status, answer) = sys.fire("/api/fireTccNested?amount=30&from=1&to=2").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "succeed");
+    assert_eq!(sys.balances(&sys.trans_in, 2).await, (SEED_BALANCE + 30, 0));
+}
+
+/// `s` (a URL) percent-encoded for a query value.
+fn urlencoding(s: &str) -> String {
+    s.replace(':', "%3A").replace('/', "%2F")
 }

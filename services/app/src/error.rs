@@ -101,6 +101,16 @@ pub enum AppError {
         /// The child branch (`0201`).
         branch_id: String,
     },
+    /// The nested branch's Try came without its gid's token (`X-Tcc-Gid-Token`) while the AP
+    /// has `BRANCH_SIGNING_SECRET`: `401 missing_gid_token` when the header is absent,
+    /// `401 bad_gid_token` when it is not the query's gid's token. Nothing was registered.
+    #[error("{message}")]
+    GidToken {
+        /// `missing_gid_token` or `bad_gid_token`.
+        code: &'static str,
+        /// What is wrong with the header.
+        message: String,
+    },
     /// Talking to the coordinator failed: `503 coordinator_unavailable` when it could not be
     /// reached, `502 coordinator_error` when it refused a call or answered something unreadable.
     /// `gid` is set once `newGid` had answered.
@@ -134,6 +144,7 @@ impl AppError {
             AppError::OpMismatch { .. } => "op_mismatch",
             AppError::BadBranchQuery(_) => "bad_branch_query",
             AppError::ChildBranch { .. } => "child_branch_error",
+            AppError::GidToken { code, .. } => code,
         }
     }
 
@@ -219,6 +230,7 @@ impl ResponseError for AppError {
             } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Coordinator { .. } => StatusCode::BAD_GATEWAY,
             AppError::ChildBranch { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::GidToken { .. } => StatusCode::UNAUTHORIZED,
         }
     }
 

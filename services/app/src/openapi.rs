@@ -179,11 +179,20 @@ pub fn openapi(fault_injection: bool) -> OpenApi {
         };
         let mut operation =
             service_kit::openapi::branch_operation(name, op, "NestedTransferBody", parameters);
-        operation.description = Some(
-            "The AP's own nested branch: its Try starts TransIn as child branch `0201` of the \
-             same global transaction (`dtm` must be this AP's coordinator)."
-                .into(),
-        );
+        operation.description = Some(match op {
+            tcc::protocol::Op::Try => {
+                "The AP's own nested branch: its Try starts TransIn as child branch `0201` of the \
+                 same global transaction (`dtm` must be this AP's coordinator). With \
+                 `BRANCH_SIGNING_SECRET` set, the Try needs the gid's token in \
+                 `X-Tcc-Gid-Token` (401 `missing_gid_token` / `bad_gid_token` otherwise, nothing \
+                 registered); it never asks the coordinator instead, so it never answers 403."
+            }
+            tcc::protocol::Op::Confirm | tcc::protocol::Op::Cancel => {
+                "The AP's own nested branch: nothing to do here (the TM confirms or cancels the \
+                 child branch `0201` at TransIn itself), so it answers SUCCESS to any caller."
+            }
+        }
+        .into());
         paths = paths.path(
             format!("/api/{name}"),
             PathItem::new(HttpMethod::Post, operation),

@@ -57,6 +57,9 @@ pub struct AppState {
     /// The HTTP client of every outgoing call (the one inside `tcc` and `prices` too), for
     /// calls that go through neither (the benchmark's `fireBaseline`).
     pub http: reqwest::Client,
+    /// `BRANCH_SIGNING_SECRET`: with it, the nested branch's Try
+    /// ([`crate::routes::nested::trans_in_nested_try`]) requires its gid's token.
+    pub branch_signing_secret: Option<tcc::signing::SigningSecret>,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             json_limit: settings.json_limit,
             fault_injection: settings.fault_injection,
             metrics: Arc::new(AppMetrics::new()),
+            branch_signing_secret: settings.branch_signing_secret.clone(),
         })
     }
 }

@@ -17,13 +17,20 @@
 //! often and in whatever order they arrive; and a parent Try arriving after the abort (hanging)
 //! cannot add a child either: the TM only registers branches while the transaction is
 //! `prepared`.
+//!
+//! With `BRANCH_SIGNING_SECRET` set, the Try requires the gid's token (`X-Tcc-Gid-Token`, which
+//! the outer AP sends with its Trys): without it anyone reaching the AP who knows a prepared gid
+//! could have a child branch of their choosing registered with the coordinator and tried under a
+//! freshly minted token, and so credited at submit. Confirm and Cancel do nothing, so they need no
+//! check.
 
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 use serde::{Deserialize, Serialize};
 use service_kit::fault::BranchFaults;
 use tcc::actix::BranchReply;
 use tcc::client::{BranchError, TccError};
 use tcc::protocol::{BranchQuery, Op};
+use tcc::signing::{verify_gid_token, SigningSecret, GID_TOKEN_HEADER};
 
 use crate::error::AppError;
 use crate::scenario::Resource;
@@ -89,8 +96,12 @@ impl NestedTransferBody {
 /// one whose `dtm` is not this AP's own coordinator (`DTM_URL`) `400 bad_branch_query`: the AP
 /// never registers branches with a coordinator it was not configured with (a caller could
 /// otherwise make it POST to any address). A coordinator refusing the child's registration
-/// (unknown or finished gid: `409`) is a `409 FAILURE`: the Try cannot happen.
+/// (unknown or finished gid: `409`) is a `409 FAILURE`: the Try cannot happen. With
+/// `BRANCH_SIGNING_SECRET` set, a Try without the query's gid's token is `401
+/// missing_gid_token` (no `X-Tcc-Gid-Token`) or `401 bad_gid_token` (another gid's, another
+/// secret's), and nothing is registered.
 pub async fn trans_in_nested_try(
+    request: HttpRequest,
     query: BranchQuery,
     body: service_kit::http::JsonObject<NestedTransferBody>,
     state: web::Data<AppState>,
@@ -109,6 +120,8 @@ pub async fn trans_in_nested_try(
         .tcc
         .tcc_from_query(&query)
         .map_err(|e| AppError::BadBranchQuery(e.to_string()))?;
+    // Before anything is registered: the checks above only read the request.
+    check_gid_token(&request, &query, state.branch_signing_secret.as_ref())?;
     let urls = Resource::TransIn.urls(&state.endpoints);
     log::info!(
         "gid={gid} branch_id={parent} op=try nested: TransIn as a child branch, coordinator {}",
@@ -193,6 +206,36 @@ fn nothing_to_do(query: BranchQuery, op: Op) -> Result<BranchReply, AppError> {
         query.branch_id
     );
     Ok(BranchReply::Success)
+}
+
+/// With a secret, the request's `X-Tcc-Gid-Token` must be the query's gid's token.
+fn check_gid_token(
+    request: &HttpRequest,
+    query: &BranchQuery,
+    secret: Option<&SigningSecret>,
+) -> Result<(), AppError> {
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    let refused = |code: &'static str, message: String| {
+        log::warn!(
+            "gid={} branch_id={} op=try nested Try refused: {code}",
+            query.gid,
+            query.branch_id
+        );
+        Err(AppError::GidToken { code, message })
+    };
+    let Some(token) = request.headers().get(GID_TOKEN_HEADER) else {
+        return refused(
+            "missing_gid_token",
+            format!("this Try needs the gid's token in the {GID_TOKEN_HEADER} header"),
+        );
+    };
+    let token = token.to_str().unwrap_or("");
+    match verify_gid_token(secret, &query.gid, token) {
+        Ok(()) => Ok(()),
+        Err(e) => refused(e.code(), e.to_string()),
+    }
 }
 
 fn check_op(query: &BranchQuery, endpoint: Op) -> Result<(), AppError> {
