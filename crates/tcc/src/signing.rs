@@ -52,11 +52,14 @@
 //!
 //! [`GID_TOKEN_HEADER`] `X-Tcc-Gid-Token: v1=<hex>`, the lowercase hex HMAC-SHA256, keyed with the
 //! secret, of `tcc-gid-token\n<gid>` (the prefix keeps a token from ever equalling a request
-//! signature). It does not expire and covers no request: whoever holds it may call any branch op
-//! of that gid. That is as much as a TM needs, and a branch op of a gid is only ever applied once
-//! (the barrier), so what the token exposes is bounded by what that one global transaction
-//! reserved. It must not be shown to whoever may not call the RMs: a TM that stores
-//! `branch_headers` should not print it in its query answers.
+//! signature). It does not expire and covers no request, only the gid: whoever holds it may send
+//! any Try of that gid (any `branch_id`, any body: any amount on any account) and any Confirm or
+//! Cancel of it, to every RM sharing the secret. That is as much as a TM needs. The barrier
+//! applies each (branch_id, op) once, but bounds nothing else: a holder can add branches the AP
+//! never registered and confirm them. So the token must stay off every path an untrusted party
+//! can read: the TM forwards `branch_headers` to every host registered as a branch of the gid
+//! (register only trusted branch URLs), and DTM prints `branch_headers` in its `query` answers
+//! (this workspace's coordinator redacts them).
 //!
 //! # Who checks what (the RM's side, `service_kit::branch`)
 //!
