@@ -267,12 +267,16 @@ async fn the_nested_try_refuses_a_coordinator_other_than_its_own() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "bad_branch_query", "{body}");
 
-    // Its own coordinator, but no such global transaction: the child cannot be registered, so
-    // the Try is refused (FAILURE), not a server error.
+    // Its own coordinator and the gid's token, but no such global transaction: the child cannot
+    // be registered, so the Try is refused (FAILURE), not a server error.
     let dtm = system.coordinator.dtm_url();
     let response = system
         .http
         .post(system.app.url("/api/TransInNestedTry"))
+        .header(
+            tcc::signing::GID_TOKEN_HEADER,
+            test_support::spawn::test_gid_token("no-such-gid"),
+        )
         .query(&[
             ("gid", "no-such-gid"),
             ("trans_type", "tcc"),
