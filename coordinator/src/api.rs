@@ -859,23 +859,35 @@ pub struct QueryParams {
     pub gid: String,
 }
 
-/// `GET query?gid=`: the transaction and its branch ops.
+/// `GET query?gid=`: the transaction and its branch ops; `404 {"error": "unknown_gid"}` for a gid
+/// it does not know, `404 {"error": "gid_deleted"}` for one whose transaction retention deleted
+/// (DTM answers `200 {"transaction": null}` for both; a gid-specific code lets an RM tell this
+/// answer from the route-404 of a wrong `DTM_URL`).
 #[utoipa::path(get, path = "/api/dtmsvr/query", tag = "dtm", params(QueryParams), responses(
     (status = 200, description = "The transaction and its branch ops", body = QueryAnswer),
     (status = 400, description = "Malformed query or `invalid_gid`", body = ErrorBody),
-    (status = 404, description = "No such transaction", body = ErrorBody),
+    (status = 404, description = "`unknown_gid`: no such transaction; `gid_deleted`: retention deleted it", body = ErrorBody),
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
 async fn query(params: web::Query<QueryParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
     let gid = params.into_inner().gid;
     check_gid(&gid)?;
     let g = gid.clone();
-    match blocking(engine.pool(), move |conn| store::find(conn, &g)).await?? {
+    let (found, deleted) = blocking(engine.pool(), move |conn| {
+        let found = store::find(conn, &g)?;
+        let deleted = found.is_none() && store::is_deleted(conn, &g)?;
+        Ok::<_, diesel::result::Error>((found, deleted))
+    })
+    .await??;
+    match found {
         Some((transaction, branches)) => Ok(HttpResponse::Ok().json(QueryAnswer {
             transaction,
             branches,
         })),
-        None => Err(CoordinatorError::NotFound(format!(
+        None if deleted => Err(CoordinatorError::GidDeleted(format!(
+            "global transaction {gid} finished and was deleted by retention"
+        ))),
+        None => Err(CoordinatorError::UnknownGid(format!(
             "no global transaction {gid}"
         ))),
     }

@@ -42,9 +42,18 @@ pub enum CoordinatorError {
         /// What held it up, for a human.
         message: String,
     },
-    /// `query` of an unknown gid. 404.
+    /// An admin endpoint's unknown gid. 404 with `error` = `not_found`.
     #[error("{0}")]
     NotFound(String),
+    /// `query` of a gid the coordinator never knew (or whose tombstone expired). 404 with
+    /// `error` = `unknown_gid`: a positive "no such transaction", which an RM's reconciliation
+    /// may act on, unlike a route's 404.
+    #[error("{0}")]
+    UnknownGid(String),
+    /// `query` of a gid whose transaction retention deleted (its tombstone is kept). 404 with
+    /// `error` = `gid_deleted`: it finished, but how is no longer known.
+    #[error("{0}")]
+    GidDeleted(String),
     /// The database is unreachable or failed. 503/500 with a generic message; details are logged.
     #[error("database error: {0}")]
     Database(#[from] diesel::result::Error),
@@ -81,7 +90,9 @@ impl ResponseError for CoordinatorError {
                 StatusCode::from_u16(425).expect("425 Too Early is a valid status")
             }
             CoordinatorError::NotFinished { .. } => StatusCode::CONFLICT,
-            CoordinatorError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoordinatorError::NotFound(_)
+            | CoordinatorError::UnknownGid(_)
+            | CoordinatorError::GidDeleted(_) => StatusCode::NOT_FOUND,
             CoordinatorError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CoordinatorError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -117,6 +128,12 @@ impl ResponseError for CoordinatorError {
             }
             CoordinatorError::NotFound(message) => {
                 json!({ "error": "not_found", "message": message })
+            }
+            CoordinatorError::UnknownGid(message) => {
+                json!({ "error": "unknown_gid", "message": message })
+            }
+            CoordinatorError::GidDeleted(message) => {
+                json!({ "error": "gid_deleted", "message": message })
             }
             CoordinatorError::Database(e) => {
                 log::error!("database error: {e}");

@@ -418,6 +418,16 @@ pub fn find(
     Ok(Some((trans, ops)))
 }
 
+/// Whether a transaction with this gid existed and retention deleted it: its tombstone is kept
+/// (see [`delete_finished_before`]).
+pub fn is_deleted(conn: &mut PgConnection, gid: &str) -> QueryResult<bool> {
+    use trans_gid_tombstone::dsl as t;
+    diesel::select(diesel::dsl::exists(
+        t::trans_gid_tombstone.filter(t::gid.eq(gid)),
+    ))
+    .get_result(conn)
+}
+
 // ---- second phase: leases ----
 
 /// Claims up to `limit` due, unleased, unfinished transactions for the lease token prefix

@@ -88,8 +88,8 @@ pub mod state {
 /// `branch_headers` (dtmrs 0.13) sends Confirm and Cancel with no signature and no gid token.
 /// With the coordinator check on, such a call (no signature header and no token header at all:
 /// a present but invalid one stays a 401) is accepted only when the RM's coordinator reports
-/// the op due: the gid `submitted` or `succeed` for a Confirm, `aborting` or `failed` for a
-/// Cancel, this branch registered ([`settle_verdict`]). That is safe because an unauthenticated
+/// the op due: the gid `submitted` or `succeed` for a Confirm, `aborting` for a Cancel, this
+/// branch registered ([`settle_verdict`]). That is safe because an unauthenticated
 /// caller can then only make the RM do what the coordinator is about to make it do anyway, a
 /// little sooner: Confirm and Cancel are idempotent behind the barrier, so the TM's own call
 /// later is a duplicate. What it blocks is a Confirm before `submit` (a Confirm of a transaction

@@ -6,10 +6,16 @@
 //! for a gid it does not know (dtm-labs/dtm `dtmsvr/api_http.go`, `query`); `bin_data` is the
 //! branch data the AP registered, as Go's JSON writes a `[]byte`: standard base64, left out when
 //! empty (dtm-labs/dtm `dtmsvr/storage/trans.go`, `TransBranchStore`). This workspace's
-//! coordinator answers the same shape with the data as text (`branches[].data`), or `404` for an
-//! unknown gid. A flat answer (`{"gid", "status", "branches"}`, as dtmrs gives, without any
-//! branch data) is read too. [`CoordinatorClient::query`] turns any of them into a
-//! [`GlobalRecord`].
+//! coordinator answers the same shape with the data as text (`branches[].data`), or `404
+//! {"error": "unknown_gid"}` for an unknown gid and `404 {"error": "gid_deleted"}` for one whose
+//! transaction retention deleted. A flat answer (`{"gid", "status", "branches"}`, as dtmrs gives,
+//! without any branch data) is read too, and so is dtmrs 0.13's `404 {"dtm_result": "FAILURE",
+//! "message": "gid 不存在"}` for an unknown gid (dtmrs-server `api.rs`, `query`).
+//! [`CoordinatorClient::query`] turns any of them into a [`GlobalRecord`].
+//!
+//! Only such a positive answer makes a gid unknown: any other `404` (the route-404 of an RM, of
+//! the AP, or of a `DTM_URL` missing `/api/dtmsvr`) is a [`QueryError`], since reading it as
+//! "unknown" would have the reconciliation release the holds of live transactions.
 //!
 //! Three decisions are made from a record:
 //!
@@ -28,8 +34,8 @@
 //!   sends the gid token instead, which no one else can forge;
 //! * [`settle_verdict`]: a Confirm or Cancel carrying neither the coordinator's signature nor the
 //!   gid token (a TM that can do neither, such as dtmrs 0.13) is accepted only when the record
-//!   says the op is due (`submitted`/`succeed` for a Confirm, `aborting`/`failed` for a Cancel)
-//!   with this branch registered;
+//!   says the op is due (`submitted`/`succeed` for a Confirm, `aborting` for a Cancel) with this
+//!   branch registered;
 //! * [`reconcile_verdict`]: what to do with a tentative reservation nobody settled (see
 //!   [`crate::reconcile`]).
 //!
@@ -94,8 +100,13 @@ impl fmt::Display for TryVerification {
 /// What the coordinator knows about one gid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GlobalRecord {
-    /// No such global transaction: `404`, or `200` with `"transaction": null`.
+    /// No such global transaction: DTM's `200` with `"transaction": null`, this coordinator's
+    /// `404 {"error": "unknown_gid"}`, or dtmrs 0.13's `404` saying `gid 不存在`.
     Unknown,
+    /// The global transaction existed and the coordinator's retention deleted it (this
+    /// coordinator's `404 {"error": "gid_deleted"}`): it finished, but whether it committed or
+    /// rolled back is no longer known.
+    Deleted,
     /// The global transaction exists.
     Known {
         /// Its status, as the coordinator wrote it (`prepared`, `submitted`, `succeed`,
@@ -115,7 +126,7 @@ impl GlobalRecord {
     /// The status, `None` for an unknown gid or one the coordinator spells otherwise.
     pub fn status(&self) -> Option<GlobalStatus> {
         match self {
-            GlobalRecord::Unknown => None,
+            GlobalRecord::Unknown | GlobalRecord::Deleted => None,
             GlobalRecord::Known { status, .. } => status.parse().ok(),
         }
     }
@@ -123,7 +134,7 @@ impl GlobalRecord {
     /// Whether `branch_id` is registered under the gid.
     pub fn has_branch(&self, branch_id: &str) -> bool {
         match self {
-            GlobalRecord::Unknown => false,
+            GlobalRecord::Unknown | GlobalRecord::Deleted => false,
             GlobalRecord::Known { branch_ids, .. } => branch_ids.contains(branch_id),
         }
     }
@@ -132,7 +143,7 @@ impl GlobalRecord {
     /// the answer carries none, or for an unknown gid or branch.
     pub fn branch_data(&self, branch_id: &str) -> impl Iterator<Item = &[u8]> {
         let data = match self {
-            GlobalRecord::Unknown => None,
+            GlobalRecord::Unknown | GlobalRecord::Deleted => None,
             GlobalRecord::Known { branch_data, .. } => branch_data.get(branch_id),
         };
         data.into_iter().flatten().map(Vec::as_slice)
@@ -143,6 +154,9 @@ impl GlobalRecord {
     pub fn describe(&self, branch_id: &str) -> String {
         match self {
             GlobalRecord::Unknown => "the gid is unknown to the coordinator".to_owned(),
+            GlobalRecord::Deleted => {
+                "the gid's transaction was deleted by the coordinator's retention".to_owned()
+            }
             GlobalRecord::Known { status, .. } => format!(
                 "status {status}, branch {branch_id} {}",
                 if self.has_branch(branch_id) {
@@ -155,10 +169,11 @@ impl GlobalRecord {
     }
 
     /// Reads a `query` answer: `status` is its HTTP status, `body` its raw body. `Err` (a message)
-    /// when it is neither a record nor a `404`, or a branch's `bin_data` is not base64.
+    /// when it is not a record, a `404` that is not one of the positive "no such gid" answers
+    /// (see the module docs), or a branch's `bin_data` is not base64.
     pub fn from_answer(status: u16, body: &str) -> Result<GlobalRecord, String> {
         if status == 404 {
-            return Ok(GlobalRecord::Unknown);
+            return not_found_answer(body);
         }
         if status != 200 {
             return Err(format!("query answered HTTP {status}"));
@@ -202,6 +217,25 @@ impl GlobalRecord {
             branch_ids,
             branch_data,
         })
+    }
+}
+
+/// The message of a `404` that does not say the gid is unknown.
+const UNEXPLAINED_404: &str = "the coordinator at DTM_URL answered 404 without saying the gid is \
+     unknown: is DTM_URL the coordinator's /api/dtmsvr?";
+
+/// A `404` answer of `query`: [`GlobalRecord::Unknown`] or [`GlobalRecord::Deleted`] when its body
+/// says so (this coordinator's `error` code, dtmrs 0.13's `FAILURE` with `gid 不存在`), `Err`
+/// otherwise.
+fn not_found_answer(body: &str) -> Result<GlobalRecord, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|_| UNEXPLAINED_404.to_owned())?;
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str());
+    match (text("error"), text("dtm_result"), text("message")) {
+        (Some("unknown_gid"), _, _) => Ok(GlobalRecord::Unknown),
+        (Some("gid_deleted"), _, _) => Ok(GlobalRecord::Deleted),
+        (None, Some("FAILURE"), Some("gid 不存在")) => Ok(GlobalRecord::Unknown),
+        _ => Err(UNEXPLAINED_404.to_owned()),
     }
 }
 
@@ -297,7 +331,8 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
-/// The coordinator could not answer: unreachable, too slow, or an answer that is not a record.
+/// The coordinator could not answer: unreachable, too slow, or an answer that is not a record
+/// (a `404` that does not say the gid is unknown included: a misconfigured `DTM_URL`).
 /// Transient: the caller answers `503` (a Try) or leaves the reservation alone (reconciliation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the coordinator could not be asked about the gid: {0}")]
@@ -399,17 +434,20 @@ pub fn try_verdict(record: &GlobalRecord, branch_id: &str, body: &[u8]) -> Resul
 /// Whether the coordinator vouches for an unauthenticated Confirm or Cancel (`op`) of `branch_id`
 /// (one carrying neither the coordinator's signature nor the gid token, as dtmrs 0.13 sends
 /// them): `Ok` when `record` says the op is due, that is `submitted` or `succeed` for a Confirm,
-/// `aborting` or `failed` for a Cancel, with the branch registered; `Err` with what the
-/// coordinator reported otherwise (a Try is never vouched for this way: [`try_verdict`]).
+/// `aborting` for a Cancel, with the branch registered; `Err` with what the coordinator reported
+/// otherwise (a Try is never vouched for this way: [`try_verdict`]).
 ///
 /// Why this is safe: such a call can then only make the RM do what the coordinator is about to
 /// make it do anyway (or already did), a little sooner, and Confirm and Cancel are idempotent
 /// behind the barrier. A Confirm before `submit` (the gid only `prepared`), a Cancel of a
 /// submitted transaction, or an op of a branch the coordinator does not know stays refused.
+/// `failed` does not vouch for a Cancel: an admin's force-stop moves a `submitted` transaction
+/// there too, whose other branches may already be confirmed, and after a real rollback the
+/// barrier already holds the Cancel, so a late one is not needed.
 pub fn settle_verdict(record: &GlobalRecord, op: Op, branch_id: &str) -> Result<(), String> {
     let due: &[GlobalStatus] = match op {
         Op::Confirm => &[GlobalStatus::Submitted, GlobalStatus::Succeed],
-        Op::Cancel => &[GlobalStatus::Aborting, GlobalStatus::Failed],
+        Op::Cancel => &[GlobalStatus::Aborting],
         Op::Try => &[],
     };
     match record.status() {
@@ -422,27 +460,30 @@ pub fn settle_verdict(record: &GlobalRecord, op: Op, branch_id: &str) -> Result<
 /// `record`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReconcileVerdict {
-    /// Nothing will ever settle it: the gid is unknown, the branch is not registered under it,
-    /// or the transaction is `failed` (its Cancels are done, none released this). Released
-    /// through the Cancel business code behind the barrier.
+    /// Nothing will ever settle it: the coordinator says the gid is unknown, or the branch is
+    /// not registered under it. Released through the Cancel business code behind the barrier.
     Release,
     /// The transaction is unfinished (`prepared`, `submitted`, `aborting`): the TM will settle
     /// it (a `prepared` one times out and is cancelled).
     Leave,
-    /// The transaction `succeed`ed and yet this is still tentative: its Confirm never reached
-    /// this RM. Only reported: releasing it would undo half of a committed transaction, and
-    /// confirming it is for a person to decide.
+    /// Only reported, for a person to decide: the transaction `succeed`ed and yet this is still
+    /// tentative (its Confirm never reached this RM; releasing it would undo half of a committed
+    /// transaction); or it is `failed`, which is a rollback but also what an admin's force-stop
+    /// makes of a `submitted` transaction whose other branches may be confirmed already; or
+    /// retention deleted it, so how it ended is no longer known.
     Report,
 }
 
 /// [`ReconcileVerdict`] of a tentative reservation of `branch_id` whose gid has `record`.
 pub fn reconcile_verdict(record: &GlobalRecord, branch_id: &str) -> ReconcileVerdict {
+    if *record == GlobalRecord::Deleted {
+        return ReconcileVerdict::Report;
+    }
     if !record.has_branch(branch_id) {
         return ReconcileVerdict::Release;
     }
     match record.status() {
-        Some(GlobalStatus::Failed) => ReconcileVerdict::Release,
-        Some(GlobalStatus::Succeed) => ReconcileVerdict::Report,
+        Some(GlobalStatus::Failed | GlobalStatus::Succeed) => ReconcileVerdict::Report,
         // Unfinished, or a status this RM does not know: the TM is still at work.
         _ => ReconcileVerdict::Leave,
     }
@@ -509,11 +550,32 @@ mod tests {
             GlobalRecord::from_answer(200, flat),
             Ok(known("submitted", &["02"]))
         );
+        for unknown in [
+            r#"{"error": "unknown_gid", "message": "no global transaction g"}"#,
+            r#"{"dtm_result": "FAILURE", "message": "gid 不存在"}"#,
+        ] {
+            assert_eq!(
+                GlobalRecord::from_answer(404, unknown),
+                Ok(GlobalRecord::Unknown),
+                "{unknown}"
+            );
+        }
         assert_eq!(
-            GlobalRecord::from_answer(404, "{}"),
-            Ok(GlobalRecord::Unknown)
+            GlobalRecord::from_answer(404, r#"{"error": "gid_deleted"}"#),
+            Ok(GlobalRecord::Deleted)
         );
-        for (status, body) in [(500, "{}"), (302, ""), (200, "<html>"), (200, "{}")] {
+        // A route-404 (an RM, the AP, a DTM_URL without /api/dtmsvr) says nothing about the gid.
+        for (status, body) in [
+            (404, "{}"),
+            (404, ""),
+            (404, "Not Found"),
+            (404, r#"{"error": "not_found", "message": "no route"}"#),
+            (404, r#"{"dtm_result": "FAILURE", "message": "no route"}"#),
+            (500, "{}"),
+            (302, ""),
+            (200, "<html>"),
+            (200, "{}"),
+        ] {
             assert!(
                 GlobalRecord::from_answer(status, body).is_err(),
                 "{status} {body}"
@@ -610,8 +672,9 @@ mod tests {
     #[test]
     fn a_confirm_or_cancel_is_vouched_for_only_once_the_coordinator_drives_it() {
         for (op, due) in [
-            (Op::Confirm, ["submitted", "succeed"]),
-            (Op::Cancel, ["aborting", "failed"]),
+            (Op::Confirm, &["submitted", "succeed"][..]),
+            // Not `failed`: a force-stopped `submitted` transaction is `failed` too.
+            (Op::Cancel, &["aborting"][..]),
         ] {
             for status in [
                 "prepared",
@@ -632,6 +695,7 @@ mod tests {
                 Err(format!("status {}, branch 02 not registered", due[0]))
             );
             assert!(settle_verdict(&GlobalRecord::Unknown, op, "01").is_err());
+            assert!(settle_verdict(&GlobalRecord::Deleted, op, "01").is_err());
         }
         assert!(settle_verdict(&known("prepared", &["01"]), Op::Try, "01").is_err());
     }
@@ -644,8 +708,9 @@ mod tests {
             reconcile_verdict(&known("prepared", &["02"]), "01"),
             Release
         );
-        assert_eq!(reconcile_verdict(&known("failed", &["01"]), "01"), Release);
+        assert_eq!(reconcile_verdict(&known("failed", &["01"]), "01"), Report);
         assert_eq!(reconcile_verdict(&known("succeed", &["01"]), "01"), Report);
+        assert_eq!(reconcile_verdict(&GlobalRecord::Deleted, "01"), Report);
         for unfinished in ["prepared", "submitted", "aborting", "weird"] {
             assert_eq!(
                 reconcile_verdict(&known(unfinished, &["01"]), "01"),

@@ -11,15 +11,19 @@
 //! oldest first, asks the RM's coordinator about each gid ([`crate::coordinator_check`], once per
 //! gid) and acts on its [`ReconcileVerdict`]:
 //!
-//! * `release` when the gid is unknown to the coordinator, the branch is not registered under
-//!   it, or the transaction is `failed`: the RM's own Cancel business code runs behind the
-//!   sub-transaction barrier, exactly as for a Cancel from the TM. So the release is recorded as
-//!   that branch's Cancel: a real Cancel arriving later is a duplicate, and a Try arriving later
-//!   is a hanging Try, both harmless;
+//! * `release` when the coordinator positively says the gid is unknown (not any `404`: see
+//!   [`crate::coordinator_check`]), or the branch is not registered under it: the RM's own
+//!   Cancel business code runs behind the sub-transaction barrier, exactly as for a Cancel from
+//!   the TM. So the release is recorded as that branch's Cancel: a real Cancel arriving later is
+//!   a duplicate, and a Try arriving later is a hanging Try, both harmless;
 //! * `leave` when the transaction is unfinished: the TM will settle it;
-//! * `report` (never touched) when the transaction `succeed`ed: its Confirm never reached this
-//!   RM, and what to do is for a person to decide;
-//! * a gid the coordinator could not be asked about is left too, and reported as an error.
+//! * `report` (never touched) when the transaction `succeed`ed (its Confirm never reached this
+//!   RM), when it is `failed` (a rollback whose Cancel went elsewhere, or an admin's force-stop
+//!   of a `submitted` transaction whose other branches may already be confirmed: only a person
+//!   can tell them apart), or when the coordinator's retention deleted it;
+//! * a gid the coordinator could not be asked about (unreachable, or an answer that does not
+//!   say what the gid is, such as the route-404 of a `DTM_URL` pointing at the wrong service) is
+//!   left too, and reported as an error.
 //!
 //! Each RM binary runs it as a subcommand, `<binary> reconcile [--older-than SECONDS]
 //! [--dry-run]`, with the RM's usual settings (`DATABASE_URL`, `DTM_URL`), printing one JSON line
@@ -104,7 +108,8 @@ pub enum Action {
     WouldRelease,
     /// Left for the TM, which will settle it.
     Left,
-    /// Tentative although its transaction succeeded: reported, not touched.
+    /// Tentative although its transaction succeeded, failed, or was deleted by the coordinator's
+    /// retention: reported, not touched.
     Reported,
     /// Nothing done because something failed: the coordinator could not be asked, or the
     /// release failed (the detail says why). Run again later.

@@ -778,7 +778,7 @@ async fn the_coordinator_dtm_api_answers_bad_input_with_a_4xx_json_error_and_cha
             "query of an unknown gid",
             "/api/dtmsvr/query?gid=bad-input-unknown",
         )
-        .is(404, "not_found"),
+        .is(404, "unknown_gid"),
         Case::get("all with limit 0", "/api/dtmsvr/all?limit=0").is(400, "invalid_limit"),
         Case::get("all with limit -1", "/api/dtmsvr/all?limit=-1").is(400, "invalid_limit"),
         Case::get("all with limit 1001", "/api/dtmsvr/all?limit=1001").is(400, "invalid_limit"),

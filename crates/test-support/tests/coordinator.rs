@@ -177,6 +177,9 @@ async fn malformed_requests_are_400s_that_name_the_problem_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
+    // A gid-specific code, which an RM can tell from the route-404 of a wrong DTM_URL.
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_gid", "{body}");
 }
 
 #[tokio::test]

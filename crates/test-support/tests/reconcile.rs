@@ -1,9 +1,10 @@
 //! Reconciliation (README, "Releasing what no transaction will settle"): the RMs' `reconcile`
 //! subcommand finds the tentative holds and reservations no global transaction will ever settle,
 //! asks the coordinator about each gid, and releases through the RM's own Cancel behind the
-//! barrier exactly those whose gid the coordinator does not know, whose branch is not
-//! registered, or whose transaction is `failed`; it leaves unfinished transactions to the TM and
-//! only reports a tentative hold of a transaction that succeeded. Real system, real Postgres.
+//! barrier exactly those whose gid the coordinator positively says it does not know, or whose
+//! branch is not registered; it leaves unfinished transactions to the TM and only reports a
+//! tentative hold of a transaction that succeeded or failed (a force-stop fails a submitted one).
+//! A `DTM_URL` that answers a route-404 releases nothing. Real system, real Postgres.
 
 use std::time::Duration;
 
@@ -238,7 +239,7 @@ async fn reconcile_releases_the_holds_nothing_will_settle_and_leaves_the_rest() 
         .unwrap();
     let expected = |release| {
         vec![
-            row("lost-cancel", "01", release),
+            row("lost-cancel", "01", Action::Reported),
             row("lost-confirm", "01", Action::Reported),
             row("orphan-unknown", "01", release),
             row("unfinished", "01", Action::Left),
@@ -255,7 +256,7 @@ async fn reconcile_releases_the_holds_nothing_will_settle_and_leaves_the_rest() 
         .unwrap();
 
     assert_eq!(actions(&report), expected(Action::Released), "{report:#?}");
-    assert_eq!(report.summary.released, 3);
+    assert_eq!(report.summary.released, 2);
     assert_eq!(report.summary.errors, 0);
     let line = |gid: &str| report.lines.iter().find(|l| l.gid == gid).unwrap();
     assert_eq!(
@@ -268,12 +269,7 @@ async fn reconcile_releases_the_holds_nothing_will_settle_and_leaves_the_rest() 
     );
     // Released: unfrozen, the hold cancelled, the branch's Cancel recorded by the barrier.
     assert_eq!(sys.balances(bank, 1).await, (SEED, 0));
-    assert_eq!(sys.balances(bank, 3).await, (SEED, 0));
-    for (gid, branch_id) in [
-        ("orphan-unknown", "01"),
-        ("unfinished", "07"),
-        ("lost-cancel", "01"),
-    ] {
+    for (gid, branch_id) in [("orphan-unknown", "01"), ("unfinished", "07")] {
         assert_eq!(state(bank, "holds", gid, branch_id), "cancelled");
         assert_eq!(
             barrier_rows(bank, gid, branch_id, "cancel"),
@@ -281,11 +277,15 @@ async fn reconcile_releases_the_holds_nothing_will_settle_and_leaves_the_rest() 
             "{gid} {branch_id}"
         );
     }
-    // Left for the TM, and reported only: still frozen, still tentative.
+    // Left for the TM, and reported only (a `failed` one too: only a person can tell a rollback
+    // from a force-stop): still frozen, still tentative.
     assert_eq!(sys.balances(bank, 2).await, (SEED, 17));
+    assert_eq!(sys.balances(bank, 3).await, (SEED, 19));
     assert_eq!(sys.balances(bank, 4).await, (SEED, 23));
-    assert_eq!(state(bank, "holds", "unfinished", "01"), "tentative");
-    assert_eq!(state(bank, "holds", "lost-confirm", "01"), "tentative");
+    for gid in ["unfinished", "lost-cancel", "lost-confirm"] {
+        assert_eq!(state(bank, "holds", gid, "01"), "tentative", "{gid}");
+    }
+    assert_eq!(barrier_rows(bank, "lost-cancel", "01", "cancel"), 0);
 
     // A real Cancel arriving later is a duplicate, a Try arriving later is hanging: nothing moves.
     let url = |op: &str, endpoint: &str| {
@@ -322,7 +322,144 @@ async fn reconcile_releases_the_holds_nothing_will_settle_and_leaves_the_rest() 
         .unwrap();
     assert_eq!(
         actions(&again),
-        vec![row("lost-confirm", "01", Action::Reported)]
+        vec![
+            row("lost-cancel", "01", Action::Reported),
+            row("lost-confirm", "01", Action::Reported)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reconcile_reports_and_keeps_the_hold_of_a_force_stopped_submitted_transfer_whose_credit_was_confirmed(
+) {
+    let sys = spawn_system().await;
+    let bank = &sys.trans_out;
+    // Confirms run last branch first: TransIn's (02) credits bank B, TransOut's (01) fails and
+    // is retried only after a minute.
+    let (status, body) = sys
+        .fire("/api/fireTcc?amount=30&from=1&to=2&trans_out_confirm=error&retry_interval=60&wait_result=false")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let gid = body["gid"].as_str().expect("a gid").to_owned();
+    let detail_url = sys
+        .coordinator
+        .url(&format!("/api/admin/transactions/{gid}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, detail) = answer(sys.http.get(&detail_url), "detail").await;
+        assert_eq!(status, 200, "{detail}");
+        let confirm_out_tried = detail["branches"].as_array().unwrap().iter().any(|b| {
+            b["branch_id"] == "01"
+                && b["ops"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|o| o["op"] == "confirm" && o["attempts"].as_i64() >= Some(1))
+        });
+        if confirm_out_tried && detail["transaction"]["owner"].is_null() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{detail:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = answer(
+        sys.http.post(format!("{detail_url}/force-stop")),
+        "force-stop",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["from"]),
+        (200, &json!("submitted")),
+        "{body}"
+    );
+    assert_eq!(sys.balances(&sys.trans_in, 2).await, (SEED + 30, 0));
+    assert_eq!(sys.balances(bank, 1).await, (SEED, 30));
+
+    let report = bank::reconcile::reconcile(&bank_settings(&sys), all_rows(0, false))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        actions(&report),
+        vec![row(&gid, "01", Action::Reported)],
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.lines[0].coordinator,
+        "status failed, branch 01 registered"
+    );
+    assert_eq!(state(bank, "holds", &gid, "01"), "tentative");
+    assert_eq!(sys.balances(bank, 1).await, (SEED, 30));
+    // Nor does the coordinator vouch for a Cancel nobody signed: it would unfreeze the debit of
+    // a transfer whose credit is spent.
+    let cancel = sys
+        .http
+        .post(bank.url(&format!(
+            "/api/TransOutCancel?gid={gid}&trans_type=tcc&branch_id=01&op=cancel"
+        )))
+        .json(&json!({"account_id": 1, "amount": 30}));
+    let (status, body) = answer(cancel, "TransOutCancel").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("not_vouched")),
+        "{body}"
+    );
+    assert_eq!(sys.balances(bank, 1).await, (SEED, 30));
+    assert_eq!(barrier_rows(bank, &gid, "01", "cancel"), 0);
+}
+
+#[tokio::test]
+async fn reconcile_against_a_dtm_url_that_is_not_the_coordinators_releases_nothing() {
+    let sys = spawn_system().await;
+    let bank = &sys.trans_out;
+    try_with_token(
+        &sys,
+        bank,
+        "TransOutTry",
+        "orphan-misconfigured",
+        "01",
+        json!({"account_id": 6, "amount": 31}),
+    )
+    .await;
+    // An RM, the AP, and the coordinator without `/dtmsvr`: each answers a route-404.
+    for dtm_url in [
+        sys.trans_in.url("/api"),
+        sys.app.url("/api"),
+        sys.coordinator.url("/api"),
+    ] {
+        let mut settings = bank_settings(&sys);
+        settings.common.dtm_url = dtm_url.clone();
+
+        let report = bank::reconcile::reconcile(&settings, all_rows(0, false))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            actions(&report),
+            vec![row("orphan-misconfigured", "01", Action::Error)],
+            "{dtm_url}: {report:#?}"
+        );
+        assert!(
+            report.lines[0]
+                .coordinator
+                .contains("answered 404 without saying the gid is unknown"),
+            "{dtm_url}: {report:#?}"
+        );
+        assert_eq!(report.summary.released, 0);
+        assert_eq!(sys.balances(bank, 6).await, (SEED, 31), "{dtm_url}");
+    }
+    let database_url = bank.db.as_ref().unwrap().url.clone();
+    let wrong = sys.trans_in.url("/api");
+    let env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("DTM_URL", wrong.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    let run = run_to_completion("trans-out", &["reconcile", "--older-than=0"], &env);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(
+        state(bank, "holds", "orphan-misconfigured", "01"),
+        "tentative"
     );
 }
 

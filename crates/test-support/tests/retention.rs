@@ -151,13 +151,24 @@ async fn finished_transactions_older_than_the_retention_are_deleted_with_their_b
         "g-unfinished",
     );
     assert!(age >= 1, "prepared for {age} s, longer than the retention");
-    let status = http
-        .get(format!("{dtm}/query?gid=g-failed"))
+    let (status, body) = query(&http, &tm, "g-failed").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("gid_deleted")),
+        "a deleted transaction is not called unknown: {body}"
+    );
+}
+
+/// `GET query?gid=` of the coordinator: HTTP status and JSON body.
+async fn query(http: &reqwest::Client, tm: &Spawned, gid: &str) -> (u16, Value) {
+    let response = http
+        .get(format!("{}/query", tm.dtm_url()))
+        .query(&[("gid", gid)])
         .send()
         .await
-        .expect("query answers")
-        .status();
-    assert_eq!(status.as_u16(), 404, "a deleted transaction is unknown");
+        .expect("query answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
 }
 
 /// Inserts `n` transactions `<prefix>-1..=n` in `status`, created 30 days ago, each with a
@@ -482,6 +493,12 @@ async fn gid_tombstones_are_deleted_after_gid_tombstone_seconds_and_the_gid_may_
     })
     .await;
 
+    let (status, body) = query(&http, &tm, "g-expiring").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("unknown_gid")),
+        "{body}"
+    );
     let (status, body) = post_dtm(&http, &tm, "prepare", json!({"gid": "g-expiring"})).await;
     assert_eq!(status, 200, "{body}");
 }
