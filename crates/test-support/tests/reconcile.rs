@@ -499,6 +499,9 @@ async fn reconcile_releases_an_orphan_stock_reservation() {
 
 #[tokio::test]
 async fn the_reconcile_subcommand_prints_a_json_line_per_hold_and_a_summary() {
+    // Built before the system starts: a build between two of its requests would outlast the
+    // RMs' keep-alive and break the test's pooled connection.
+    test_support::process::ensure_built();
     let sys = spawn_system().await;
     let bank = &sys.trans_out;
     try_with_token(
