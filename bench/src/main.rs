@@ -1,4 +1,4 @@
-//! `tcc-bench`: the load generator behind `scripts/bench.sh` (issue 6).
+//! `tcc-bench`: the load generator behind `scripts/bench.sh` (docs/BENCHMARKS.md).
 //!
 //! ```text
 //! tcc-bench coordinator --dtm http://127.0.0.1:36789/api/dtmsvr [--dtm URL2 ...]
@@ -19,7 +19,7 @@
 //! transaction, none lost, none twice. It prints a table and writes `--out` (JSON).
 //!
 //! With `--half-peak` a last point runs open-loop at half the best throughput of the sweep
-//! ([`load::run_at_rate`]): the latency "at half the peak throughput" of issue 6, measured from
+//! ([`load::run_at_rate`]): the latency "at half the peak throughput" of docs/BENCHMARKS.md, measured from
 //! each transaction's scheduled start.
 
 mod cpu;
@@ -37,7 +37,7 @@ use tcc::client::TccClient;
 
 use crate::load::Workload;
 
-/// The three modes of issue 6.
+/// The three modes of docs/BENCHMARKS.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// 2-branch TCC transactions against the coordinator, branches answered by a built-in RM

@@ -606,7 +606,7 @@ async fn wait_final(
                     ongoing: outcome == BranchOutcome::Ongoing,
                     why: format!(
                         "the {op} of branch {branch_id} answered {}; the coordinator retries it in {:.1} s",
-                        describe_outcome(&outcome),
+                        crate::engine::describe(&outcome).chars().take(300).collect::<String>(),
                         retry_in.as_secs_f64()
                     ),
                 })
@@ -635,18 +635,6 @@ async fn wait_final(
             "the second phase did not finish within request_timeout ({request_timeout} s); the coordinator goes on driving it"
         ),
     })
-}
-
-/// A branch's answer in a `not_finished` message: `ONGOING`, `a refusal: <message>` or
-/// `an error: <detail>`, cut to 300 characters.
-fn describe_outcome(outcome: &BranchOutcome) -> String {
-    let text = match outcome {
-        BranchOutcome::Success => "success".to_owned(),
-        BranchOutcome::Ongoing => "ONGOING".to_owned(),
-        BranchOutcome::Failure(m) => format!("a refusal: {m}"),
-        BranchOutcome::Error(m) => format!("an error: {m}"),
-    };
-    text.chars().take(300).collect()
 }
 
 /// Body of `POST /api/dtmsvr/reportTry`, an extension of this project (DTM has no such call):

@@ -652,8 +652,9 @@ fn event_detail(outcome: &BranchOutcome, http_status: Option<u16>) -> Option<Str
     }
 }
 
-/// `success`, `ongoing`, `failure: <message>` or `error: <detail>`, as stored in `last_result`.
-fn describe(outcome: &BranchOutcome) -> String {
+/// `success`, `ongoing`, `failure: <message>` or `error: <detail>`, as stored in `last_result`
+/// (and quoted by a waited submit's `not_finished` answer).
+pub fn describe(outcome: &BranchOutcome) -> String {
     match outcome {
         BranchOutcome::Success | BranchOutcome::Ongoing => outcome.kind().to_owned(),
         BranchOutcome::Failure(m) | BranchOutcome::Error(m) => format!("{}: {m}", outcome.kind()),
