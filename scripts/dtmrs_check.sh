@@ -50,6 +50,8 @@ export PORT_OFFSET=0
 source "$ROOT/scripts/lib/pg.sh"
 # shellcheck source=scripts/lib/services.sh
 source "$ROOT/scripts/lib/services.sh"
+# shellcheck source=scripts/lib/http.sh
+source "$ROOT/scripts/lib/http.sh"
 
 DTMRS_VERSION=0.13.0
 DTMRS_ROOT="${DTMRS_ROOT:-$ROOT/target/dtmrs}"
@@ -134,16 +136,6 @@ else
 fi
 
 # 4. The check.
-# Reads a field (dotted path, list indexes as numbers) of the JSON on stdin; empty if absent.
-json_get() {
-  python3 -c '
-import json, sys
-v = json.load(sys.stdin)
-for k in sys.argv[1].split("."):
-    v = v[int(k)] if isinstance(v, list) and k.isdigit() and int(k) < len(v) else (v.get(k) if isinstance(v, dict) else None)
-print("" if v is None else v)' "$1"
-}
-
 # "<balance> <trading_balance>" of account $2 in the bank at $1.
 account() {
   local body
