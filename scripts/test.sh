@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Usage: scripts/test.sh
+# Usage: scripts/test.sh [--install-deps] [-- cargo test arguments]
 #
-# The whole test suite, as README.md and .ci/run run it:
+# The whole test suite, as README.md and .ci/run run it. It first checks that the machine has
+# what the suite needs (scripts/install_deps.sh --check) and stops with the list of what is
+# missing; --install-deps installs it first (Debian or Ubuntu, as root or with sudo).
+#
 #   1. finds or starts Postgres exactly as scripts/up.sh does (scripts/lib/pg.sh: the server at
 #      PG_URL, default postgres://postgres@127.0.0.1:5432, else a private cluster under
 #      target/pg/, stopped again at the end if this script started it) and exports PG_URL;
@@ -20,6 +23,11 @@
 #   5. a short chaos run (scripts/chaos.sh: random faults and SIGKILLs of every binary, then the
 #      invariants "nothing lost"), TEST_CHAOS_SECONDS long (default 20), debug build.
 #      TEST_CHAOS=0 skips it.
+#   6. the compose check (scripts/compose_check.sh: docker-compose.yml built and run, the
+#      README's promises checked through the published ports) when a Docker engine and
+#      docker-compose are there; TEST_COMPOSE=1 requires it (CI), TEST_COMPOSE=0 skips it. When
+#      something (usually the tests' Postgres) holds 127.0.0.1:5432, the compose Postgres is
+#      published on POSTGRES_HOST_PORT=15432 instead.
 #
 # Extra arguments are passed to `cargo test` (e.g. scripts/test.sh -- --nocapture).
 set -euo pipefail
@@ -30,6 +38,18 @@ cd "$ROOT"
 source "$ROOT/scripts/lib/pg.sh"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+if [[ ${1:-} == --install-deps ]]; then
+  shift
+  step "scripts/install_deps.sh"
+  "$ROOT/scripts/install_deps.sh"
+fi
+if ! missing=$("$ROOT/scripts/install_deps.sh" --check); then
+  printf 'error: this machine lacks what the tests need:\n' >&2
+  while IFS= read -r item; do printf '  - %s\n' "$item"; done <<<"$missing" >&2
+  printf 'scripts/test.sh --install-deps installs the packages (Debian or Ubuntu; the list is in scripts/install_deps.sh); Rust comes from rustup.\n' >&2
+  exit 1
+fi
 
 pg_ensure
 if [[ $PG_STARTED_HERE == 1 ]]; then
@@ -93,6 +113,25 @@ fi
 if [[ ${TEST_CHAOS:-1} != 0 ]]; then
   step "chaos run: scripts/chaos.sh ${TEST_CHAOS_SECONDS:-20} (TEST_CHAOS=0 skips it; CHAOS_SEED replays one)"
   PROFILE=dev "$ROOT/scripts/chaos.sh" "${TEST_CHAOS_SECONDS:-20}"
+fi
+
+# The directory of docker-compose goes first on PATH, for the docker CLI installed with it
+# (scripts/compose_check.sh does the same); succeeds when that pair reaches an engine.
+docker_engine() {
+  local compose
+  compose=$(command -v docker-compose 2>/dev/null) || return 1
+  PATH="$(dirname "$compose"):$PATH" docker info >/dev/null 2>&1
+}
+if [[ ${TEST_COMPOSE:-auto} == 0 ]]; then
+  :
+elif [[ ${TEST_COMPOSE:-auto} == 1 ]] || docker_engine; then
+  step "scripts/compose_check.sh (docker-compose.yml built and run for real; TEST_COMPOSE=0 skips it)"
+  if [[ -z ${POSTGRES_HOST_PORT:-} ]] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    export POSTGRES_HOST_PORT=15432
+  fi
+  "$ROOT/scripts/compose_check.sh"
+else
+  echo "(no Docker engine with docker-compose: scripts/compose_check.sh not run; TEST_COMPOSE=1 requires it)"
 fi
 
 step "all checks passed"

@@ -1,5 +1,8 @@
-//! There is no Docker engine where the tests run, so `docker-compose.yml` is checked by reading
-//! it, against the code it must agree with:
+//! Static checks of `docker-compose.yml`, the `Dockerfile` and `.dockerignore`: they read the
+//! files, against the code they must agree with, and need no Docker engine (so every machine
+//! that runs the tests runs them, in a second). `scripts/compose_check.sh` runs the stack for
+//! real where an engine is there.
+//!
 //!
 //! * `scripts/services.txt`, the one table of binaries, default ports and databases that
 //!   `scripts/up.sh` also reads, is checked against the workspace's Cargo manifests (every
@@ -13,7 +16,11 @@
 //!   in compose and in `scripts/up.sh` alike;
 //! * the coordinator's admin actions are never open by default: compose gives it a token and
 //!   publishes its port on the host's loopback only;
-//! * the Dockerfile builds and installs every binary.
+//! * every published port is on the host's loopback, with the host port overridable, and
+//!   `scripts/compose_check.sh` knows each one;
+//! * the Dockerfile builds and installs every binary, compiles the dependencies in a layer of
+//!   their own and ships the binaries stripped of debug info; `.dockerignore` keeps the context
+//!   to the workspace's crates.
 //!
 //! Each of those tests collects every problem it finds and fails with the whole list. The last
 //! tests run `scripts/up.sh` itself (real processes, real Postgres): the coordinator it starts
@@ -765,8 +772,9 @@ fn the_dockerfile_builds_and_installs_every_binary() {
     for r in service_table() {
         let name = &r.name;
         problems.check(
-            dockerfile.contains(&format!("--bin {name} "))
-                || dockerfile.contains(&format!("--bin {name}\n")),
+            [' ', '\n', '"']
+                .iter()
+                .any(|end| dockerfile.contains(&format!("--bin {name}{end}"))),
             || format!("the Dockerfile does not build --bin {name}"),
         );
         problems.check(
@@ -776,6 +784,132 @@ fn the_dockerfile_builds_and_installs_every_binary() {
         );
     }
     problems.assert_none("Dockerfile");
+}
+
+/// The Dockerfile's instructions (continuation lines joined, comments dropped), in order.
+fn dockerfile_instructions() -> Vec<String> {
+    let text = read(&repo_root().join("Dockerfile"));
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line);
+                instructions.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    instructions
+}
+
+#[test]
+fn the_dockerfile_compiles_the_dependencies_in_a_layer_of_their_own_and_ships_stripped_binaries() {
+    let instructions = dockerfile_instructions();
+    let position = |wanted: &dyn Fn(&str) -> bool| instructions.iter().position(|i| wanted(i));
+    let mut problems = Problems::default();
+    let cook = position(&|i| i.starts_with("RUN cargo chef cook"));
+    let build = position(&|i| i.starts_with("RUN cargo build"));
+    // The sources are copied into the builder only after the dependencies are compiled: before
+    // that it holds only the recipe, so a source change leaves the dependency layer cached.
+    let sources = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.starts_with("COPY . ."))
+        .map(|(n, _)| n)
+        .next_back();
+    match (cook, sources, build) {
+        (Some(cook), Some(sources), Some(build)) => problems.check(cook < sources && sources < build, || {
+            format!("the builder must cook the dependencies (instruction {cook}), then copy the sources ({sources}), then build ({build})")
+        }),
+        _ => problems.add(format!(
+            "the Dockerfile needs `RUN cargo chef cook`, then `COPY . .`, then `RUN cargo build` (found {cook:?}, {sources:?}, {build:?})"
+        )),
+    }
+    problems.check(
+        instructions.iter().any(|i| i == "ARG STRIP=debuginfo")
+            && instructions
+                .iter()
+                .any(|i| i == "ENV CARGO_PROFILE_RELEASE_STRIP=$STRIP"),
+        || "the binaries must be stripped of debug info by default (ARG STRIP=debuginfo, ENV CARGO_PROFILE_RELEASE_STRIP=$STRIP)".into(),
+    );
+    problems.assert_none("the Dockerfile's layers");
+}
+
+#[test]
+fn the_build_context_is_the_workspace_crates_and_nothing_else() {
+    let ignore = read(&repo_root().join(".dockerignore"));
+    let rules: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let mut problems = Problems::default();
+    problems.check(rules.first() == Some(&"*"), || {
+        format!(
+            "`.dockerignore` must start by leaving everything out (`*`), starts with {:?}",
+            rules.first()
+        )
+    });
+    let manifest: toml::Table = read(&repo_root().join("Cargo.toml"))
+        .parse()
+        .expect("Cargo.toml parses");
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("workspace members")
+        .iter()
+        .filter_map(|m| m.as_str())
+        .map(|m| m.split('/').next().unwrap_or(m).to_owned());
+    let wanted: BTreeSet<String> = ["Cargo.toml".to_owned(), "Cargo.lock".to_owned()]
+        .into_iter()
+        .chain(members)
+        .collect();
+    let included: BTreeSet<String> = rules
+        .iter()
+        .filter_map(|r| r.strip_prefix('!'))
+        .map(str::to_owned)
+        .collect();
+    problems.check(included == wanted, || {
+        format!("`.dockerignore` lets in {included:?}; the build reads {wanted:?}")
+    });
+    problems.check(rules.contains(&"**/tests"), || {
+        "`.dockerignore` must leave test targets out (`**/tests`): touching a test would rebuild the image".into()
+    });
+    problems.assert_none(".dockerignore");
+}
+
+#[test]
+fn the_compose_check_knows_every_published_port() {
+    let services = compose();
+    let check = read(&repo_root().join("scripts/compose_check.sh"));
+    let mut problems = Problems::default();
+    for (name, svc) in services.iter().filter_map(|(k, v)| Some((k.as_str()?, v))) {
+        for published in svc
+            .get("ports")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(scalar)
+        {
+            // 127.0.0.1:${VAR:-default}:port, as the test above requires.
+            let Some((variable, default, port)) = published
+                .strip_prefix("127.0.0.1:${")
+                .and_then(|rest| rest.split_once(":-"))
+                .and_then(|(variable, rest)| rest.split_once("}:").map(|(d, p)| (variable, d, p)))
+            else {
+                problems.add(format!("service {name} publishes {published:?}"));
+                continue;
+            };
+            let line = format!("\"{variable} {default} {name} {port}\"");
+            problems.check(check.contains(&line), || {
+                format!("scripts/compose_check.sh's PORTS has no {line}")
+            });
+        }
+    }
+    problems.assert_none("scripts/compose_check.sh against docker-compose.yml");
 }
 
 /// The value compose gives a variable written `${NAME:-default}` / `${NAME-default}` when the
