@@ -14,7 +14,7 @@
 #   6. fireTccNested commits with the child branch 0201 registered by the nested AP;
 #   7. /admin serves the admin page;
 #   8. a transaction whose Confirm is delayed (TransIn's first Confirm answers 500, retried
-#      RETRY_INTERVAL later) survives `docker-compose restart coordinator`: it is still pending
+#      20 s later) survives `docker-compose restart coordinator`: it is still pending
 #      when the coordinator restarts, and the restarted one finishes it exactly once (30 credited,
 #      not 60).
 #
@@ -63,8 +63,10 @@ TM="http://127.0.0.1:$COORDINATOR_HOST_PORT"
 DTM="$TM/api/dtmsvr"
 # The most the image may weigh, in MB.
 IMAGE_BUDGET_MB=200
-# The coordinator's default RETRY_INTERVAL (seconds): when the delayed Confirm is retried.
-RETRY_INTERVAL=10
+# The delayed Confirm's retry interval (seconds, the transaction's retry_interval): longer than
+# a restart of the coordinator (a graceful stop, at most docker's 10 s, then the start and its
+# first health check), so the retry is still pending when the restarted coordinator is up.
+RETRY_INTERVAL=20
 
 start=$SECONDS
 CHECKS=()
@@ -262,20 +264,22 @@ pass "/admin serves the admin page"
 
 # 8. A Confirm pending across `docker-compose restart coordinator`, finished exactly once.
 before=$(accounts)
-body=$(fire 'fireTcc?trans_in_confirm=error:1' 200)
+body=$(fire "fireTcc?trans_in_confirm=error:1&retry_interval=$RETRY_INTERVAL" 200)
 gid=$(json_get gid <<<"$body")
 [[ $(json_get status <<<"$body") == submitted ]] ||
   fail app "fireTcc with TransIn's first Confirm failing answered $body, expected status submitted"
 pending=$(accounts)
 expect_moved "before the restart" "$before" "$pending" "0 30 0 0"
 started=$(docker inspect -f '{{.State.StartedAt}}' "$(container coordinator)")
+restart_start=$SECONDS
 compose restart coordinator >/dev/null 2>&1 || fail coordinator "docker-compose restart coordinator failed"
 [[ $(docker inspect -f '{{.State.StartedAt}}' "$(container coordinator)") != "$started" ]] ||
   fail coordinator "the coordinator was not restarted"
 wait_healthy coordinator
+restart_secs=$((SECONDS - restart_start))
 rec=$(record "$gid")
 [[ $rec == submitted* ]] ||
-  fail coordinator "after the restart $gid is '$rec': the retry RETRY_INTERVAL=${RETRY_INTERVAL}s later should still be pending"
+  fail coordinator "after the restart $gid is '$rec': its retry (retry_interval=${RETRY_INTERVAL}s) should still be pending"
 deadline=$((SECONDS + RETRY_INTERVAL + 30))
 until [[ $rec == succeed* ]]; do
   ((SECONDS < deadline)) || fail coordinator "$gid is still '$rec' $((RETRY_INTERVAL + 30))s after the restart"
@@ -283,7 +287,7 @@ until [[ $rec == succeed* ]]; do
   rec=$(record "$gid")
 done
 expect_moved "after the restart" "$before" "$(accounts)" "-30 0 30 0"
-pass "Confirm pending across 'docker-compose restart coordinator': finished by the restarted one, 30 credited once; query: $rec"
+pass "Confirm pending across 'docker-compose restart coordinator' (${restart_secs}s): finished by the restarted one, 30 credited once; query: $rec"
 
 printf '\n[compose] summary (%ss in all):\n' "$((SECONDS - start))"
 printf '  ok  %s\n' "${CHECKS[@]}"
