@@ -111,11 +111,15 @@ impl Process {
         let port = free_port();
         let logs = target_dir().join("..").join("test-logs");
         std::fs::create_dir_all(&logs).expect("the test-logs folder");
+        let log = logs.join(format!("{name}-{port}.log"));
+        // A fresh log per process: an earlier run on the same port must not answer this one's
+        // log checks. Restarts append, so the log tells the process's whole story.
+        let _ = std::fs::remove_file(&log);
         let mut process = Process {
             name,
             port,
             env,
-            log: logs.join(format!("{name}-{port}.log")),
+            log,
             child: None,
         };
         process.spawn_and_wait().await;
@@ -158,7 +162,8 @@ impl Process {
         None
     }
 
-    /// The file the process logs to (kept across restarts and after the test).
+    /// The file the process logs to: new at [`Process::start`], appended to across restarts,
+    /// kept after the test.
     pub fn log_path(&self) -> &Path {
         &self.log
     }

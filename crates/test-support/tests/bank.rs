@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 use test_support::rm::{assert_error, assert_failure, assert_success, Rm};
 use test_support::spawn::{
-    join_in_turns, spawn_bank, spawn_bank_with, spawn_system, TEST_SEED_BALANCE,
+    join_in_turns, spawn_bank, spawn_bank_with, spawn_system, Turn, TEST_SEED_BALANCE,
 };
 use test_support::TestDb;
 
@@ -227,8 +227,9 @@ async fn a_trans_in_try_racing_its_cancel_leaves_no_pending_credit_whichever_win
 }
 
 /// Sends the Try and the Cancel of `rounds` branches (`{service}Try`, `{service}Cancel`, 10 on
-/// account 1) at the same time, alternating which request goes first so that both orders reach
-/// the barrier; both must answer SUCCESS every time.
+/// account 1) in turns ([`Turn`]): Try first, Cancel first, both at once; both must answer
+/// SUCCESS every time. A Try that came first left a hold (cancelled since); a Cancel that came
+/// first left none (empty compensation, then a hanging Try).
 async fn race_try_and_cancel(bank: &Bank, service: &str, rounds: usize) {
     let (try_name, cancel_name) = (format!("{service}Try"), format!("{service}Cancel"));
     for i in 0..rounds {
@@ -239,6 +240,12 @@ async fn race_try_and_cancel(bank: &Bank, service: &str, rounds: usize) {
         let (a, b) = join_in_turns(i, try_, cancel).await;
         assert_success(&a);
         assert_success(&b);
+        let held = bank.holds().iter().any(|h| h.0 == gid);
+        match Turn::of(i) {
+            Turn::AFirst => assert!(held, "{gid}: the Try came first, so it placed a hold"),
+            Turn::BFirst => assert!(!held, "{gid}: the Cancel came first, the Try must hang"),
+            Turn::Race => {}
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use test_support::rm::{assert_failure, assert_success, Rm};
-use test_support::spawn::{join_in_turns, spawn_stock, spawn_stock_with, TEST_SEED_PRODUCTS};
+use test_support::spawn::{join_in_turns, spawn_stock, spawn_stock_with, Turn, TEST_SEED_PRODUCTS};
 use test_support::TestDb;
 
 const STOCK: i64 = 1_000_000;
@@ -165,10 +165,16 @@ async fn a_try_racing_its_cancel_leaves_no_reservation_whichever_wins() {
         let body = reserve(1, 3);
         let try_ = stock.call("StockTry", &gid, "try", &body);
         let cancel = stock.call("StockCancel", &gid, "cancel", &body);
-        // Both orders reach the barrier over the rounds.
+        // Try first, Cancel first, both at once: both orders reach the barrier.
         let (a, b) = join_in_turns(i, try_, cancel).await;
         assert_success(&a);
         assert_success(&b);
+        let reserved = stock.reservations().iter().any(|r| r.0 == gid);
+        match Turn::of(i) {
+            Turn::AFirst => assert!(reserved, "{gid}: the Try came first, so it reserved"),
+            Turn::BFirst => assert!(!reserved, "{gid}: the Cancel came first, the Try must hang"),
+            Turn::Race => {}
+        }
     }
     // Cancel first: an empty compensation, and the late Try reserves nothing (hanging).
     // Try first: the Cancel releases its reservation.

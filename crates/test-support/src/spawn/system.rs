@@ -266,23 +266,54 @@ pub fn ops<'a>(record: &'a Value, op: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// Whether every branch op of a query answer with `op` (`confirm` or `cancel`) has succeeded.
+/// Whether the query answer has branch ops with `op` (`confirm` or `cancel`) and every one of
+/// them has succeeded: a record without any (a transaction that registered no branch, a query
+/// that answered something else) is not "all succeeded".
 pub fn all_succeeded(record: &Value, op: &str) -> bool {
-    ops(record, op).iter().all(|b| b["status"] == "succeed")
+    let ops = ops(record, op);
+    !ops.is_empty() && ops.iter().all(|b| b["status"] == "succeed")
 }
 
-/// Runs `a` and `b` concurrently, polling `a` first on even `round`s and `b` first on odd ones,
-/// so that a loop of rounds sends both requests in both orders; answers `(a, b)`.
+/// Which order [`join_in_turns`] gives two requests in one round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// `a` is answered before `b` is sent.
+    AFirst,
+    /// `b` is answered before `a` is sent.
+    BFirst,
+    /// Both at once: whichever reaches the server first wins.
+    Race,
+}
+
+impl Turn {
+    /// The turn of `round`: `AFirst`, `BFirst`, `Race`, in that cycle.
+    pub fn of(round: usize) -> Turn {
+        match round % 3 {
+            0 => Turn::AFirst,
+            1 => Turn::BFirst,
+            _ => Turn::Race,
+        }
+    }
+}
+
+/// Runs `a` and `b` in the order [`Turn::of`] `round` says, answering `(a, b)`: over a loop of
+/// rounds both orders certainly reach the server (a race alone may always go the same way),
+/// and so do true races.
 pub async fn join_in_turns<A: std::future::Future, B: std::future::Future>(
     round: usize,
     a: A,
     b: B,
 ) -> (A::Output, B::Output) {
-    if round.is_multiple_of(2) {
-        tokio::join!(a, b)
-    } else {
-        let (b, a) = tokio::join!(b, a);
-        (a, b)
+    match Turn::of(round) {
+        Turn::AFirst => {
+            let a = a.await;
+            (a, b.await)
+        }
+        Turn::BFirst => {
+            let b = b.await;
+            (a.await, b)
+        }
+        Turn::Race => tokio::join!(a, b),
     }
 }
 
