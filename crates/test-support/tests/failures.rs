@@ -255,6 +255,31 @@ async fn a_confirm_that_keeps_failing_backs_off_up_to_the_cap_and_raises_an_aler
 }
 
 #[tokio::test]
+async fn the_backoff_step_doubles_after_each_failed_attempt() {
+    // A cap far above the steps reached, so that doubling (1 -> 2 -> 4 -> 8) and any slower
+    // growth (adding a second: 1 -> 2 -> 3 -> 4) end on different steps.
+    let sys = spawn_processes(&[("RETRY_MAX_INTERVAL", "64")]).await;
+
+    let (status, answer) = sys
+        .fire("/api/fireTcc?trans_in_confirm=error:3&retry_interval=1&wait_result=false")
+        .await
+        .expect("the AP answers");
+    assert_eq!(status, 200, "{answer}");
+    let gid = answer["gid"].as_str().unwrap().to_owned();
+
+    // Three failures wait 1 + 2 + 4 s (with jitter) before the fourth call succeeds.
+    let record = sys
+        .wait_for_status(&gid, "succeed", Duration::from_secs(30))
+        .await;
+    let confirm_in = ops(&record, "confirm")
+        .into_iter()
+        .find(|b| b["branch_id"] == "02")
+        .unwrap();
+    assert_eq!(confirm_in["attempts"], 4, "{record:#}");
+    assert_eq!(record["transaction"]["next_cron_interval"], 8, "{record:#}");
+}
+
+#[tokio::test]
 async fn a_failure_answer_from_cancel_is_retried_and_alerted_never_dropped() {
     let sys = spawn_processes(&[("RETRY_MAX_INTERVAL", "1"), ("ALERT_AFTER_ATTEMPTS", "2")]).await;
 
