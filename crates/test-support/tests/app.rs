@@ -15,8 +15,10 @@
 
 use serde_json::{json, Value};
 use test_support::spawn::{
-    answer, spawn_app, spawn_system, spawn_system_with, unreachable_url, Spawned, System,
+    all_succeeded, answer, spawn_app, spawn_coordinator, spawn_system, spawn_system_with,
+    unreachable_url, wait_for_status, Spawned, System,
 };
+use test_support::stub::{Reply, StubRm};
 
 async fn get(app: &Spawned, path_and_query: &str) -> (u16, Value) {
     let request = reqwest::Client::new().get(app.url(path_and_query));
@@ -449,4 +451,96 @@ async fn with_fault_injection_off_fault_parameters_are_refused_with_400_and_star
     assert_nothing_started(&sys, &before, "fault parameters with FAULT_INJECTION=off").await;
     // The plain scenarios still work.
     assert_eq!(get(&sys.app, "/api/fireTcc").await.0, 200);
+}
+
+/// fireTcc against a TransIn whose Try answers `try_reply` (None: nothing listens at its URL)
+/// and a TransOut that succeeds at everything: the AP's answer, and the coordinator's record once
+/// it reads `status`.
+async fn fire_with_trans_in_try(try_reply: Option<Reply>, status: &str) -> ((u16, Value), Value) {
+    let tm = spawn_coordinator().await;
+    let trans_out = StubRm::start("127.0.0.1", vec![Reply::success()]).await;
+    // Its Try answers `try_reply`, then its Cancel (an empty compensation) succeeds.
+    let trans_in = match try_reply {
+        Some(reply) => Some(StubRm::start("127.0.0.1", vec![reply, Reply::success()]).await),
+        None => None,
+    };
+    let trans_in_url = trans_in
+        .as_ref()
+        .map_or_else(|| unreachable_url("/api"), |stub| stub.url("/api"));
+    let app = spawn_app(
+        &tm.dtm_url(),
+        &trans_out.url("/api"),
+        &trans_in_url,
+        &unreachable_url("/api"),
+    )
+    .await;
+    let fired = get(&app, "/api/fireTcc").await;
+    let gid = fired.1["gid"].as_str().expect("a gid").to_owned();
+    let http = reqwest::Client::new();
+    let record = wait_for_status(
+        &http,
+        &tm.dtm_url(),
+        &gid,
+        status,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    (fired, record)
+}
+
+#[tokio::test]
+async fn a_try_answered_500_425_or_429_makes_the_ap_abort_and_both_branches_are_cancelled() {
+    for (what, reply) in [
+        ("500", Reply::status(500, r#"{"error":"boom"}"#)),
+        (
+            "425 ONGOING",
+            Reply::status(425, r#"{"dtm_result":"ONGOING"}"#),
+        ),
+        ("429", Reply::status(429, r#"{"error":"rate_limited"}"#)),
+    ] {
+        let ((status, answer), record) = fire_with_trans_in_try(Some(reply), "failed").await;
+        assert_eq!(
+            (status, &answer["status"]),
+            (409, &json!("failed")),
+            "{what}: {answer}"
+        );
+        let reason = record["transaction"]["rollback_reason"]
+            .as_str()
+            .unwrap_or("");
+        // "failed: ..." for an error, "answered ONGOING" for a 425 (as DTM's AP: anything
+        // but a success from a Try aborts).
+        assert!(reason.starts_with("branch 02 Try "), "{what}: {record:#}");
+        assert!(all_succeeded(&record, "cancel"), "{what}: {record:#}");
+    }
+}
+
+#[tokio::test]
+async fn a_try_to_an_unreachable_rm_makes_the_ap_abort_and_its_cancel_is_retried() {
+    let ((status, answer), record) = fire_with_trans_in_try(None, "aborting").await;
+    // The AP tells what it knows: rolling back, the rollback not finished.
+    assert_eq!(
+        (status, &answer["status"]),
+        (409, &json!("aborting")),
+        "{answer}"
+    );
+    assert_eq!(
+        record["transaction"]["rollback_reason"],
+        "branch 02 Try failed: the branch could not be reached",
+        "{record:#}"
+    );
+    // The Cancel of the unreachable branch goes first (last registered, first cancelled) and
+    // is retried until that RM is back; nothing is given up.
+    let cancel_02 = record["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["branch_id"] == "02" && b["op"] == "cancel")
+        .unwrap();
+    assert_eq!(cancel_02["status"], "prepared", "{record:#}");
+    assert!(
+        cancel_02["last_result"]
+            .as_str()
+            .is_some_and(|r| r.contains("unreachable")),
+        "{record:#}"
+    );
 }
