@@ -1,7 +1,8 @@
 //! The coordinator against RMs that misbehave (redirects, 202, ONGOING, calls held open), played
 //! by scripted stubs on loopback: no answer but exactly 200 is a success, a redirect is never
 //! followed, a waited submit tells the truth, one slow RM delays only its own transaction, and the
-//! second phase runs from the last registered branch to the first, as DTM's does.
+//! second phase runs from the last registered branch to the first, as DTM's does. A branch
+//! registered while the transaction is being submitted is either refused or confirmed.
 
 use std::time::{Duration, Instant};
 
@@ -331,4 +332,72 @@ async fn credential_branch_headers_reach_the_rm_but_are_redacted_in_query_and_al
     assert_eq!(record["transaction"]["branch_headers"], shown);
     let all = get_json(&http, &format!("{}/all?gid=g-headers", tm.dtm_url())).await;
     assert_eq!(all["transactions"][0]["branch_headers"], shown);
+}
+
+#[tokio::test]
+async fn a_register_branch_racing_submit_is_either_refused_or_confirmed_never_left_behind() {
+    let tm = spawn_coordinator().await;
+    let http = reqwest::Client::new();
+    let rm = StubRm::start("127.0.0.1", vec![Reply::success()]).await;
+    let (mut registered, mut refused) = (0, 0);
+    for round in 0..30 {
+        let gid = format!("g-race-{round}");
+        prepared(&http, &tm, &gid, json!({}), &[("01", &rm)]).await;
+        let register = post_dtm(
+            &http,
+            &tm,
+            "registerBranch",
+            json!({
+                "gid": gid, "trans_type": "tcc", "branch_id": "02",
+                "data": r#"{"account_id":1,"amount":30}"#,
+                "confirm": rm.url("/confirm02"), "cancel": rm.url("/cancel02"),
+            }),
+        );
+        let submit = post_dtm(
+            &http,
+            &tm,
+            "submit",
+            json!({"gid": gid, "trans_type": "tcc", "wait_result": true}),
+        );
+        // In turns: submit answered before the registration is sent, both at once, the
+        // registration answered before the submit is sent.
+        let ((register_status, register_body), (submit_status, submit_body)) =
+            test_support::spawn::join_in_turns(round + 1, register, submit).await;
+        assert_eq!(submit_status, 200, "{gid}: submit: {submit_body}");
+        let record = wait_for_status(
+            &http,
+            &tm.dtm_url(),
+            &gid,
+            "succeed",
+            Duration::from_secs(10),
+        )
+        .await;
+        let confirm_02 = record["branches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["branch_id"] == "02" && b["op"] == "confirm")
+            .cloned();
+        match register_status {
+            // Registered before the submit took effect: its Confirm ran with the others.
+            200 => {
+                registered += 1;
+                let confirm = confirm_02
+                    .unwrap_or_else(|| panic!("{gid}: 02 accepted but missing: {record}"));
+                assert_eq!(confirm["status"], "succeed", "{gid}: {record}");
+            }
+            // Refused because the transaction was no longer prepared: nothing of 02 was kept.
+            _ => {
+                refused += 1;
+                assert!(
+                    confirm_02.is_none(),
+                    "{gid}: 02 refused ({register_body}) but recorded: {record}"
+                );
+            }
+        }
+    }
+    assert!(
+        registered > 0 && refused > 0,
+        "both outcomes: {registered} registered, {refused} refused"
+    );
 }
