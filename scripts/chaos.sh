@@ -77,13 +77,20 @@ built=$SECONDS
 mkdir -p target/chaos
 log="target/chaos/chaos-$CHAOS_SEED.log"
 status=0
-cargo test ${profile_args[@]+"${profile_args[@]}"} -p test-support --test chaos -- --ignored --nocapture 2>&1 |
-  tee "$log" || status=$?
+# By its exact name, and checked below to have run: a renamed or removed test would otherwise
+# make cargo report "0 passed", a success.
+test_name=a_chaos_run_with_random_faults_and_kills_loses_and_creates_nothing
+cargo test ${profile_args[@]+"${profile_args[@]}"} -p test-support --test chaos -- \
+  --ignored --exact "$test_name" --nocapture 2>&1 | tee "$log" || status=$?
 
 echo
 echo "chaos: seed $CHAOS_SEED; build $((built - start)) s, run $((SECONDS - built)) s, total $((SECONDS - start)) s; output in $log"
 if [[ $status != 0 ]]; then
   echo "chaos: FAILED (exit $status). Replay: CHAOS_SEED=$CHAOS_SEED scripts/chaos.sh $CHAOS_SECONDS (with the same other CHAOS_* settings: the test prints them all)" >&2
+  exit 1
+fi
+if ! grep -q "test result: ok\. 1 passed" "$log"; then
+  echo "chaos: FAILED: the test $test_name did not run (see $log)" >&2
   exit 1
 fi
 echo "chaos: passed"

@@ -12,7 +12,11 @@
 //! * every gid the AP started is `succeed` or `failed` (as the AP answered, when it answered),
 //!   and every transaction the coordinator knows is accounted for;
 //! * each RM applied each branch at most once, never both Confirm and Cancel, and only as the
-//!   coordinator decided.
+//!   coordinator decided (a Confirm applied twice shows in the balances above; the barrier's and
+//!   the holds' UNIQUE constraints make a second row impossible, so their checks guard the
+//!   schema);
+//! * the run did real work: at least one commit per second of chaos, at least one rollback, and
+//!   every binary SIGKILLed at least once (the killer's first round takes each in turn).
 //!
 //! The faults are drawn per branch and op from the RMs' demo fault injection
 //! (`service_kit::fault`): for a Try a business refusal (`failure`), a delay past the request
@@ -72,7 +76,15 @@ const MAX_QUANTITY: i64 = 3;
 const PRICE: i64 = 10;
 /// Probability that the killer takes down a second process together with the first.
 const P_DOUBLE_KILL: f64 = 0.2;
-/// Which process the killer picks, by weight: the coordinator most often.
+/// What a kill costs beside its pause: the longest downtime (1.5 s) and a restart (start and
+/// first health answer of a debug binary), so that the first round, which kills every binary
+/// once, fits in a short run.
+const KILL_CYCLE_OVERHEAD: Duration = Duration::from_millis(2500);
+/// Committed transactions a run must reach per second of chaos, on average: far below what it
+/// does (hundreds in 20 s), far above what an AP refusing everything would do (none).
+const MIN_COMMITTED_PER_SECOND: f64 = 1.0;
+/// Which process the killer picks, by weight: the coordinator most often. The first round kills
+/// each of them once, in random order.
 const KILL_TARGETS: [(&str, u32); 5] = [
     ("coordinator", 3),
     ("trans-out", 2),
@@ -190,6 +202,7 @@ async fn a_chaos_run_with_random_faults_and_kills_loses_and_creates_nothing() {
 
     // Read every database and check.
     let snapshot = Snapshot::read(&sys, &cfg);
+    check_activity(&mut report, &cfg, &fired, &snapshot, &kills);
     check_invariants(&mut report, &cfg, &fired, &listing, &snapshot);
 
     let summary = summarize(
@@ -599,8 +612,21 @@ async fn killer(
 ) -> Kills {
     let mut kills = Kills::default();
     loop {
-        let pause = Duration::from_millis(rng.random_range(cfg.kill_ms.0..=cfg.kill_ms.1));
-        let mut targets = vec![pick_target(&mut rng)];
+        // Until every binary has been killed once, the first target is one not yet killed, and
+        // the pause is short enough for the rest of them to fit before the deadline.
+        let unkilled: Vec<usize> = (0..KILL_TARGETS.len())
+            .filter(|i| !kills.by_binary.contains_key(KILL_TARGETS[*i].0))
+            .collect();
+        let mut pause = Duration::from_millis(rng.random_range(cfg.kill_ms.0..=cfg.kill_ms.1));
+        let first = if unkilled.is_empty() {
+            pick_target(&mut rng)
+        } else {
+            let share =
+                deadline.saturating_duration_since(Instant::now()) / (unkilled.len() as u32 + 1);
+            pause = pause.min(share.saturating_sub(KILL_CYCLE_OVERHEAD));
+            unkilled[rng.random_range(0..unkilled.len())]
+        };
+        let mut targets = vec![first];
         if rng.random_bool(P_DOUBLE_KILL) {
             let second = pick_target(&mut rng);
             if second != targets[0] {
@@ -1057,6 +1083,52 @@ impl Report {
 
 /// `gid -> status` at the coordinator.
 type Statuses<'a> = HashMap<&'a str, &'a str>;
+
+/// The run did what it is for: transactions committed and rolled back in numbers, each of the
+/// five binaries killed at least once. Without this, an AP that refused every request, or a
+/// killer that never reached the coordinator, would pass every invariant below.
+fn check_activity(
+    report: &mut Report,
+    cfg: &Config,
+    fired: &[Fired],
+    snap: &Snapshot,
+    kills: &Kills,
+) {
+    let status = snap.status_of();
+    let count = |wanted: &str| status.values().filter(|s| **s == wanted).count();
+    let (succeed, failed) = (count("succeed"), count("failed"));
+    let answered_committed = fired
+        .iter()
+        .filter(|f| matches!(f.answer, Answer::Committed(_)))
+        .count();
+    let min_committed = (cfg.seconds as f64 * MIN_COMMITTED_PER_SECOND).ceil() as usize;
+    let mut idle = Vec::new();
+    if succeed < min_committed {
+        idle.push(format!(
+            "{succeed} transactions committed, at least {min_committed} expected in {} s",
+            cfg.seconds
+        ));
+    }
+    if failed == 0 {
+        idle.push("no transaction rolled back".to_owned());
+    }
+    if answered_committed == 0 {
+        idle.push("the AP answered no request with a commit".to_owned());
+    }
+    report.check(
+        &format!(
+            "the run did real work: at least {MIN_COMMITTED_PER_SECOND} commit per second of \
+             chaos, at least one rollback, commits answered by the AP"
+        ),
+        idle,
+    );
+    let never_killed: Vec<String> = KILL_TARGETS
+        .iter()
+        .filter(|(name, _)| !kills.by_binary.contains_key(name))
+        .map(|(name, _)| format!("{name} was never killed (CHAOS_SECONDS too short?)"))
+        .collect();
+    report.check("every binary was SIGKILLed at least once", never_killed);
+}
 
 fn check_invariants(
     report: &mut Report,
