@@ -123,7 +123,7 @@ docker_engine() {
   PATH="$(dirname "$compose"):$PATH" docker info >/dev/null 2>&1
 }
 if [[ ${TEST_COMPOSE:-auto} == 0 ]]; then
-  :
+  echo "(TEST_COMPOSE=0: scripts/compose_check.sh not run)"
 elif [[ ${TEST_COMPOSE:-auto} == 1 ]] || docker_engine; then
   step "scripts/compose_check.sh (docker-compose.yml built and run for real; TEST_COMPOSE=0 skips it)"
   if [[ -z ${POSTGRES_HOST_PORT:-} ]] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
