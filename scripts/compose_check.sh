@@ -95,7 +95,7 @@ command -v docker-compose >/dev/null 2>&1 ||
   fail "" "docker-compose is not installed (Debian/Ubuntu: apt-get install docker.io docker-compose)"
 PATH="$(dirname "$(command -v docker-compose)"):$PATH"
 docker info >/dev/null 2>&1 ||
-  fail "" "no Docker engine answers $(command -v docker) (start dockerd, or run ../shared/tools/compose-standins/build.sh)"
+  fail "" "no Docker engine answers $(command -v docker) (start the Docker daemon)"
 compose() { docker-compose --ansi never "$@"; }
 
 cleanup() {
@@ -118,7 +118,7 @@ compose down -v --remove-orphans >/dev/null 2>&1 || true
 for entry in "${PORTS[@]}"; do
   read -r var _ service _ <<<"$entry"
   if listening 127.0.0.1 "${!var}"; then
-    fail "" "port ${!var} ($var, $service) is already in use on 127.0.0.1: stop what holds it or choose another, e.g. $var=1${!var}"
+    fail "" "port ${!var} ($var, $service) is already in use on 127.0.0.1: stop what holds it or choose another, e.g. $var=$((${!var} + 10000))"
   fi
 done
 trap cleanup EXIT
