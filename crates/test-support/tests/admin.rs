@@ -1,7 +1,7 @@
-//! The coordinator's admin API (`/api/admin`, issue 4 item 3) through real HTTP on real Postgres:
+//! The coordinator's admin API (`/api/admin`) through real HTTP on real Postgres:
 //! the filtered, keyset-paged list, a transaction's detail, the operator actions "retry now" and
 //! "force stop" (compare-and-set, 409 when the status forbids them), and the admin token that
-//! guards the actions (issue 5) while the read-only routes stay open.
+//! guards the actions while the read-only routes stay open.
 
 use std::time::{Duration, Instant};
 

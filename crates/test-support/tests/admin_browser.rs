@@ -1,4 +1,4 @@
-//! The admin page in a real browser (issue 4, item 3): headless Chromium (Debian's `chromium`
+//! The admin page in a real browser: headless Chromium (Debian's `chromium`
 //! package) driven over WebDriver by the `fantoccini` client through a `chromedriver` (Debian's
 //! `chromium-driver`) that this test starts on a free port with a fresh profile directory.
 //!

@@ -1,4 +1,4 @@
-//! Bad input on every endpoint of every binary (issue 5), as one table per endpoint group.
+//! Bad input on every endpoint of every binary, as one table per endpoint group.
 //!
 //! Each row is one malformed request: malformed or truncated JSON, a wrong or missing content
 //! type, missing or wrongly typed fields, zero, negative, fractional and overflowing amounts and

@@ -1,4 +1,5 @@
-//! The sub-transaction barrier's decision table (design §6) as properties, on a real Postgres
+//! The sub-transaction barrier's decision table (docs/ARCHITECTURE.md#the-sub-transaction-barrier)
+//! as properties, on a real Postgres
 //! database: proptest generates sequences of Try/Confirm/Cancel deliveries for one to three
 //! branches of a global transaction, with duplicates, out-of-order arrivals and business
 //! refusals, runs each delivery through [`BranchBarrier::call`] as an RM would, and compares what
@@ -104,7 +105,8 @@ impl From<DieselError> for BusinessError {
     }
 }
 
-/// The decision table of design §6 for one branch, written from the table rather than from
+/// The barrier's decision table (docs/ARCHITECTURE.md#the-sub-transaction-barrier) for one
+/// branch, written from the table rather than from
 /// the code: which barrier rows exist, and which effects the business code applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct BranchModel {
@@ -121,10 +123,10 @@ impl BranchModel {
     fn deliver(&mut self, d: &Delivery) -> Outcome {
         match d.op {
             Op::Try => match self.try_row {
-                // Design §6 step 2: a Try arriving after its Cancel finds the slot taken.
+                // Barrier step 2: a Try arriving after its Cancel finds the slot taken.
                 Some(Op::Cancel) => Outcome::Hanging,
                 Some(_) => Outcome::Duplicate,
-                // Design §6: a refused Try rolls its barrier row back with the business change.
+                // A refused Try rolls its barrier row back with the business change.
                 None if d.refuse => Outcome::Refused,
                 None => {
                     self.try_row = Some(Op::Try);
@@ -147,7 +149,7 @@ impl BranchModel {
                 if self.cancel_row {
                     Outcome::Duplicate
                 } else if self.try_row.is_none() {
-                    // Design §6 step 1: Try never ran; the Cancel takes its slot and commits
+                    // Barrier step 1: Try never ran; the Cancel takes its slot and commits
                     // without running the business code (so a refusal cannot happen).
                     self.try_row = Some(Op::Cancel);
                     self.cancel_row = true;

@@ -1,4 +1,5 @@
-//! The benchmark's non-TCC floor (`fireBaseline`, issue 6) through real HTTP on real Postgres:
+//! The benchmark's non-TCC floor (`fireBaseline`, docs/BENCHMARKS.md) through real HTTP on real
+//! Postgres:
 //! it moves the money with one local transaction per bank, refuses what a Try would refuse, and
 //! touches neither the coordinator nor the holds.
 

@@ -1,8 +1,9 @@
-//! The chaos run of issue 5, "nothing lost": the five binaries as real processes, many
+//! The chaos run, "nothing lost": the five binaries as real processes, many
 //! concurrent transfers (`fireTcc`, some `fireTccNested`) and purchases (`firePurchase`) over a
 //! few hot accounts and products with random faults, while the coordinator, each RM and the AP
 //! are killed with SIGKILL and restarted at random moments. Then everything is brought back, every global transaction must finish, and the
-//! invariants of design §7 are checked with SQL on every database:
+//! invariants (docs/ARCHITECTURE.md#data-model-and-invariants) are checked with SQL on every
+//! database:
 //!
 //! * money is conserved across the two banks, and every account's balance is exactly its seed
 //!   plus the effect of the committed transactions the coordinator recorded (each debited once,

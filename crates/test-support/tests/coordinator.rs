@@ -1,4 +1,5 @@
-//! The coordinator's API rules (design §2, §4), through real HTTP on a real database.
+//! The coordinator's API rules (docs/PROTOCOL.md, docs/ARCHITECTURE.md#state-machine), through
+//! real HTTP on a real database.
 
 use std::time::Duration;
 

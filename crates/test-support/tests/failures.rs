@@ -1,4 +1,4 @@
-//! The TCC failure cases that need real processes (issue 3: Try timeout, AP crash, hanging Try,
+//! The TCC failure cases that need real processes (Try timeout, AP crash, hanging Try,
 //! coordinator crash in the second phase, RM down): the binaries run as OS processes and are
 //! killed with SIGKILL where the case says so.
 

@@ -1,4 +1,4 @@
-//! Nested TCC (issue 3, item 13; design §8 `fireTccNested`), the whole system in-process over
+//! Nested TCC (`fireTccNested`, docs/ARCHITECTURE.md#scenarios), the whole system in-process over
 //! real HTTP on real Postgres: branch 02 is the AP's own nested branch, whose Try rebuilds the
 //! global transaction from its query (DTM's `TccFromQuery`) and calls TransIn as child branch
 //! 0201. The coordinator's record and the banks' data show what happened.

@@ -1,4 +1,4 @@
-//! `GET /api/openapi.json` and Swagger UI (`/api/docs/`) on each of the five binaries (issue 5):
+//! `GET /api/openapi.json` and Swagger UI (`/api/docs/`) on each of the five binaries:
 //! the description is valid OpenAPI 3 JSON, names every route the binary registers (read from
 //! the same tables the routes come from: the AP's catalogue, each RM's branch endpoints, the
 //! DTM API), every operation documents its error answers with the shared error schema, and

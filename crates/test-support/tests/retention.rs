@@ -1,4 +1,4 @@
-//! Retention (issue 3, case 15): the coordinator deletes finished transactions older than
+//! Retention: the coordinator deletes finished transactions older than
 //! `RETENTION_SECONDS` with their branch ops, in batches of `RETENTION_BATCH`, and never an
 //! unfinished one; the RMs delete the barrier rows (and fault counters) of settled gids older than
 //! `BARRIER_RETENTION_SECONDS`, never those of a gid that still holds something tentative.

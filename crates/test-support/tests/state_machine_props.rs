@@ -1,4 +1,5 @@
-//! The coordinator's state machine (design §2, §4) as a property: proptest generates sequences of
+//! The coordinator's state machine (docs/ARCHITECTURE.md#state-machine) as a property: proptest
+//! generates sequences of
 //! `prepare`, `registerBranch` (or its alias `registerTccBranch`), `submit`, `abort` and timeout
 //! aborts over a few gids, runs them against one in-process coordinator, and compares every
 //! answer and every resulting `query` with a model of the state machine.
