@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/bench.sh coordinator|transfer|baseline|all [tcc-bench options...]
 #
-# The benchmark of issue 6 (docs/BENCHMARKS.md). Builds the release binaries (tcc-bench and the
+# The benchmark (docs/BENCHMARKS.md). Builds the release binaries (tcc-bench and the
 # services), starts the system with scripts/up.sh on its own ports and run directory, runs the
 # load generator `tcc-bench MODE` for each mode (a sweep over concurrency 1, 8, 32 and 128 in
 # flight, a fixed duration per point), prints its table and writes target/bench/<mode>.json.
@@ -21,8 +21,8 @@
 #   BENCH_CONCURRENCY=1,8,32,128
 #   PORT_OFFSET=1000      added to every service port (the default ports may be in use)
 #   RUN_DIR=target/bench-run   pid files and logs of the services started here
-#   BENCH_HALF_PEAK=1     transfer: a last point open-loop at half the sweep's best tx/s (the
-#                         latency target of issue 6); 0 skips it
+#   BENCH_HALF_PEAK=1     transfer: a last point open-loop at half the sweep's best tx/s (where
+#                         the p99 target, under 25 ms, is read); 0 skips it
 #   SKIP_BUILD=1          use the binaries already built
 #   KEEP_UP=1             leave the services (and a private cluster) running afterwards
 #   RUST_LOG=warn         log level of the services (info logs several lines per transaction)

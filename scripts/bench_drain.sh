@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: KEEP_UP=1 scripts/bench.sh transfer; scripts/bench_drain.sh [N]
 #
-# The restart-backlog measurement of issue 6 (docs/BENCHMARKS.md): does a coordinator that
+# The restart-backlog measurement (docs/BENCHMARKS.md): does a coordinator that
 # restarts with a backlog of submitted transactions drain it at least at the steady-state rate?
 # Runs against the system `scripts/bench.sh` left up (KEEP_UP=1: its private Postgres, ports
 # +1000, target/bench-run):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/chaos.sh [seconds]
 #
-# The chaos run (issue 5, "nothing lost"): starts the five binaries as processes on fresh
+# The chaos run ("nothing lost"): starts the five binaries as processes on fresh
 # databases, fires many concurrent transfers and purchases over a few hot accounts and products
 # with random faults (Try refusals, Confirm/Cancel errors and ONGOING answers, a misbehaving RM's
 # 202 or 307 that did nothing, Trys that outlast the request timeout), while SIGKILLing and restarting the coordinator, each RM and the AP at
