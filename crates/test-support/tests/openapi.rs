@@ -164,7 +164,7 @@ async fn every_binary_describes_every_route_it_serves() {
 
     let api = description(http, &system.app).await;
     assert_has(&api, "app", &common);
-    for scenario in app::scenario::CATALOGUE {
+    for scenario in app::scenario::Scenario::ALL {
         let path = scenario.path();
         assert_has(
             &api,

@@ -51,3 +51,4 @@ pub mod prices;
 pub mod routes;
 pub mod scenario;
 pub mod startup;
+pub mod state;

@@ -16,14 +16,11 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use prometheus::{HistogramVec, IntCounterVec};
 use service_kit::metrics::MetricsRegistry;
 
-use crate::error::AppError;
-use crate::routes::FireResponse;
-use crate::scenario::CATALOGUE;
-use crate::startup::AppState;
+use crate::scenario::Scenario;
 
 /// Counter `tcc_ap_global_transactions_total{scenario, outcome}`: fire requests answered, by
 /// scenario name and [`FireOutcome`] label.
@@ -77,22 +74,10 @@ impl FireOutcome {
             FireOutcome::Invalid => "invalid",
         }
     }
-
-    /// The outcome of a fire request's result. Every error of a fire request other than the
-    /// coordinator's and the stock service's is a 4xx about the request itself.
-    pub fn of(result: &Result<FireResponse, AppError>) -> FireOutcome {
-        match result {
-            Ok(FireResponse::Committed { .. }) => FireOutcome::Committed,
-            Ok(FireResponse::RolledBack { .. }) => FireOutcome::RolledBack,
-            Err(AppError::Coordinator { .. }) => FireOutcome::CoordinatorError,
-            Err(AppError::StockUnavailable { .. }) => FireOutcome::StockUnavailable,
-            Err(_) => FireOutcome::Invalid,
-        }
-    }
 }
 
 /// The AP's metrics (see the module docs), one set per application instance, in
-/// [`AppState::metrics`].
+/// [`crate::state::AppState::metrics`].
 pub struct AppMetrics {
     registry: MetricsRegistry,
     global_transactions: IntCounterVec,
@@ -112,7 +97,7 @@ impl Default for AppMetrics {
 }
 
 impl AppMetrics {
-    /// The metrics on a new registry; every `(scenario, outcome)` counter of the catalogue and
+    /// The metrics on a new registry; every `(scenario, outcome)` counter and
     /// every scenario's histogram start at 0, so a scrape shows them all before the first fire.
     pub fn new() -> AppMetrics {
         let registry = MetricsRegistry::new();
@@ -130,11 +115,11 @@ impl AppMetrics {
             &["scenario"],
             FIRE_DURATION_BUCKETS.to_vec(),
         );
-        for scenario in CATALOGUE {
+        for scenario in Scenario::ALL {
             for outcome in FireOutcome::ALL {
-                global_transactions.with_label_values(&[scenario.name, outcome.as_str()]);
+                global_transactions.with_label_values(&[scenario.name(), outcome.as_str()]);
             }
-            fire_duration.with_label_values(&[scenario.name]);
+            fire_duration.with_label_values(&[scenario.name()]);
         }
         AppMetrics {
             registry,
@@ -145,27 +130,20 @@ impl AppMetrics {
 
     /// Counts one answered fire request of `scenario` and, unless it was `invalid`, observes how
     /// long it took.
-    pub fn record(&self, scenario: &str, outcome: FireOutcome, elapsed: Duration) {
+    pub fn record(&self, scenario: Scenario, outcome: FireOutcome, elapsed: Duration) {
         self.global_transactions
-            .with_label_values(&[scenario, outcome.as_str()])
+            .with_label_values(&[scenario.name(), outcome.as_str()])
             .inc();
         if outcome != FireOutcome::Invalid {
             self.fire_duration
-                .with_label_values(&[scenario])
+                .with_label_values(&[scenario.name()])
                 .observe(elapsed.as_secs_f64());
         }
     }
 
-    /// Every metric in the text exposition format.
-    pub fn render(&self) -> String {
-        self.registry.render()
+    /// Every metric in the text exposition format, as the answer to a scrape
+    /// (`text/plain; version=0.0.4`).
+    pub fn response(&self) -> HttpResponse {
+        self.registry.response()
     }
-}
-
-/// `GET /api/metrics`: every metric of this AP, `text/plain; version=0.0.4`.
-#[utoipa::path(get, path = "/api/metrics", tag = "metrics", responses(
-    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
-))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.registry.response()
 }

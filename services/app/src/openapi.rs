@@ -1,6 +1,6 @@
-//! The AP's OpenAPI description (`GET /api/openapi.json`), built from the same catalogue the
-//! routes are registered from ([`crate::scenario::CATALOGUE`] and each scenario's
-//! [`ParamSpec`]s), so a new scenario or parameter is described the moment it exists.
+//! The AP's OpenAPI description (`GET /api/openapi.json`), built from the same tables the
+//! parameters are checked against ([`Scenario::params`]) and the nested branch's routes are
+//! registered from ([`nested::ENDPOINTS`]).
 
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
@@ -8,27 +8,13 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required};
-use utoipa::ToSchema;
 
 use service_kit::openapi::{error_response, json_response, schemas_of};
 
 use crate::params::{ParamKind, ParamSpec};
+use crate::routes::fire::{FireAnswer, TransferRequest};
 use crate::routes::nested;
-use crate::scenario::{Scenario, CATALOGUE, CRASH_AFTER_TRY};
-
-/// The answer of a fire endpoint that ran a global transaction ([`crate::routes::FireResponse`]):
-/// `200 {"gid", "status": "succeed"}`, or `409 {"gid", "status": "failed", "reason"}` when a Try
-/// failed and the transaction was rolled back.
-#[derive(Debug, serde::Serialize, ToSchema)]
-pub struct FireAnswer {
-    /// The global transaction id.
-    pub gid: String,
-    /// The status the coordinator reported after submit or abort.
-    pub status: tcc::protocol::GlobalStatus,
-    /// Why it rolled back (409 only): the failed branch's error, also the rollback reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+use crate::scenario::{Scenario, CRASH_AFTER_TRY};
 
 /// The JSON schema of one parameter's values.
 fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
@@ -59,7 +45,7 @@ fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
 
 /// The parameters of `scenario` this AP accepts: with `FAULT_INJECTION=off` the fault parameters
 /// and `crash_after_try` are refused (400), so they are not described either.
-fn accepted(scenario: &Scenario, fault_injection: bool) -> Vec<ParamSpec> {
+fn accepted(scenario: Scenario, fault_injection: bool) -> Vec<ParamSpec> {
     scenario
         .params()
         .into_iter()
@@ -88,16 +74,16 @@ fn query_parameters(specs: &[ParamSpec]) -> Vec<Parameter> {
 /// One fire operation (`GET` takes the query string only; `POST` also a JSON object body with
 /// the same names, each name given once in all).
 fn fire_operation(
-    scenario: &Scenario,
+    scenario: Scenario,
     fault_injection: bool,
     method: &str,
     with_body: bool,
 ) -> Operation {
     let specs = accepted(scenario, fault_injection);
     let mut op = OperationBuilder::new()
-        .operation_id(Some(format!("{method}{}", scenario.name)))
+        .operation_id(Some(format!("{method}{}", scenario.name())))
         .tag("fire")
-        .summary(Some(scenario.summary))
+        .summary(Some(scenario.summary()))
         .description(Some(
             "Starts one TCC global transaction over the RMs through the coordinator and answers \
              with its outcome. Fault parameters need FAULT_INJECTION=on.",
@@ -160,7 +146,7 @@ fn fire_operation(
 /// `fault_injection` is its `FAULT_INJECTION` setting.
 pub fn openapi(fault_injection: bool) -> OpenApi {
     let mut paths = PathsBuilder::new();
-    for scenario in CATALOGUE {
+    for scenario in Scenario::ALL {
         let item = PathItem::new(
             HttpMethod::Get,
             fire_operation(scenario, fault_injection, "get", false),
@@ -178,7 +164,7 @@ pub fn openapi(fault_injection: bool) -> OpenApi {
             tcc::protocol::BranchQuery::into_params(|| Some(ParameterIn::Query))
         };
         let mut operation =
-            service_kit::openapi::branch_operation(name, op, "NestedTransferBody", parameters);
+            service_kit::openapi::branch_operation(name, op, "TransferRequest", parameters);
         operation.description = Some(match op {
             tcc::protocol::Op::Try => {
                 "The AP's own nested branch: its Try starts TransIn as child branch `0201` of the \
@@ -202,7 +188,7 @@ pub fn openapi(fault_injection: bool) -> OpenApi {
         .paths(paths)
         .components(Some(
             schemas_of::<FireAnswer>()
-                .schemas_from_iter(schemas_of::<nested::NestedTransferBody>().build().schemas)
+                .schemas_from_iter(schemas_of::<TransferRequest>().build().schemas)
                 .build(),
         ))
         .build();
@@ -212,5 +198,5 @@ pub fn openapi(fault_injection: bool) -> OpenApi {
 
 /// `GET /api/metrics` of the AP.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(crate::metrics::metrics))]
+#[openapi(paths(crate::routes::metrics))]
 struct MetricsApi;

@@ -1,5 +1,5 @@
 //! Fire parameters: read from the query string and/or a JSON body, checked against the
-//! scenario's declared parameters. Pure (no I/O), so the rules are unit-tested here.
+//! parameters a scenario declares ([`crate::scenario::Scenario::params`]). Pure (no I/O).
 //!
 //! How the two sources combine: they are merged into one set, and **each parameter may be given
 //! once in all**. A name repeated in the query string (`?amount=1&amount=2`), or given both in the
@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use service_kit::fault::Fault;
+use service_kit::fault::{BranchFaults, Fault};
 
 use crate::error::AppError;
 
@@ -25,9 +25,6 @@ pub const MAX_OPTION_SECS: i64 = 86_400;
 pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 
 /// What values a parameter takes.
-///
-/// Only whole numbers exist today; fault parameters (issue 3: `trans_out_try=failure`, ...) will
-/// be a second kind parsed into `ParamValue`s of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
     /// A whole number greater than 0 (ids, quantities, amounts in minor units).
@@ -373,6 +370,17 @@ impl Params {
         }
     }
 
+    /// The faults given for `rm`'s Try, Confirm and Cancel (`trans_out_try`, ...): what its
+    /// branch data carries as `fault`.
+    pub fn faults(&self, rm: Rm) -> BranchFaults {
+        let [try_, confirm, cancel] = rm.fault_params();
+        BranchFaults {
+            try_: self.fault(try_.name),
+            confirm: self.fault(confirm.name),
+            cancel: self.fault(cancel.name),
+        }
+    }
+
     /// The name of the first fault parameter given, if any.
     pub fn first_fault_given(&self) -> Option<&'static str> {
         self.values
@@ -382,125 +390,40 @@ impl Params {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// An RM the AP calls, for its fault parameters `<rm>_try|confirm|cancel`: each value is a fault
+/// spec the AP puts into that RM's branch data (see `service_kit::fault`), where the RM reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rm {
+    /// Bank A (`TRANS_OUT_URL`).
+    TransOut,
+    /// Bank B (`TRANS_IN_URL`).
+    TransIn,
+    /// The stock service (`STOCK_URL`).
+    Stock,
+}
 
-    const SPECS: &[ParamSpec] = &[
-        ParamSpec::positive_int("amount", 30, "minor units"),
-        ParamSpec::positive_int("from", 1, "account"),
-    ];
-
-    fn from_query(q: &str) -> Result<Params, AppError> {
-        RawParams::from_query(q).parse(SPECS)
-    }
-
-    fn from_body(body: &str) -> Result<Params, AppError> {
-        let mut raw = RawParams::default();
-        raw.add_json_body(body.as_bytes())?;
-        raw.parse(SPECS)
-    }
-
-    fn refused_parameter(result: Result<Params, AppError>) -> (String, String) {
-        match result {
-            Err(AppError::InvalidParameter { parameter, message }) => (parameter, message),
-            other => panic!("expected InvalidParameter, got {other:?}"),
+impl Rm {
+    /// Its fault parameters, for Try, Confirm and Cancel in that order.
+    pub fn fault_params(self) -> &'static [ParamSpec; 3] {
+        const TRANS_OUT: [ParamSpec; 3] = [
+            ParamSpec::fault("trans_out_try", "TransOut's Try"),
+            ParamSpec::fault("trans_out_confirm", "TransOut's Confirm"),
+            ParamSpec::fault("trans_out_cancel", "TransOut's Cancel"),
+        ];
+        const TRANS_IN: [ParamSpec; 3] = [
+            ParamSpec::fault("trans_in_try", "TransIn's Try"),
+            ParamSpec::fault("trans_in_confirm", "TransIn's Confirm"),
+            ParamSpec::fault("trans_in_cancel", "TransIn's Cancel"),
+        ];
+        const STOCK: [ParamSpec; 3] = [
+            ParamSpec::fault("stock_try", "Stock's Try"),
+            ParamSpec::fault("stock_confirm", "Stock's Confirm"),
+            ParamSpec::fault("stock_cancel", "Stock's Cancel"),
+        ];
+        match self {
+            Rm::TransOut => &TRANS_OUT,
+            Rm::TransIn => &TRANS_IN,
+            Rm::Stock => &STOCK,
         }
-    }
-
-    #[test]
-    fn absent_parameters_take_their_defaults() {
-        let p = from_query("").unwrap();
-        assert_eq!((p.int("amount"), p.int("from")), (30, 1));
-        let p = from_body("{}").unwrap();
-        assert_eq!(p.int("amount"), 30);
-    }
-
-    #[test]
-    fn query_and_body_values_are_read() {
-        let p = from_query("amount=45&from=7").unwrap();
-        assert_eq!((p.int("amount"), p.int("from")), (45, 7));
-        let p = from_body(r#"{"amount": 45, "from": 7}"#).unwrap();
-        assert_eq!((p.int("amount"), p.int("from")), (45, 7));
-
-        let mut raw = RawParams::from_query("amount=5");
-        raw.add_json_body(br#"{"from": 9}"#).unwrap();
-        let p = raw.parse(SPECS).unwrap();
-        assert_eq!((p.int("amount"), p.int("from")), (5, 9));
-    }
-
-    #[test]
-    fn zero_negative_fractional_and_non_numeric_query_values_are_refused() {
-        for bad in [
-            "0",
-            "-5",
-            "1.5",
-            "abc",
-            "",
-            "+5",
-            "3e1",
-            " 5",
-            "9223372036854775808",
-        ] {
-            let (parameter, message) = refused_parameter(from_query(&format!(
-                "amount={}",
-                url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
-            )));
-            assert_eq!(parameter, "amount", "{bad:?}");
-            assert!(
-                message.starts_with("amount must be a whole number"),
-                "{message}"
-            );
-        }
-        assert!(from_query("amount=9223372036854775807").is_ok());
-    }
-
-    #[test]
-    fn body_values_must_be_json_integers_greater_than_zero() {
-        for bad in [
-            "0", "-5", "1.5", "30.0", "\"30\"", "null", "true", "[1]", "1e40",
-        ] {
-            let (parameter, _) = refused_parameter(from_body(&format!(r#"{{"amount": {bad}}}"#)));
-            assert_eq!(parameter, "amount", "{bad}");
-        }
-    }
-
-    #[test]
-    fn unknown_parameters_are_refused_with_the_accepted_list() {
-        let (parameter, message) = refused_parameter(from_query("ammount=5"));
-        assert_eq!(parameter, "ammount");
-        assert!(message.contains("accepted: amount, from"), "{message}");
-        let (parameter, _) = refused_parameter(from_body(r#"{"to_account": 2}"#));
-        assert_eq!(parameter, "to_account");
-    }
-
-    #[test]
-    fn a_parameter_given_twice_is_refused_whatever_the_sources() {
-        let (parameter, message) = refused_parameter(from_query("amount=5&amount=6"));
-        assert_eq!(parameter, "amount");
-        assert!(message.contains("twice in the query string"), "{message}");
-
-        let mut raw = RawParams::from_query("amount=5");
-        raw.add_json_body(br#"{"amount": 5}"#).unwrap();
-        let (parameter, message) = refused_parameter(raw.parse(SPECS));
-        assert_eq!(parameter, "amount");
-        assert!(message.contains("both in the query string and in the JSON body"));
-
-        let (parameter, message) = refused_parameter(from_body(r#"{"from": 1, "from": 2}"#));
-        assert_eq!(parameter, "from");
-        assert!(message.contains("twice in the JSON body"), "{message}");
-    }
-
-    #[test]
-    fn a_body_that_is_not_a_json_object_is_refused() {
-        let mut raw = RawParams::default();
-        assert!(matches!(
-            raw.add_json_body(b"[1, 2]"),
-            Err(AppError::InvalidBody(_))
-        ));
-        assert!(matches!(
-            raw.add_json_body(b"{\"amount\": "),
-            Err(AppError::InvalidBody(_))
-        ));
     }
 }

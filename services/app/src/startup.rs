@@ -1,26 +1,15 @@
 //! Building and running the HTTP server.
 
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use service_kit::http::{configure_health, HealthCheck};
 use service_kit::rate_limit::ClientLimiter;
-use tcc::client::TccClient;
 
 use crate::configuration::Settings;
-use crate::metrics::AppMetrics;
-use crate::prices::StockPrices;
 use crate::routes;
-use crate::scenario::Endpoints;
-
-/// Timeout of calls that set none of their own (`newGid`, `prepare`, `registerBranch`, Try).
-/// Longer than the longest injected delay (60 s, `service_kit::fault::MAX_DELAY_MS`), so that a
-/// delayed Try shows the delay rather than the AP's timeout; `submit`/`abort` with `wait_result`
-/// get their own, longer timeout from the TCC client.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(75);
+use crate::state::AppState;
 
 /// The AP could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,57 +25,6 @@ pub enum StartupError {
     /// The HTTP server or client could not be set up.
     #[error("cannot start the HTTP server: {0}")]
     Server(#[from] std::io::Error),
-}
-
-/// What every handler shares, built once at start (`web::Data<AppState>`).
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The coordinator client. Its `reqwest::Client` is the one shared by every outgoing call
-    /// (coordinator, Try calls, price lookups), so connections are kept alive across requests.
-    pub tcc: TccClient,
-    /// Price lookups on the stock service.
-    pub prices: StockPrices,
-    /// The RMs' API bases, and the AP's own (`APP_URL`).
-    pub endpoints: Arc<Endpoints>,
-    /// `JSON_LIMIT`: the largest request body, bytes.
-    pub json_limit: usize,
-    /// `FAULT_INJECTION`: whether fault parameters are accepted.
-    pub fault_injection: bool,
-    /// This instance's metrics (its own registry: tests run several APs in one process).
-    pub metrics: Arc<AppMetrics>,
-    /// The HTTP client of every outgoing call (the one inside `tcc` and `prices` too), for
-    /// calls that go through neither (the benchmark's `fireBaseline`).
-    pub http: reqwest::Client,
-    /// `BRANCH_SIGNING_SECRET`: with it, the nested branch's Try
-    /// ([`crate::routes::nested::trans_in_nested_try`]) requires its gid's token.
-    pub branch_signing_secret: Option<tcc::signing::SigningSecret>,
-}
-
-impl AppState {
-    /// The state for `settings`, with one new HTTP client and new metrics. `settings.app_url` should have been
-    /// decided ([`Settings::resolve_app_url`]); [`run`] does it.
-    pub fn new(settings: &Settings) -> std::io::Result<AppState> {
-        // No redirects: a redirected Try or coordinator call has not run where it was sent
-        // (only exactly 200 is a success).
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(HTTP_TIMEOUT)
-            .pool_idle_timeout(tcc::client::POOL_IDLE_TIMEOUT)
-            .build()
-            .map_err(std::io::Error::other)?;
-        Ok(AppState {
-            tcc: TccClient::with_http_client(http.clone(), &settings.dtm_url)
-                .with_gid_tokens(settings.branch_signing_secret.clone()),
-            http: http.clone(),
-            prices: StockPrices::new(http, &settings.stock_url),
-            endpoints: Arc::new(Endpoints::from_settings(settings)),
-            json_limit: settings.json_limit,
-            fault_injection: settings.fault_injection,
-            metrics: Arc::new(AppMetrics::new()),
-            branch_signing_secret: settings.branch_signing_secret.clone(),
-        })
-    }
 }
 
 /// The running AP: bound, serving once awaited.

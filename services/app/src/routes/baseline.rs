@@ -1,5 +1,5 @@
-//! `GET|POST /api/fireBaseline?amount=&from=&to=`: the non-TCC floor of the benchmark (issue 6,
-//! `scripts/bench.sh baseline`). The same business work as `fireTcc` (debit `from` in bank A,
+//! `GET|POST /api/fireBaseline?amount=&from=&to=`: the non-TCC floor of the benchmark
+//! (`scripts/bench.sh baseline`). The same business work as `fireTcc` (debit `from` in bank A,
 //! credit `to` in bank B, `amount` minor units) through the same HTTP stack and databases, but
 //! without coordinator, barrier, holds or second phase: one plain local transaction per bank
 //! (`POST {TRANS_OUT_URL}/BaselineTransOut`, then `POST {TRANS_IN_URL}/BaselineTransIn`, see the
@@ -21,7 +21,7 @@ use service_kit::http::error_response;
 
 use crate::params::{ParamSpec, RawParams};
 use crate::scenario::{COMMON_PARAMS, TRANSFER_PARAMS};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The endpoint's name, under `/api/`.
 pub const NAME: &str = "fireBaseline";
@@ -49,10 +49,9 @@ pub async fn fire_baseline(req: HttpRequest, state: web::Data<AppState>) -> Http
     let amount = params.int("amount");
     let debit = json!({ "account_id": params.int("from"), "amount": amount });
     let credit = json!({ "account_id": params.int("to"), "amount": amount });
-    let endpoints = &state.endpoints;
     match call(
         &state.http,
-        &format!("{}/BaselineTransOut", endpoints.trans_out),
+        &state.urls.trans_out("BaselineTransOut"),
         &debit,
     )
     .await
@@ -65,7 +64,7 @@ pub async fn fire_baseline(req: HttpRequest, state: web::Data<AppState>) -> Http
     }
     match call(
         &state.http,
-        &format!("{}/BaselineTransIn", endpoints.trans_in),
+        &state.urls.trans_in("BaselineTransIn"),
         &credit,
     )
     .await

@@ -1,139 +1,264 @@
-//! The fire endpoints: check parameters, plan the branches, run one TCC global transaction.
+//! The fire endpoints, one handler per scenario (`docs/ARCHITECTURE.md#scenarios`), each written
+//! as in DTM's samples: ask the TM for a gid, then run the business inside
+//! [`TccClient::tcc_global_transaction`], where each [`Tcc::call_branch`] registers a branch's
+//! Confirm and Cancel URLs with the TM and then calls its Try. The first Try that does not
+//! succeed ends the closure with `Err`: the TM is asked to abort and cancels every registered
+//! branch. Otherwise the TM is asked to submit and confirms them.
+//!
+//! Faults never shape this code: a fault parameter (`trans_in_try=failure`, ...) rides in the
+//! data of its RM's branch as `"fault"`, where the RM reads it for Try, Confirm and Cancel.
+//!
+//! Before the gid is asked for, the parameters are checked ([`fire`]) and a purchase's price is
+//! read, so a bad request never creates a global transaction.
+//!
+//! [`TccClient::tcc_global_transaction`]: tcc::client::TccClient::tcc_global_transaction
 
+use std::future::Future;
 use std::time::Instant;
 
 use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, Responder};
-use tcc::client::{BranchError, TransOptions};
+use serde::{Deserialize, Serialize};
+use service_kit::fault::{BranchFaults, Fault, FaultAction};
+use tcc::client::{BranchError, GlobalOutcome, Tcc, TccError, TransOptions};
 use tcc::protocol::GlobalStatus;
 
 use crate::error::AppError;
 use crate::metrics::FireOutcome;
-use crate::openapi::FireAnswer;
-use crate::params::RawParams;
+use crate::params::{Params, RawParams, Rm};
 use crate::scenario::{Scenario, CRASH_AFTER_TRY};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The exit status of the AP process after `crash_after_try`.
 pub const CRASH_EXIT_CODE: i32 = 86;
 
-/// How a fired global transaction ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FireResponse {
-    /// Every Try succeeded and the transaction was submitted:
-    /// `200 {"gid": "...", "status": "succeed"}`. With this project's coordinator `status` is
-    /// final; a DTM server answers without it, read as `submitted`.
-    Committed {
-        /// The global transaction id.
-        gid: String,
-        /// The status the coordinator reported after `submit`.
-        status: GlobalStatus,
-    },
-    /// A Try did not succeed and the transaction was aborted:
-    /// `409 {"gid": "...", "status": "failed", "reason": "branch 02 Try refused: ..."}`.
-    /// `reason` is also the rollback reason the coordinator recorded.
-    RolledBack {
-        /// The global transaction id.
-        gid: String,
-        /// The status the coordinator reported after `abort` (`failed`, or `aborting` from DTM).
-        status: GlobalStatus,
-        /// Why: the failed branch's error.
-        reason: String,
-    },
-}
-
-impl Responder for FireResponse {
-    type Body = BoxBody;
-
-    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
-        match self {
-            FireResponse::Committed { gid, status } => HttpResponse::Ok().json(FireAnswer {
-                gid,
-                status,
-                reason: None,
-            }),
-            FireResponse::RolledBack {
-                gid,
-                status,
-                reason,
-            } => HttpResponse::build(StatusCode::CONFLICT).json(FireAnswer {
-                gid,
-                status,
-                reason: Some(reason),
-            }),
-        }
-    }
-}
-
-/// `GET|POST /api/<scenario>`: runs `scenario` with the request's parameters (query string and/or
-/// JSON body, see [`crate::params`]).
-///
-/// Order matters for what a failure leaves behind: parameters are checked and a purchase's price
-/// read *before* asking the coordinator for a gid, so a bad request never creates a global
-/// transaction. Then, inside one TCC global transaction, each branch is registered and its Try
-/// called in catalogue order; the first Try that fails aborts the transaction (the TM cancels
-/// every registered branch) and the rest are not called.
-///
-/// Every answer is counted in the AP's metrics ([`crate::metrics`]: by scenario and
-/// [`FireOutcome`], with its duration).
-pub async fn fire(
-    scenario: &'static Scenario,
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<FireResponse, AppError> {
-    let started = Instant::now();
-    let result = run_scenario(scenario, &req, body, &state).await;
-    let outcome = FireOutcome::of(&result);
-    state
-        .metrics
-        .record(scenario.name, outcome, started.elapsed());
-    if let Err(e @ AppError::StockUnavailable { .. }) = &result {
-        // The answer names no upstream detail (URL, body); the log does.
-        log::error!(
-            "gid=- branch_id=- op=- scenario={} {}: {e}",
-            scenario.name,
-            outcome.as_str()
-        );
-    }
-    result
-}
-
-/// [`fire`] without the metrics.
-async fn run_scenario(
-    scenario: &'static Scenario,
-    req: &HttpRequest,
-    body: web::Payload,
-    state: &AppState,
-) -> Result<FireResponse, AppError> {
-    let raw = read_params(req, body, state.json_limit).await?;
-    let params = raw.parse(&scenario.params())?;
-    if !state.fault_injection {
-        let given = params
-            .first_fault_given()
-            .or(params.flag(CRASH_AFTER_TRY).then_some(CRASH_AFTER_TRY));
-        if let Some(parameter) = given {
-            return Err(AppError::FaultInjectionDisabled {
-                parameter: parameter.to_owned(),
-            });
-        }
-    }
-    let branches = scenario.plan(&params, &state.prices).await?;
+/// `GET|POST /api/fireTcc`: TransOut debits `from` in bank A, TransIn credits `to` in bank B,
+/// `amount` minor units; both Trys succeed, the TM confirms both.
+pub async fn fire_tcc(params: Params, state: web::Data<AppState>) -> Result<FireAnswer, AppError> {
+    let amount = params.int("amount");
+    let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
+    let trans_in = TransferRequest::new(params.int("to"), amount, params.faults(Rm::TransIn));
+    let (gid, options) = new_global_transaction(&state, &params).await?;
     let crash_after_try = params.flag(CRASH_AFTER_TRY);
+    let urls = state.urls.clone();
+    let outcome = state
+        .tcc
+        .tcc_global_transaction(&gid, options, |tcc| async move {
+            tcc.call_branch(
+                &trans_out,
+                &urls.trans_out("TransOutTry"),
+                &urls.trans_out("TransOutConfirm"),
+                &urls.trans_out("TransOutCancel"),
+            )
+            .await?;
+            tcc.call_branch(
+                &trans_in,
+                &urls.trans_in("TransInTry"),
+                &urls.trans_in("TransInConfirm"),
+                &urls.trans_in("TransInCancel"),
+            )
+            .await?;
+            crash_if(crash_after_try, &tcc);
+            Ok::<(), BranchError>(())
+        })
+        .await;
+    answer(gid, outcome)
+}
 
+/// `GET|POST /api/fireTccRollback`: as `fireTcc`, but TransIn's branch data carries the fault
+/// `{"try": "failure"}`, so its Try is refused and the TM cancels both branches (TransIn's
+/// Cancel is an empty compensation). A `trans_in_try` parameter replaces that fault.
+pub async fn fire_tcc_rollback(
+    params: Params,
+    state: web::Data<AppState>,
+) -> Result<FireAnswer, AppError> {
+    let amount = params.int("amount");
+    let mut trans_in_faults = params.faults(Rm::TransIn);
+    trans_in_faults.try_.get_or_insert(Fault {
+        delay_ms: 0,
+        action: FaultAction::Failure,
+    });
+    let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
+    let trans_in = TransferRequest::new(params.int("to"), amount, trans_in_faults);
+    let (gid, options) = new_global_transaction(&state, &params).await?;
+    let crash_after_try = params.flag(CRASH_AFTER_TRY);
+    let urls = state.urls.clone();
+    let outcome = state
+        .tcc
+        .tcc_global_transaction(&gid, options, |tcc| async move {
+            tcc.call_branch(
+                &trans_out,
+                &urls.trans_out("TransOutTry"),
+                &urls.trans_out("TransOutConfirm"),
+                &urls.trans_out("TransOutCancel"),
+            )
+            .await?;
+            tcc.call_branch(
+                &trans_in,
+                &urls.trans_in("TransInTry"),
+                &urls.trans_in("TransInConfirm"),
+                &urls.trans_in("TransInCancel"),
+            )
+            .await?;
+            crash_if(crash_after_try, &tcc);
+            Ok::<(), BranchError>(())
+        })
+        .await;
+    answer(gid, outcome)
+}
+
+/// `GET|POST /api/firePurchase`: Stock reserves `quantity` of `product_id`, TransOut debits
+/// `buyer` and TransIn credits `merchant` `price * quantity` minor units, the price read from
+/// the stock service first (so both banks move exactly the same amount).
+pub async fn fire_purchase(
+    params: Params,
+    state: web::Data<AppState>,
+) -> Result<FireAnswer, AppError> {
+    let (product_id, quantity) = (params.int("product_id"), params.int("quantity"));
+    let price = state.prices.price(product_id).await?;
+    let amount = price
+        .checked_mul(quantity)
+        .ok_or(AppError::AmountOverflow { price, quantity })?;
+    let stock = ReserveRequest::new(product_id, quantity, params.faults(Rm::Stock));
+    let trans_out = TransferRequest::new(params.int("buyer"), amount, params.faults(Rm::TransOut));
+    let trans_in = TransferRequest::new(params.int("merchant"), amount, params.faults(Rm::TransIn));
+    let (gid, options) = new_global_transaction(&state, &params).await?;
+    let crash_after_try = params.flag(CRASH_AFTER_TRY);
+    let urls = state.urls.clone();
+    let outcome = state
+        .tcc
+        .tcc_global_transaction(&gid, options, |tcc| async move {
+            tcc.call_branch(
+                &stock,
+                &urls.stock("StockTry"),
+                &urls.stock("StockConfirm"),
+                &urls.stock("StockCancel"),
+            )
+            .await?;
+            tcc.call_branch(
+                &trans_out,
+                &urls.trans_out("TransOutTry"),
+                &urls.trans_out("TransOutConfirm"),
+                &urls.trans_out("TransOutCancel"),
+            )
+            .await?;
+            tcc.call_branch(
+                &trans_in,
+                &urls.trans_in("TransInTry"),
+                &urls.trans_in("TransInConfirm"),
+                &urls.trans_in("TransInCancel"),
+            )
+            .await?;
+            crash_if(crash_after_try, &tcc);
+            Ok::<(), BranchError>(())
+        })
+        .await;
+    answer(gid, outcome)
+}
+
+/// `GET|POST /api/fireTccNested`: TransOut (branch `01`), then the AP's own nested branch
+/// (`02`, [`super::nested`]), whose Try registers and tries the TransIn credit as child branch
+/// `0201` of the same global transaction; TransIn's faults ride in the nested branch's data,
+/// which it passes on to its child.
+pub async fn fire_tcc_nested(
+    params: Params,
+    state: web::Data<AppState>,
+) -> Result<FireAnswer, AppError> {
+    let amount = params.int("amount");
+    let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
+    let trans_in = TransferRequest::new(params.int("to"), amount, params.faults(Rm::TransIn));
+    let (gid, options) = new_global_transaction(&state, &params).await?;
+    let crash_after_try = params.flag(CRASH_AFTER_TRY);
+    let urls = state.urls.clone();
+    let outcome = state
+        .tcc
+        .tcc_global_transaction(&gid, options, |tcc| async move {
+            tcc.call_branch(
+                &trans_out,
+                &urls.trans_out("TransOutTry"),
+                &urls.trans_out("TransOutConfirm"),
+                &urls.trans_out("TransOutCancel"),
+            )
+            .await?;
+            tcc.call_branch(
+                &trans_in,
+                &urls.app("TransInNestedTry"),
+                &urls.app("TransInNestedConfirm"),
+                &urls.app("TransInNestedCancel"),
+            )
+            .await?;
+            crash_if(crash_after_try, &tcc);
+            Ok::<(), BranchError>(())
+        })
+        .await;
+    answer(gid, outcome)
+}
+
+/// The data of a bank branch, as bank A and bank B read it: `{"account_id", "amount",
+/// "fault"?}`, amount in minor units. Also the body of the AP's nested branch, which passes it
+/// on to its TransIn child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The account debited (TransOut) or credited (TransIn), > 0.
+    #[schema(minimum = 1)]
+    pub account_id: i64,
+    /// Minor units, > 0.
+    #[schema(minimum = 1)]
+    pub amount: i64,
+    /// Demo fault injection (`service_kit::fault`); needs `FAULT_INJECTION=on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<BranchFaults>,
+}
+
+impl TransferRequest {
+    /// `amount` minor units on `account_id`, with `faults` when any is set.
+    pub fn new(account_id: i64, amount: i64, faults: BranchFaults) -> Self {
+        let fault = (!faults.is_empty()).then_some(faults);
+        TransferRequest {
+            account_id,
+            amount,
+            fault,
+        }
+    }
+}
+
+/// The data of a stock branch: `{"product_id", "quantity", "fault"?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReserveRequest {
+    /// The product reserved.
+    pub product_id: i64,
+    /// Units reserved.
+    pub quantity: i64,
+    /// Demo fault injection (`service_kit::fault`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<BranchFaults>,
+}
+
+impl ReserveRequest {
+    /// `quantity` units of `product_id`, with `faults` when any is set.
+    pub fn new(product_id: i64, quantity: i64, faults: BranchFaults) -> Self {
+        let fault = (!faults.is_empty()).then_some(faults);
+        ReserveRequest {
+            product_id,
+            quantity,
+            fault,
+        }
+    }
+}
+
+/// A gid from the TM (`newGid`) and the global transaction's options from the parameters
+/// (`wait_result`, and the optional `timeout_to_fail`, `retry_interval`, `request_timeout`).
+async fn new_global_transaction(
+    state: &AppState,
+    params: &Params,
+) -> Result<(String, TransOptions), AppError> {
     let gid = state
         .tcc
         .new_gid()
         .await
-        .map_err(|source| coordinator_error(scenario, None, source))?;
-    log::info!(
-        "gid={gid} branch_id=- op=- scenario={} starting {} branches",
-        scenario.name,
-        branches.len()
-    );
-
-    let endpoints = state.endpoints.clone();
+        .map_err(|source| AppError::Coordinator { gid: None, source })?;
     let secs = |name| params.optional_int(name).map(|n| n as u64);
     let options = TransOptions {
         wait_result: params.flag("wait_result"),
@@ -142,122 +267,165 @@ async fn run_scenario(
         request_timeout: secs("request_timeout"),
         ..TransOptions::default()
     };
-    let outcome = state
-        .tcc
-        .tcc_global_transaction(&gid, options, |tcc| async move {
-            for branch in &branches {
-                let urls = branch.resource.urls(&endpoints);
-                match tcc
-                    .call_branch(
-                        &branch.data(),
-                        &urls.try_url,
-                        &urls.confirm_url,
-                        &urls.cancel_url,
-                    )
-                    .await
-                {
-                    Ok(reply) => log::info!(
-                        "gid={} branch_id={} op=try {} succeeded",
-                        tcc.gid(),
-                        reply.branch_id,
-                        branch.resource.label()
-                    ),
-                    Err(e) => {
-                        log::warn!(
-                            "gid={} branch_id={} op=try {} did not succeed: {e}",
-                            tcc.gid(),
-                            failed_branch_id(&e),
-                            branch.resource.label()
-                        );
-                        return Err(e);
-                    }
-                }
-            }
-            if crash_after_try {
-                // The AP dies between its Trys and submit: the coordinator must abort the
-                // transaction after timeout_to_fail and cancel what the Trys reserved.
-                log::error!(
-                    "gid={} branch_id=- op=- crash_after_try: the AP exits now, before submit (simulated crash)",
-                    tcc.gid()
-                );
-                std::process::exit(CRASH_EXIT_CODE);
-            }
-            Ok::<(), BranchError>(())
-        })
-        .await
-        .map_err(|source| coordinator_error(scenario, Some(gid.clone()), source))?;
-
-    Ok(match outcome.result {
-        Ok(()) => {
-            log::info!(
-                "gid={} branch_id=- op=- scenario={} committed, status={}",
-                outcome.gid,
-                scenario.name,
-                outcome.status
-            );
-            FireResponse::Committed {
-                gid: outcome.gid,
-                status: outcome.status,
-            }
-        }
-        Err(reason) => {
-            log::info!(
-                "gid={} branch_id=- op=- scenario={} rolled back, status={}: {reason}",
-                outcome.gid,
-                scenario.name,
-                outcome.status
-            );
-            FireResponse::RolledBack {
-                gid: outcome.gid,
-                status: outcome.status,
-                reason: reason.to_string(),
-            }
-        }
-    })
+    Ok((gid, options))
 }
 
-/// The branch id of a failed Try, `-` when registering it failed (no Try was called).
-fn failed_branch_id(error: &BranchError) -> &str {
-    match error {
-        BranchError::Failure { branch_id, .. }
-        | BranchError::Ongoing { branch_id }
-        | BranchError::Transient { branch_id, .. } => branch_id,
-        BranchError::Register(_) => "-",
+/// With `crash_after_try`, the AP dies between its Trys and submit: the TM must abort the
+/// transaction once `timeout_to_fail` has passed, and cancel what the Trys reserved.
+fn crash_if(crash_after_try: bool, tcc: &Tcc) {
+    if crash_after_try {
+        log::error!(
+            "gid={} branch_id=- op=- crash_after_try: the AP exits now, before submit",
+            tcc.gid()
+        );
+        std::process::exit(CRASH_EXIT_CODE);
     }
 }
 
-fn coordinator_error(
-    scenario: &Scenario,
-    gid: Option<String>,
-    source: tcc::client::TccError,
-) -> AppError {
-    log::error!(
-        "gid={} branch_id=- op=- scenario={} coordinator failure: {source}",
-        gid.as_deref().unwrap_or("-"),
-        scenario.name
-    );
-    AppError::Coordinator { gid, source }
+/// The answer for how global transaction `gid` ended.
+fn answer(
+    gid: String,
+    outcome: Result<GlobalOutcome<(), BranchError>, TccError>,
+) -> Result<FireAnswer, AppError> {
+    let outcome = outcome.map_err(|source| AppError::Coordinator {
+        gid: Some(gid),
+        source,
+    })?;
+    let (gid, status) = (outcome.gid, outcome.status);
+    Ok(match outcome.result {
+        Ok(()) => FireAnswer::Committed { gid, status },
+        Err(reason) => FireAnswer::RolledBack {
+            gid,
+            status,
+            reason: reason.to_string(),
+        },
+    })
 }
 
-/// The query string's parameters, plus the body's when there is one. A body (anything but
-/// whitespace) must be `application/json` and at most `limit` bytes.
+/// How a fire request that ran a global transaction ended, and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum FireAnswer {
+    /// Every Try succeeded and the transaction was submitted:
+    /// `200 {"gid", "status": "succeed"}`. With this project's coordinator and `wait_result`
+    /// the status is final; a DTM server answers without it, read as `submitted`.
+    Committed {
+        /// The global transaction id.
+        gid: String,
+        /// The status the coordinator reported after `submit`.
+        status: GlobalStatus,
+    },
+    /// A Try did not succeed and the transaction was aborted:
+    /// `409 {"gid", "status": "failed", "reason": "branch 02 Try refused: ..."}`.
+    RolledBack {
+        /// The global transaction id.
+        gid: String,
+        /// The status the coordinator reported after `abort` (`failed`, or `aborting`).
+        status: GlobalStatus,
+        /// The failed branch's error, also the rollback reason the coordinator recorded.
+        reason: String,
+    },
+}
+
+impl Responder for FireAnswer {
+    type Body = BoxBody;
+
+    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
+        let status = match self {
+            FireAnswer::Committed { .. } => StatusCode::OK,
+            FireAnswer::RolledBack { .. } => StatusCode::CONFLICT,
+        };
+        HttpResponse::build(status).json(self)
+    }
+}
+
+/// Serves `scenario` with its `handler`: reads and checks the request's parameters against
+/// [`Scenario::params`] (query string and/or JSON body, see [`crate::params`]), refuses fault
+/// parameters while fault injection is off, runs `handler`, and counts the answer in the AP's
+/// metrics ([`crate::metrics`]: by scenario and [`FireOutcome`], with its duration).
+pub async fn fire<F, Fut>(
+    scenario: Scenario,
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    handler: F,
+) -> Result<FireAnswer, AppError>
+where
+    F: FnOnce(Params, web::Data<AppState>) -> Fut,
+    Fut: Future<Output = Result<FireAnswer, AppError>>,
+{
+    let started = Instant::now();
+    let result = match read_params(scenario, &req, body, &state).await {
+        Ok(params) => handler(params, state.clone()).await,
+        Err(e) => Err(e),
+    };
+    let outcome = fire_outcome(&result);
+    state.metrics.record(scenario, outcome, started.elapsed());
+    let scenario = scenario.name();
+    match &result {
+        Ok(FireAnswer::Committed { gid, status }) => {
+            log::info!("gid={gid} branch_id=- op=- scenario={scenario} committed, status={status}")
+        }
+        Ok(FireAnswer::RolledBack {
+            gid,
+            status,
+            reason,
+        }) => log::info!(
+            "gid={gid} branch_id=- op=- scenario={scenario} rolled back, status={status}: {reason}"
+        ),
+        // The answer names no upstream detail (URL, body); the log does.
+        Err(e) if outcome != FireOutcome::Invalid => log::error!(
+            "gid={} branch_id=- op=- scenario={scenario} {}: {e}",
+            e.gid().unwrap_or("-"),
+            outcome.as_str()
+        ),
+        Err(_) => {}
+    }
+    result
+}
+
+/// The metrics outcome of a fire request's result: every error other than the coordinator's
+/// and the stock service's is a 4xx about the request itself.
+fn fire_outcome(result: &Result<FireAnswer, AppError>) -> FireOutcome {
+    match result {
+        Ok(FireAnswer::Committed { .. }) => FireOutcome::Committed,
+        Ok(FireAnswer::RolledBack { .. }) => FireOutcome::RolledBack,
+        Err(AppError::Coordinator { .. }) => FireOutcome::CoordinatorError,
+        Err(AppError::StockUnavailable { .. }) => FireOutcome::StockUnavailable,
+        Err(_) => FireOutcome::Invalid,
+    }
+}
+
+/// The checked parameters of `scenario` from the query string, plus the body's when there is
+/// one: a body (anything but whitespace) must be `application/json` and at most `JSON_LIMIT`
+/// bytes. Fault parameters and `crash_after_try` need `FAULT_INJECTION=on`.
 async fn read_params(
+    scenario: Scenario,
     req: &HttpRequest,
     body: web::Payload,
-    limit: usize,
-) -> Result<RawParams, AppError> {
+    state: &AppState,
+) -> Result<Params, AppError> {
     let mut raw = RawParams::from_query(req.query_string());
+    let limit = state.json_limit;
     let bytes = body
         .to_bytes_limited(limit)
         .await
         .map_err(|_| AppError::BodyTooLarge { limit })?
         .map_err(|e| AppError::UnreadableBody(e.to_string()))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(raw);
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        if !req.content_type().eq_ignore_ascii_case("application/json") {
+            return Err(AppError::UnsupportedContentType);
+        }
+        raw.add_json_body(&bytes)?;
     }
-    if !req.content_type().eq_ignore_ascii_case("application/json") {
-        return Err(AppError::UnsupportedContentType);
+    let params = raw.parse(&scenario.params())?;
+    if !state.fault_injection {
+        let crash = params.flag(CRASH_AFTER_TRY).then_some(CRASH_AFTER_TRY);
+        if let Some(parameter) = params.first_fault_given().or(crash) {
+            return Err(AppError::FaultInjectionDisabled {
+                parameter: parameter.to_owned(),
+            });
+        }
     }
-    raw.add_json_body(&bytes)?;
-    Ok(raw)
+    Ok(params)
 }

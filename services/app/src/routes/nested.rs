@@ -1,4 +1,5 @@
-//! The AP's own nested branch, for `fireTccNested` (design §8; DTM's `TccFromQuery`):
+//! The AP's own nested branch, for `fireTccNested` (DTM's `TccFromQuery`;
+//! `docs/ARCHITECTURE.md#scenarios`):
 //! `POST /api/TransInNestedTry|TransInNestedConfirm|TransInNestedCancel` with the branch query.
 //!
 //! The outer AP registers this branch (say `02`) and calls its Try like any RM's. The Try is
@@ -25,16 +26,14 @@
 //! check.
 
 use actix_web::{web, HttpRequest};
-use serde::{Deserialize, Serialize};
-use service_kit::fault::BranchFaults;
 use tcc::actix::BranchReply;
 use tcc::client::{BranchError, TccError};
 use tcc::protocol::{BranchQuery, Op};
 use tcc::signing::{verify_gid_token, SigningSecret, GID_TOKEN_HEADER};
 
+use super::fire::TransferRequest;
 use crate::error::AppError;
-use crate::scenario::Resource;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The three endpoints' names, as registered under `/api/`.
 pub const TRY: &str = "TransInNestedTry";
@@ -48,40 +47,22 @@ pub const CANCEL: &str = "TransInNestedCancel";
 pub const ENDPOINTS: [(&str, Op); 3] =
     [(TRY, Op::Try), (CONFIRM, Op::Confirm), (CANCEL, Op::Cancel)];
 
-/// The nested Try's body: the TransIn transfer its child branch will carry,
-/// `{"account_id": 1, "amount": 30, "fault": {...}?}` (amount in minor units). Checked here, so
-/// that a malformed one is the caller's 400, not a failed child Try.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NestedTransferBody {
-    /// The account TransIn credits, > 0.
-    #[schema(minimum = 1)]
-    pub account_id: i64,
-    /// Minor units, > 0.
-    #[schema(minimum = 1)]
-    pub amount: i64,
-    /// Demo fault injection for the child (`service_kit::fault`); needs `FAULT_INJECTION=on`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<BranchFaults>,
-}
-
-impl NestedTransferBody {
-    /// `account_id` and `amount` must be > 0, and a `fault` needs fault injection on.
-    fn check(&self, fault_injection: bool) -> Result<(), AppError> {
-        for (name, value) in [("account_id", self.account_id), ("amount", self.amount)] {
-            if value <= 0 {
-                return Err(AppError::InvalidBody(format!(
-                    "{name} must be a whole number greater than 0, got {value}"
-                )));
-            }
+/// `account_id` and `amount` must be > 0, and a `fault` needs fault injection on: a malformed
+/// body is the caller's 400, not a failed child Try.
+fn check_body(body: &TransferRequest, fault_injection: bool) -> Result<(), AppError> {
+    for (name, value) in [("account_id", body.account_id), ("amount", body.amount)] {
+        if value <= 0 {
+            return Err(AppError::InvalidBody(format!(
+                "{name} must be a whole number greater than 0, got {value}"
+            )));
         }
-        if self.fault.is_some() && !fault_injection {
-            return Err(AppError::FaultInjectionDisabled {
-                parameter: "fault".into(),
-            });
-        }
-        Ok(())
     }
+    if body.fault.is_some() && !fault_injection {
+        return Err(AppError::FaultInjectionDisabled {
+            parameter: "fault".into(),
+        });
+    }
+    Ok(())
 }
 
 /// `POST /api/TransInNestedTry?gid=&trans_type=tcc&branch_id=&op=try[&dtm=]`, body: a TransIn
@@ -103,11 +84,11 @@ impl NestedTransferBody {
 pub async fn trans_in_nested_try(
     request: HttpRequest,
     query: BranchQuery,
-    body: service_kit::http::JsonObject<NestedTransferBody>,
+    body: service_kit::http::JsonObject<TransferRequest>,
     state: web::Data<AppState>,
 ) -> Result<BranchReply, AppError> {
     check_op(&query, Op::Try)?;
-    body.0.check(state.fault_injection)?;
+    check_body(&body.0, state.fault_injection)?;
     if let Some(dtm) = query.dtm.as_deref().filter(|d| !d.is_empty()) {
         if dtm.trim_end_matches('/') != state.tcc.dtm_url().trim_end_matches('/') {
             return Err(AppError::BadBranchQuery(
@@ -122,13 +103,18 @@ pub async fn trans_in_nested_try(
         .map_err(|e| AppError::BadBranchQuery(e.to_string()))?;
     // Before anything is registered: the checks above only read the request.
     check_gid_token(&request, &query, state.branch_signing_secret.as_ref())?;
-    let urls = Resource::TransIn.urls(&state.endpoints);
+    let urls = &state.urls;
     log::info!(
         "gid={gid} branch_id={parent} op=try nested: TransIn as a child branch, coordinator {}",
         tcc.dtm_url()
     );
     let child = tcc
-        .call_branch(&body.0, &urls.try_url, &urls.confirm_url, &urls.cancel_url)
+        .call_branch(
+            &body.0,
+            &urls.trans_in("TransInTry"),
+            &urls.trans_in("TransInConfirm"),
+            &urls.trans_in("TransInCancel"),
+        )
         .await;
     match child {
         Ok(reply) => {

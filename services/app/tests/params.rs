@@ -1,0 +1,123 @@
+//! The parameter rules of the fire endpoints ([`app::params`]): defaults, the two sources, the
+//! values accepted, unknown and repeated names.
+
+use app::error::AppError;
+use app::params::{ParamSpec, Params, RawParams};
+
+const SPECS: &[ParamSpec] = &[
+    ParamSpec::positive_int("amount", 30, "minor units"),
+    ParamSpec::positive_int("from", 1, "account"),
+];
+
+fn from_query(q: &str) -> Result<Params, AppError> {
+    RawParams::from_query(q).parse(SPECS)
+}
+
+fn from_body(body: &str) -> Result<Params, AppError> {
+    let mut raw = RawParams::default();
+    raw.add_json_body(body.as_bytes())?;
+    raw.parse(SPECS)
+}
+
+fn refused_parameter(result: Result<Params, AppError>) -> (String, String) {
+    match result {
+        Err(AppError::InvalidParameter { parameter, message }) => (parameter, message),
+        other => panic!("expected InvalidParameter, got {other:?}"),
+    }
+}
+
+#[test]
+fn absent_parameters_take_their_defaults() {
+    let p = from_query("").unwrap();
+    assert_eq!((p.int("amount"), p.int("from")), (30, 1));
+    let p = from_body("{}").unwrap();
+    assert_eq!(p.int("amount"), 30);
+}
+
+#[test]
+fn query_and_body_values_are_read() {
+    let p = from_query("amount=45&from=7").unwrap();
+    assert_eq!((p.int("amount"), p.int("from")), (45, 7));
+    let p = from_body(r#"{"amount": 45, "from": 7}"#).unwrap();
+    assert_eq!((p.int("amount"), p.int("from")), (45, 7));
+
+    let mut raw = RawParams::from_query("amount=5");
+    raw.add_json_body(br#"{"from": 9}"#).unwrap();
+    let p = raw.parse(SPECS).unwrap();
+    assert_eq!((p.int("amount"), p.int("from")), (5, 9));
+}
+
+#[test]
+fn zero_negative_fractional_and_non_numeric_query_values_are_refused() {
+    for bad in [
+        "0",
+        "-5",
+        "1.5",
+        "abc",
+        "",
+        "+5",
+        "3e1",
+        " 5",
+        "9223372036854775808",
+    ] {
+        let (parameter, message) = refused_parameter(from_query(&format!(
+            "amount={}",
+            url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
+        )));
+        assert_eq!(parameter, "amount", "{bad:?}");
+        assert!(
+            message.starts_with("amount must be a whole number"),
+            "{message}"
+        );
+    }
+    assert!(from_query("amount=9223372036854775807").is_ok());
+}
+
+#[test]
+fn body_values_must_be_json_integers_greater_than_zero() {
+    for bad in [
+        "0", "-5", "1.5", "30.0", "\"30\"", "null", "true", "[1]", "1e40",
+    ] {
+        let (parameter, _) = refused_parameter(from_body(&format!(r#"{{"amount": {bad}}}"#)));
+        assert_eq!(parameter, "amount", "{bad}");
+    }
+}
+
+#[test]
+fn unknown_parameters_are_refused_with_the_accepted_list() {
+    let (parameter, message) = refused_parameter(from_query("ammount=5"));
+    assert_eq!(parameter, "ammount");
+    assert!(message.contains("accepted: amount, from"), "{message}");
+    let (parameter, _) = refused_parameter(from_body(r#"{"to_account": 2}"#));
+    assert_eq!(parameter, "to_account");
+}
+
+#[test]
+fn a_parameter_given_twice_is_refused_whatever_the_sources() {
+    let (parameter, message) = refused_parameter(from_query("amount=5&amount=6"));
+    assert_eq!(parameter, "amount");
+    assert!(message.contains("twice in the query string"), "{message}");
+
+    let mut raw = RawParams::from_query("amount=5");
+    raw.add_json_body(br#"{"amount": 5}"#).unwrap();
+    let (parameter, message) = refused_parameter(raw.parse(SPECS));
+    assert_eq!(parameter, "amount");
+    assert!(message.contains("both in the query string and in the JSON body"));
+
+    let (parameter, message) = refused_parameter(from_body(r#"{"from": 1, "from": 2}"#));
+    assert_eq!(parameter, "from");
+    assert!(message.contains("twice in the JSON body"), "{message}");
+}
+
+#[test]
+fn a_body_that_is_not_a_json_object_is_refused() {
+    let mut raw = RawParams::default();
+    assert!(matches!(
+        raw.add_json_body(b"[1, 2]"),
+        Err(AppError::InvalidBody(_))
+    ));
+    assert!(matches!(
+        raw.add_json_body(b"{\"amount\": "),
+        Err(AppError::InvalidBody(_))
+    ));
+}
