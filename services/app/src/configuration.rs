@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use service_kit::rate_limit::RateLimit;
-use service_kit::settings::{env_or, env_string, SettingsError};
+use service_kit::settings::{env_flag, env_http_url, env_or, env_string, SettingsError};
 use tcc::signing::SigningSecret;
 
 /// Everything the AP needs to run. It has no database: its only state is the coordinator's.
@@ -30,16 +30,10 @@ pub struct Settings {
     /// (`StockTry|StockConfirm|StockCancel`, and `GET products/{id}` for prices).
     pub stock_url: String,
     /// `APP_URL`: the AP's own API base as the coordinator reaches it, e.g.
-    /// `http://app:8080/api` in docker-compose. The AP registers its nested branch
-    /// (`fireTccNested`) with the TM as `{APP_URL}/TransInNestedConfirm|TransInNestedCancel`,
-    /// and calls `{APP_URL}/TransInNestedTry` itself.
-    ///
-    /// `None` (unset or empty) means "derive it from the address actually bound":
-    /// `http://<bound ip>:<bound port>/api`, with the loopback address when binding all
-    /// interfaces (`HOST=0.0.0.0`). With the default `HOST` and `PORT` that is
-    /// [`DEFAULT_APP_URL`]; with `PORT=0` (tests) it is the free port picked at start, which is
-    /// why it is decided in [`crate::startup::Application::build`], after binding (see
-    /// [`Settings::resolve_app_url`]).
+    /// `http://app:8080/api` in docker-compose: where `fireTccNested` registers and calls its
+    /// nested branch (`{APP_URL}/TransInNestedTry|Confirm|Cancel`). `None` (unset or empty):
+    /// derived from the address bound, after binding ([`Settings::resolve_app_url`]), since with
+    /// `PORT=0` (tests) the port is known only then.
     pub app_url: Option<String>,
     /// `JSON_LIMIT`: the largest request body accepted, in bytes, default 65536.
     pub json_limit: usize,
@@ -65,16 +59,10 @@ pub struct Settings {
 }
 
 /// Default of `FIRE_RATE_LIMIT_PER_SECOND` (1000) and `FIRE_RATE_LIMIT_BURST` (2000), per
-/// client address.
-///
-/// One address running a load test is a normal caller: 32 concurrent `fireTcc` loops from one
-/// machine reach what the whole system manages, about 150-500 global transactions per second
-/// on the development machine (`docs/BENCHMARKS.md`), and must never be refused. So the
-/// defaults sit at twice the best rate measured, with bursts of two seconds' worth; a flood from
-/// one address (thousands of requests per second, most of them never waiting for an answer) is
-/// cut to that rate, each refusal costing one map lookup and nothing started. Deployments whose
-/// clients are many and slow should lower it to what one client may need; behind a proxy every
-/// client shares the proxy's address, so raise it there or disable it (0) and limit at the proxy.
+/// client address: well above what the whole system manages (`docs/BENCHMARKS.md`), so one
+/// address running a load test is never refused, while a flood from one address is cut to that
+/// rate with nothing started. Behind a proxy every client shares the proxy's address: raise it
+/// there, or disable it (0) and limit at the proxy.
 pub const DEFAULT_FIRE_RATE_LIMIT: RateLimit = RateLimit {
     per_second: 1000,
     burst: 2000,
@@ -124,20 +112,17 @@ impl Settings {
         Ok(Settings {
             host: env_string("HOST", &defaults.host),
             port: env_or("PORT", defaults.port)?,
-            dtm_url: env_url("DTM_URL", DEFAULT_DTM_URL)?,
-            trans_out_url: env_url("TRANS_OUT_URL", DEFAULT_TRANS_OUT_URL)?,
-            trans_in_url: env_url("TRANS_IN_URL", DEFAULT_TRANS_IN_URL)?,
-            stock_url: env_url("STOCK_URL", DEFAULT_STOCK_URL)?,
-            app_url: env_optional_url("APP_URL")?,
+            dtm_url: env_http_url("DTM_URL", DEFAULT_DTM_URL)?,
+            trans_out_url: env_http_url("TRANS_OUT_URL", DEFAULT_TRANS_OUT_URL)?,
+            trans_in_url: env_http_url("TRANS_IN_URL", DEFAULT_TRANS_IN_URL)?,
+            stock_url: env_http_url("STOCK_URL", DEFAULT_STOCK_URL)?,
+            app_url: match env_string("APP_URL", "").as_str() {
+                "" => None,
+                _ => Some(env_http_url("APP_URL", "")?),
+            },
             json_limit: env_or("JSON_LIMIT", defaults.json_limit)?,
-            fault_injection: service_kit::settings::env_flag(
-                "FAULT_INJECTION",
-                defaults.fault_injection,
-            )?,
-            baseline_endpoints: service_kit::settings::env_flag(
-                "BASELINE_ENDPOINTS",
-                defaults.baseline_endpoints,
-            )?,
+            fault_injection: env_flag("FAULT_INJECTION", defaults.fault_injection)?,
+            baseline_endpoints: env_flag("BASELINE_ENDPOINTS", defaults.baseline_endpoints)?,
             branch_signing_secret: SigningSecret::from_env(),
             fire_rate_limit: RateLimit {
                 per_second: env_or(
@@ -170,69 +155,4 @@ pub fn default_app_url(bound: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}/api", SocketAddr::new(ip, bound.port()))
-}
-
-/// The URL in `name`, checked, without a trailing `/` (the code appends `/TransOutTry` etc.).
-fn env_url(name: &str, default: &str) -> Result<String, SettingsError> {
-    let value = env_string(name, default);
-    check_base_url(&value).map_err(|message| SettingsError {
-        name: name.into(),
-        value: value.clone(),
-        message,
-    })
-}
-
-/// The URL in `name`, checked as [`env_url`] does, or `None` when unset or empty.
-fn env_optional_url(name: &str) -> Result<Option<String>, SettingsError> {
-    if env_string(name, "").is_empty() {
-        return Ok(None);
-    }
-    env_url(name, "").map(Some)
-}
-
-/// `value` without its trailing `/` when it is an absolute `http://` or `https://` URL.
-pub(crate) fn check_base_url(value: &str) -> Result<String, String> {
-    let url = url::Url::parse(value).map_err(|e| e.to_string())?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "expected an http:// or https:// URL, not {:?}",
-            url.scheme()
-        ));
-    }
-    Ok(value.trim_end_matches('/').to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_lose_their_trailing_slash_and_must_be_http() {
-        assert_eq!(
-            check_base_url("http://bank:8081/api/").unwrap(),
-            "http://bank:8081/api"
-        );
-        assert!(check_base_url("bank:8081/api").is_err());
-        assert!(check_base_url("ftp://bank/api").is_err());
-        assert!(check_base_url("not a url").is_err());
-    }
-
-    #[test]
-    fn an_unset_app_url_is_derived_from_the_bound_address() {
-        let bound: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let resolved = Settings::default().resolve_app_url(bound);
-        assert_eq!(resolved.app_url.as_deref(), Some(DEFAULT_APP_URL));
-        let any: SocketAddr = "0.0.0.0:41234".parse().unwrap();
-        assert_eq!(default_app_url(any), "http://127.0.0.1:41234/api");
-        let any6: SocketAddr = "[::]:41234".parse().unwrap();
-        assert_eq!(default_app_url(any6), "http://[::1]:41234/api");
-        let set = Settings {
-            app_url: Some("http://app:8080/api".into()),
-            ..Settings::default()
-        };
-        assert_eq!(
-            set.resolve_app_url(any).app_url.as_deref(),
-            Some("http://app:8080/api")
-        );
-    }
 }

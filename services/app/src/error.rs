@@ -9,7 +9,6 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 use tcc::client::TccError;
-use tcc::protocol::Op;
 
 /// Why a fire request was not carried out.
 ///
@@ -78,15 +77,6 @@ pub enum AppError {
         /// What went wrong, for the log.
         detail: String,
     },
-    /// A nested branch endpoint got a branch query for another op (`TransInNestedTry` with
-    /// `op=cancel`). `400 op_mismatch`.
-    #[error("this endpoint serves op={endpoint}, but the query says op={query}")]
-    OpMismatch {
-        /// The op the endpoint serves.
-        endpoint: Op,
-        /// The op in the query.
-        query: Op,
-    },
     /// The nested branch's Try query cannot start a nested transaction: its `dtm` is not an
     /// `http(s)://` URL, or its branch id is too long to nest under. `400 bad_branch_query`.
     #[error("{0}")]
@@ -141,7 +131,6 @@ impl AppError {
             } => "coordinator_unavailable",
             AppError::Coordinator { .. } => "coordinator_error",
             AppError::FaultInjectionDisabled { .. } => "fault_injection_disabled",
-            AppError::OpMismatch { .. } => "op_mismatch",
             AppError::BadBranchQuery(_) => "bad_branch_query",
             AppError::ChildBranch { .. } => "child_branch_error",
             AppError::GidToken { code, .. } => code,
@@ -219,7 +208,6 @@ impl ResponseError for AppError {
             | AppError::UnreadableBody(_)
             | AppError::UnknownProduct { .. }
             | AppError::AmountOverflow { .. }
-            | AppError::OpMismatch { .. }
             | AppError::BadBranchQuery(_) => StatusCode::BAD_REQUEST,
             AppError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -243,47 +231,5 @@ impl ResponseError for AppError {
             body["gid"] = gid.into();
         }
         HttpResponse::build(self.status_code()).json(body)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unreachable_coordinator_is_503_and_a_refusal_502() {
-        let down = AppError::Coordinator {
-            gid: None,
-            source: TccError::Transport {
-                call: "newGid",
-                message: "connection refused".into(),
-            },
-        };
-        assert_eq!(down.status_code(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(down.code(), "coordinator_unavailable");
-        assert!(down
-            .public_message()
-            .contains("no global transaction was started"));
-
-        let refused = AppError::Coordinator {
-            gid: Some("g1".into()),
-            source: TccError::Refused {
-                call: "submit",
-                status: 409,
-                message: "aborting".into(),
-            },
-        };
-        assert_eq!(refused.status_code(), StatusCode::BAD_GATEWAY);
-        assert_eq!(refused.gid(), Some("g1"));
-        assert!(refused.public_message().contains("query it by gid"));
-    }
-
-    #[test]
-    fn stock_failures_do_not_leak_upstream_detail() {
-        let e = AppError::StockUnavailable {
-            product_id: 3,
-            detail: "error sending request for url (http://10.0.0.7:8083/api/products/3)".into(),
-        };
-        assert!(!e.public_message().contains("10.0.0.7"));
     }
 }

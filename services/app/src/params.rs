@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
 use service_kit::fault::{BranchFaults, Fault};
 
 use crate::error::AppError;
@@ -27,12 +28,12 @@ pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 /// What values a parameter takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
-    /// A whole number greater than 0 (ids, quantities, amounts in minor units).
+    /// A whole number greater than 0 (ids, quantities, amounts in minor units), with a default.
     PositiveInt {
         /// The value when the parameter is not given.
         default: i64,
     },
-    /// A whole number of seconds greater than 0, or absent (a transaction option the
+    /// A whole number of seconds from 1 to `max`, or absent (a transaction option the
     /// coordinator defaults).
     OptionalSecs {
         /// The largest value accepted.
@@ -43,8 +44,8 @@ pub enum ParamKind {
         /// The value when the parameter is not given.
         default: bool,
     },
-    /// A fault spec for one branch and phase (`failure`, `error:3`, `delay:3000`, `accepted:2`,
-    /// `redirect:1`, ...; see `service_kit::fault`), or absent.
+    /// A fault spec for one branch and op (`failure`, `error:3`, `delay:3000`, ...; see
+    /// `service_kit::fault`), or absent.
     Fault,
 }
 
@@ -60,81 +61,57 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
+    /// A whole number > 0 with a default.
+    pub const fn positive_int(name: &'static str, default: i64, doc: &'static str) -> Self {
+        let kind = ParamKind::PositiveInt { default };
+        ParamSpec { name, kind, doc }
+    }
+
     /// A [`ParamKind::OptionalSecs`] parameter of at most `max` seconds.
     pub const fn optional_secs(name: &'static str, max: i64, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            kind: ParamKind::OptionalSecs { max },
-            doc,
-        }
+        let kind = ParamKind::OptionalSecs { max };
+        ParamSpec { name, kind, doc }
     }
 
     /// A [`ParamKind::Bool`] parameter.
     pub const fn boolean(name: &'static str, default: bool, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            kind: ParamKind::Bool { default },
-            doc,
-        }
+        let kind = ParamKind::Bool { default };
+        ParamSpec { name, kind, doc }
     }
 
     /// A [`ParamKind::Fault`] parameter.
     pub const fn fault(name: &'static str, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            kind: ParamKind::Fault,
-            doc,
-        }
-    }
-
-    /// A whole number > 0 with a default.
-    pub const fn positive_int(name: &'static str, default: i64, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            kind: ParamKind::PositiveInt { default },
-            doc,
-        }
+        let kind = ParamKind::Fault;
+        ParamSpec { name, kind, doc }
     }
 }
 
-/// Where a raw parameter came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The URL's query string.
-    Query,
-    /// The JSON body.
-    Body,
-}
-
-impl Source {
-    fn describe(self) -> &'static str {
-        match self {
-            Source::Query => "the query string",
-            Source::Body => "the JSON body",
-        }
-    }
-}
-
-/// A parameter's value before checking.
+/// A parameter's value as given: text from the query string (percent-decoded), or JSON from the
+/// body.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RawValue {
-    /// From the query string (percent-decoded).
-    Text(String),
-    /// From the JSON body.
-    Json(serde_json::Value),
+enum RawValue {
+    Query(String),
+    Body(Value),
 }
 
 impl RawValue {
+    /// Where it came from, for error messages.
+    fn source(&self) -> &'static str {
+        match self {
+            RawValue::Query(_) => "the query string",
+            RawValue::Body(_) => "the JSON body",
+        }
+    }
+
     /// The value as the caller wrote it, shortened, for error messages.
     fn shown(&self) -> String {
         let text = match self {
-            RawValue::Text(s) => format!("{s:?}"),
-            RawValue::Json(v) => v.to_string(),
+            RawValue::Query(s) => format!("{s:?}"),
+            RawValue::Body(v) => v.to_string(),
         };
-        if text.chars().count() > 40 {
-            format!("{}...", text.chars().take(40).collect::<String>())
-        } else {
-            text
+        match text.char_indices().nth(40) {
+            Some((end, _)) => format!("{}...", &text[..end]),
+            None => text,
         }
     }
 }
@@ -142,21 +119,16 @@ impl RawValue {
 /// The parameters of one request, as given, in the order given.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawParams {
-    entries: Vec<(String, RawValue, Source)>,
+    entries: Vec<(String, RawValue)>,
 }
 
 impl RawParams {
     /// The pairs of a query string (without the `?`), percent-decoded.
     pub fn from_query(query: &str) -> RawParams {
+        let pairs = url::form_urlencoded::parse(query.as_bytes());
         RawParams {
-            entries: url::form_urlencoded::parse(query.as_bytes())
-                .map(|(k, v)| {
-                    (
-                        k.into_owned(),
-                        RawValue::Text(v.into_owned()),
-                        Source::Query,
-                    )
-                })
+            entries: pairs
+                .map(|(k, v)| (k.into_owned(), RawValue::Query(v.into_owned())))
                 .collect(),
         }
     }
@@ -172,38 +144,29 @@ impl RawParams {
                 format!("the body is not valid JSON: {e}")
             })
         })?;
-        self.entries.extend(
-            members
-                .0
-                .into_iter()
-                .map(|(k, v)| (k, RawValue::Json(v), Source::Body)),
-        );
+        let members = members.0.into_iter();
+        self.entries
+            .extend(members.map(|(k, v)| (k, RawValue::Body(v))));
         Ok(())
     }
 
     /// Checks every given parameter against `specs` (see the module docs for the rules) and
     /// fills in defaults. The error names the first parameter at fault.
     pub fn parse(&self, specs: &[ParamSpec]) -> Result<Params, AppError> {
-        let mut seen: BTreeMap<&str, Source> = BTreeMap::new();
+        let mut given: BTreeMap<&str, &RawValue> = BTreeMap::new();
         let mut values = BTreeMap::new();
-        for (name, raw, source) in &self.entries {
+        for (name, raw) in &self.entries {
             let Some(spec) = specs.iter().find(|s| s.name == name) else {
                 let accepted: Vec<&str> = specs.iter().map(|s| s.name).collect();
-                return Err(invalid(
-                    name,
-                    format!(
-                        "unknown parameter {name:?}; accepted: {}",
-                        accepted.join(", ")
-                    ),
-                ));
+                let accepted = accepted.join(", ");
+                let message = format!("unknown parameter {name:?}; accepted: {accepted}");
+                return Err(invalid(name, message));
             };
-            if let Some(first) = seen.insert(spec.name, *source) {
-                let message = if first == *source {
-                    format!("{name} is given twice in {}", source.describe())
+            if let Some(first) = given.insert(spec.name, raw) {
+                let message = if first.source() == raw.source() {
+                    format!("{name} is given twice in {}", raw.source())
                 } else {
-                    format!(
-                        "{name} is given both in the query string and in the JSON body; give it once"
-                    )
+                    format!("{name} is given both in the query string and in the JSON body; give it once")
                 };
                 return Err(invalid(name, message));
             }
@@ -211,20 +174,18 @@ impl RawParams {
         }
         for spec in specs {
             let default = match spec.kind {
-                ParamKind::PositiveInt { default } => Some(ParamValue::Int(default)),
-                ParamKind::Bool { default } => Some(ParamValue::Bool(default)),
-                ParamKind::OptionalSecs { .. } | ParamKind::Fault => None,
+                ParamKind::PositiveInt { default } => ParamValue::Int(default),
+                ParamKind::Bool { default } => ParamValue::Bool(default),
+                ParamKind::OptionalSecs { .. } | ParamKind::Fault => continue,
             };
-            if let Some(default) = default {
-                values.entry(spec.name).or_insert(default);
-            }
+            values.entry(spec.name).or_insert(default);
         }
         Ok(Params { values })
     }
 }
 
 /// A JSON object's members in order, duplicates kept.
-struct JsonMembers(Vec<(String, serde_json::Value)>);
+struct JsonMembers(Vec<(String, Value)>);
 
 impl<'de> serde::Deserialize<'de> for JsonMembers {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -250,83 +211,71 @@ impl<'de> serde::Deserialize<'de> for JsonMembers {
 }
 
 fn invalid(parameter: &str, message: String) -> AppError {
-    AppError::InvalidParameter {
-        parameter: parameter.to_owned(),
-        message,
-    }
+    let parameter = parameter.to_owned();
+    AppError::InvalidParameter { parameter, message }
 }
 
+/// `raw` checked against `spec`'s kind.
 fn check(spec: &ParamSpec, raw: &RawValue) -> Result<ParamValue, AppError> {
-    match spec.kind {
+    let name = spec.name;
+    let (value, expected) = match spec.kind {
         ParamKind::PositiveInt { .. } | ParamKind::OptionalSecs { .. } => {
-            let number = match raw {
-                RawValue::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                    // Only digits: the one failure left is a number too large for i64.
-                    s.parse::<i64>().ok()
-                }
-                RawValue::Json(v) => v.as_i64(),
-                _ => None,
-            };
-            // Transaction options are seconds, bounded as the coordinator bounds them.
             let max = match spec.kind {
                 ParamKind::OptionalSecs { max } => max,
                 _ => i64::MAX,
             };
-            match number {
-                Some(n) if (1..=max).contains(&n) => Ok(ParamValue::Int(n)),
-                _ => Err(invalid(
-                    spec.name,
-                    format!(
-                        "{} must be a whole number from 1 to {max}, not {}",
-                        spec.name,
-                        raw.shown()
-                    ),
-                )),
-            }
+            let number = match raw {
+                // Only digits: the one failure left is a number too large for i64.
+                RawValue::Query(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                    s.parse::<i64>().ok()
+                }
+                RawValue::Body(v) => v.as_i64(),
+                RawValue::Query(_) => None,
+            };
+            let value = number
+                .filter(|n| (1..=max).contains(n))
+                .map(ParamValue::Int);
+            (value, format!("a whole number from 1 to {max}"))
         }
-        ParamKind::Bool { .. } => match raw {
-            RawValue::Text(s) if s == "true" || s == "1" => Ok(ParamValue::Bool(true)),
-            RawValue::Text(s) if s == "false" || s == "0" => Ok(ParamValue::Bool(false)),
-            RawValue::Json(serde_json::Value::Bool(b)) => Ok(ParamValue::Bool(*b)),
-            _ => Err(invalid(
-                spec.name,
-                format!("{} must be true or false, not {}", spec.name, raw.shown()),
-            )),
-        },
-        ParamKind::Fault => {
-            let text = match raw {
-                RawValue::Text(s) => Some(s.as_str()),
-                RawValue::Json(serde_json::Value::String(s)) => Some(s.as_str()),
+        ParamKind::Bool { .. } => {
+            let value = match raw {
+                RawValue::Query(s) if s == "true" || s == "1" => Some(true),
+                RawValue::Query(s) if s == "false" || s == "0" => Some(false),
+                RawValue::Body(Value::Bool(b)) => Some(*b),
                 _ => None,
             };
-            match text.map(str::parse::<Fault>) {
-                Some(Ok(fault)) => Ok(ParamValue::Fault(fault)),
-                Some(Err(e)) => Err(invalid(spec.name, format!("{}: {e}", spec.name))),
-                None => Err(invalid(
-                    spec.name,
-                    format!(
-                        "{} must be a fault spec string, not {}",
-                        spec.name,
-                        raw.shown()
-                    ),
-                )),
-            }
+            (value.map(ParamValue::Bool), "true or false".to_owned())
         }
-    }
+        ParamKind::Fault => match raw {
+            RawValue::Query(s) | RawValue::Body(Value::String(s)) => {
+                let fault = s.parse::<Fault>();
+                return fault
+                    .map(ParamValue::Fault)
+                    .map_err(|e| invalid(name, format!("{name}: {e}")));
+            }
+            RawValue::Body(_) => (None, "a fault spec string".to_owned()),
+        },
+    };
+    value.ok_or_else(|| {
+        invalid(
+            name,
+            format!("{name} must be {expected}, not {}", raw.shown()),
+        )
+    })
 }
 
 /// A checked parameter value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamValue {
-    /// A whole number > 0.
+enum ParamValue {
     Int(i64),
-    /// A flag.
     Bool(bool),
-    /// A fault spec.
     Fault(Fault),
 }
 
 /// Checked parameters, every declared one present (given or defaulted).
+///
+/// The getters panic when the scenario did not declare the parameter they are asked for: the
+/// handler and its scenario's parameters disagree, a bug the first request shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     values: BTreeMap<&'static str, ParamValue>,
@@ -334,9 +283,6 @@ pub struct Params {
 
 impl Params {
     /// The value of the whole-number parameter `name`.
-    ///
-    /// Panics when the scenario did not declare `name`: the scenario table and the code reading
-    /// it disagree, a bug the catalogue's unit tests catch.
     pub fn int(&self, name: &str) -> i64 {
         match self.values.get(name) {
             Some(ParamValue::Int(n)) => *n,
@@ -353,8 +299,6 @@ impl Params {
     }
 
     /// The value of the flag `name` (its default when not given).
-    ///
-    /// Panics when the scenario did not declare `name`.
     pub fn flag(&self, name: &str) -> bool {
         match self.values.get(name) {
             Some(ParamValue::Bool(b)) => *b,
@@ -383,10 +327,11 @@ impl Params {
 
     /// The name of the first fault parameter given, if any.
     pub fn first_fault_given(&self) -> Option<&'static str> {
-        self.values
+        let mut faults = self
+            .values
             .iter()
-            .find(|(_, v)| matches!(v, ParamValue::Fault(_)))
-            .map(|(name, _)| *name)
+            .filter(|(_, v)| matches!(v, ParamValue::Fault(_)));
+        faults.next().map(|(name, _)| *name)
     }
 }
 

@@ -1,34 +1,26 @@
 //! The AP's own nested branch, for `fireTccNested` (DTM's `TccFromQuery`;
-//! `docs/ARCHITECTURE.md#scenarios`):
-//! `POST /api/TransInNestedTry|TransInNestedConfirm|TransInNestedCancel` with the branch query.
+//! `docs/ARCHITECTURE.md#scenarios`): `POST /api/TransInNestedTry|Confirm|Cancel`.
 //!
 //! The outer AP registers this branch (say `02`) and calls its Try like any RM's. The Try is
 //! itself an AP of the *same* global transaction: it rebuilds the transaction's handle from its
-//! own query ([`tcc::client::TccClient::tcc_from_query`]: gid, parent branch id, coordinator URL)
-//! and calls TransIn as child branch `0201`, with its own body passed through unchanged, so a
-//! TransIn fault parameter of the fire request (`trans_in_try=failure`, ...) reaches the child.
-//! It answers what the child's Try answered. It never prepares, submits or aborts: the outer AP
-//! does, and the TM then confirms (or cancels) every branch, the last registered first: `0201`
-//! before `02`.
+//! query ([`tcc::client::TccClient::tcc_from_query`]) and calls TransIn as child branch `0201`
+//! with its own body, faults included. It never prepares, submits or aborts: the outer AP does,
+//! and the TM then confirms or cancels every branch, the last registered first.
 //!
-//! No sub-transaction barrier here, and no database: the parent branch reserves nothing itself.
-//! Its child is registered directly with the TM, which drives the child's Confirm and Cancel
-//! straight to TransIn, where the child's own barrier handles empty compensation, hanging Trys
-//! and duplicates. So the parent's Confirm and Cancel have nothing to do and succeed, however
-//! often and in whatever order they arrive; and a parent Try arriving after the abort (hanging)
-//! cannot add a child either: the TM only registers branches while the transaction is
-//! `prepared`.
+//! No sub-transaction barrier and no database here: the parent reserves nothing itself. The TM
+//! calls the child's Confirm and Cancel at TransIn, whose barrier handles empty compensation,
+//! hanging and duplicates; so the parent's Confirm and Cancel have nothing to do and succeed.
+//! A parent Try arriving after the abort cannot add a child: the TM registers branches only
+//! while the transaction is `prepared`.
 //!
-//! With `BRANCH_SIGNING_SECRET` set, the Try requires the gid's token (`X-Tcc-Gid-Token`, which
-//! the outer AP sends with its Trys): without it anyone reaching the AP who knows a prepared gid
-//! could have a child branch of their choosing registered with the coordinator and tried under a
-//! freshly minted token, and so credited at submit. Confirm and Cancel do nothing, so they need no
-//! check.
+//! With `BRANCH_SIGNING_SECRET` set, the Try requires the gid's token (`X-Tcc-Gid-Token`, sent
+//! by the outer AP): otherwise anyone who knows a prepared gid could have a child branch of
+//! their choosing registered and tried under a freshly minted token.
 
 use actix_web::{web, HttpRequest};
-use tcc::actix::BranchReply;
+use tcc::actix::{CancelBranch, ConfirmBranch, TryBranch};
 use tcc::client::{BranchError, TccError};
-use tcc::protocol::{BranchQuery, Op};
+use tcc::protocol::{BranchQuery, BranchReply, Op};
 use tcc::signing::{verify_gid_token, SigningSecret, GID_TOKEN_HEADER};
 
 use super::fire::TransferRequest;
@@ -66,28 +58,22 @@ fn check_body(body: &TransferRequest, fault_injection: bool) -> Result<(), AppEr
 }
 
 /// `POST /api/TransInNestedTry?gid=&trans_type=tcc&branch_id=&op=try[&dtm=]`, body: a TransIn
-/// transfer `{"account_id", "amount"[, "fault"]}` (passed through to the child as is).
+/// transfer `{"account_id", "amount", "fault"?}`, passed through to the child.
 ///
-/// Answers as the child's Try did: `200 SUCCESS`, `409 FAILURE` (the child refused: message
-/// `branch 0201 Try refused: ...`) or `425 ONGOING`. A transient failure of the child's Try
-/// (timeout, 5xx, TransIn down) is `500 {"error": "child_branch_error"}`, and a coordinator that
-/// refused or could not take the child's registration `502`/`503` (as for the fire endpoints):
-/// both read by the outer AP as a failed Try, so it aborts and the TM cancels every branch,
-/// the child included if it was registered. A query that is not a Try is `400 op_mismatch`;
-/// one whose `dtm` is not this AP's own coordinator (`DTM_URL`) `400 bad_branch_query`: the AP
-/// never registers branches with a coordinator it was not configured with (a caller could
-/// otherwise make it POST to any address). A coordinator refusing the child's registration
-/// (unknown or finished gid: `409`) is a `409 FAILURE`: the Try cannot happen. With
-/// `BRANCH_SIGNING_SECRET` set, a Try without the query's gid's token is `401
-/// missing_gid_token` (no `X-Tcc-Gid-Token`) or `401 bad_gid_token` (another gid's, another
-/// secret's), and nothing is registered.
+/// Answers as the child's Try did: `200 SUCCESS`, `409 FAILURE` or `425 ONGOING`; a coordinator
+/// refusing the child's registration (unknown or finished gid) is also `409 FAILURE`. A
+/// transient failure of the child's Try is `500 child_branch_error`, a coordinator failing the
+/// registration `502`/`503`: the outer AP reads both as a failed Try and aborts. Refused before
+/// anything is registered: a query that is not a Try (`400 op_mismatch`), a `dtm` other than this
+/// AP's own coordinator (`400 bad_branch_query`: the AP never POSTs to a coordinator it was not
+/// configured with), a missing or wrong gid token (`401 missing_gid_token` / `bad_gid_token`).
 pub async fn trans_in_nested_try(
     request: HttpRequest,
-    query: BranchQuery,
+    branch: TryBranch,
     body: service_kit::http::JsonObject<TransferRequest>,
     state: web::Data<AppState>,
 ) -> Result<BranchReply, AppError> {
-    check_op(&query, Op::Try)?;
+    let query = branch.query;
     check_body(&body.0, state.fault_injection)?;
     if let Some(dtm) = query.dtm.as_deref().filter(|d| !d.is_empty()) {
         if dtm.trim_end_matches('/') != state.tcc.dtm_url().trim_end_matches('/') {
@@ -104,10 +90,7 @@ pub async fn trans_in_nested_try(
     // Before anything is registered: the checks above only read the request.
     check_gid_token(&request, &query, state.branch_signing_secret.as_ref())?;
     let urls = &state.urls;
-    log::info!(
-        "gid={gid} branch_id={parent} op=try nested: TransIn as a child branch, coordinator {}",
-        tcc.dtm_url()
-    );
+    log::info!("gid={gid} branch_id={parent} op=try nested: TransIn as a child branch");
     let child = tcc
         .call_branch(
             &body.0,
@@ -116,35 +99,21 @@ pub async fn trans_in_nested_try(
             &urls.trans_in("TransInCancel"),
         )
         .await;
+    match &child {
+        Ok(reply) => log::info!(
+            "gid={gid} branch_id={parent} op=try child branch_id={} succeeded",
+            reply.branch_id
+        ),
+        Err(e) => log::warn!("gid={gid} branch_id={parent} op=try child did not succeed: {e}"),
+    }
     match child {
-        Ok(reply) => {
-            log::info!(
-                "gid={gid} branch_id={parent} op=try child branch_id={} TransIn succeeded",
-                reply.branch_id
-            );
-            Ok(BranchReply::Success)
-        }
-        Err(ref e @ BranchError::Failure { ref branch_id, .. }) => {
-            log::info!(
-                "gid={gid} branch_id={parent} op=try child branch_id={branch_id} refused: {e}"
-            );
-            Ok(BranchReply::Failure(e.to_string()))
-        }
-        Err(BranchError::Ongoing { branch_id }) => {
-            log::info!(
-                "gid={gid} branch_id={parent} op=try child branch_id={branch_id} answered ONGOING"
-            );
-            Ok(BranchReply::Ongoing)
-        }
-        Err(BranchError::Transient { branch_id, message }) => {
-            log::error!(
-                "gid={gid} branch_id={parent} op=try child branch_id={branch_id} failed: {message}"
-            );
-            Err(AppError::ChildBranch {
-                gid: gid.to_owned(),
-                branch_id,
-            })
-        }
+        Ok(_) => Ok(BranchReply::Success),
+        Err(e @ BranchError::Failure { .. }) => Ok(BranchReply::Failure(e.to_string())),
+        Err(BranchError::Ongoing { .. }) => Ok(BranchReply::Ongoing),
+        Err(BranchError::Transient { branch_id, .. }) => Err(AppError::ChildBranch {
+            gid: gid.to_owned(),
+            branch_id,
+        }),
         // The parent id is too long to nest under, or the transaction already has 99 children.
         Err(BranchError::Register(TccError::Protocol(e))) => Err(AppError::BadBranchQuery(e.0)),
         // No such transaction, or it is no longer prepared: the Try cannot happen.
@@ -152,46 +121,32 @@ pub async fn trans_in_nested_try(
             status: 409,
             message,
             ..
-        })) => {
-            log::info!(
-                "gid={gid} branch_id={parent} op=try the coordinator refused the child: {message}"
-            );
-            Ok(BranchReply::Failure(format!(
-                "the coordinator refused the child branch: {message}"
-            )))
-        }
-        Err(BranchError::Register(source)) => {
-            log::error!(
-                "gid={gid} branch_id={parent} op=try registering the child failed: {source}"
-            );
-            Err(AppError::Coordinator {
-                gid: Some(gid.to_owned()),
-                source,
-            })
-        }
+        })) => Ok(BranchReply::Failure(format!(
+            "the coordinator refused the child branch: {message}"
+        ))),
+        Err(BranchError::Register(source)) => Err(AppError::Coordinator {
+            gid: Some(gid.to_owned()),
+            source,
+        }),
     }
 }
 
 /// `POST /api/TransInNestedConfirm?...&op=confirm`: `200 SUCCESS`, nothing to do (see the
 /// module docs: the child's Confirm is the TM's call to TransIn).
-pub async fn trans_in_nested_confirm(query: BranchQuery) -> Result<BranchReply, AppError> {
-    nothing_to_do(query, Op::Confirm)
+pub async fn trans_in_nested_confirm(branch: ConfirmBranch) -> BranchReply {
+    nothing_to_do(&branch.query)
 }
 
 /// `POST /api/TransInNestedCancel?...&op=cancel`: `200 SUCCESS`, nothing to do (the child's
 /// Cancel is the TM's call to TransIn, an empty compensation there if its Try failed).
-pub async fn trans_in_nested_cancel(query: BranchQuery) -> Result<BranchReply, AppError> {
-    nothing_to_do(query, Op::Cancel)
+pub async fn trans_in_nested_cancel(branch: CancelBranch) -> BranchReply {
+    nothing_to_do(&branch.query)
 }
 
-fn nothing_to_do(query: BranchQuery, op: Op) -> Result<BranchReply, AppError> {
-    check_op(&query, op)?;
-    log::info!(
-        "gid={} branch_id={} op={op} nested parent: nothing to do",
-        query.gid,
-        query.branch_id
-    );
-    Ok(BranchReply::Success)
+fn nothing_to_do(query: &BranchQuery) -> BranchReply {
+    let (gid, branch_id, op) = (&query.gid, &query.branch_id, query.op);
+    log::info!("gid={gid} branch_id={branch_id} op={op} nested parent: nothing to do");
+    BranchReply::Success
 }
 
 /// With a secret, the request's `X-Tcc-Gid-Token` must be the query's gid's token.
@@ -222,14 +177,4 @@ fn check_gid_token(
         Ok(()) => Ok(()),
         Err(e) => refused(e.code(), e.to_string()),
     }
-}
-
-fn check_op(query: &BranchQuery, endpoint: Op) -> Result<(), AppError> {
-    if query.op == endpoint {
-        return Ok(());
-    }
-    Err(AppError::OpMismatch {
-        endpoint,
-        query: query.op,
-    })
 }
