@@ -1,4 +1,4 @@
-//! The operator's view of the coordinator (issue 4, item 3): a JSON admin API under
+//! The operator's view of the coordinator: a JSON admin API under
 //! `/api/admin` and a web page at `/admin` that lists transactions, shows one with its branches,
 //! events and sequence diagram, and offers DTM's two admin actions.
 //!
@@ -135,7 +135,7 @@ pub enum ActionErrors {
     NotFound(ErrorBody),
     /// The transaction's status forbids the action.
     #[response(status = 409)]
-    Conflict(crate::api::ConflictBody),
+    Conflict(tcc::protocol::CoordinatorAnswer),
     /// `unavailable`: the database is unavailable; retry later.
     #[response(status = 503)]
     Unavailable(ErrorBody),

@@ -1,4 +1,4 @@
-//! The DTM-compatible HTTP API under `/api/dtmsvr` (design §2).
+//! The DTM-compatible HTTP API under `/api/dtmsvr` (docs/PROTOCOL.md, "Coordinator API").
 //!
 //! Answers follow DTM: `200 {"dtm_result":"SUCCESS", ...}`, `409 {"dtm_result":"FAILURE", ...}`
 //! for a refusal, 4xx with `{"error","message"}` for malformed requests. Two rules deliberately
@@ -22,11 +22,13 @@ use serde::{Deserialize, Serialize};
 use service_kit::db::blocking;
 use service_kit::http::JsonObject;
 use service_kit::openapi::{ErrorBody, JsonBodyErrors};
-use tcc::protocol::{validate_branch_id, validate_gid, BranchOutcome, GlobalStatus, SUCCESS};
+use tcc::protocol::{
+    validate_branch_id, validate_gid, BranchOutcome, CoordinatorAnswer, GlobalStatus,
+};
 
 use crate::configuration::{BranchHosts, TransDefaults, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
 use crate::engine::{Engine, PassEnd};
-use crate::error::{CoordinatorError, NotFinishedBody};
+use crate::error::CoordinatorError;
 use crate::events::{self, TryReport, TryReportRefusal};
 use crate::store::{
     self, BranchOp, NewBranch, NewTrans, PrepareOutcome, RegisterOutcome, TransGlobal, Transition,
@@ -70,36 +72,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 type Result<T> = std::result::Result<T, CoordinatorError>;
 
-/// The answer of a DTM call that succeeded: `{"dtm_result": "SUCCESS"}`, with the `gid` for
-/// `newGid`, `prepare`, `submit` and `abort`, and the transaction's `status` for `submit` and
-/// `abort` (final when `wait_result` was set and the second phase finished in time).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DtmAnswer {
-    /// Always `SUCCESS`.
-    #[schema(example = "SUCCESS")]
-    pub dtm_result: String,
-    /// The global transaction id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<String>,
-    /// The global transaction's status after the call.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<GlobalStatus>,
-}
-
-/// A refusal by the state machine (409): `{"dtm_result": "FAILURE", "error": "conflict",
-/// "message": "..."}`. DTM clients read `dtm_result`; others read `error`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ConflictBody {
-    /// Always `FAILURE`.
-    #[schema(example = "FAILURE")]
-    pub dtm_result: String,
-    /// Always `conflict`.
-    #[schema(example = "conflict")]
-    pub error: String,
-    /// Why: the transaction's status, or that it does not exist.
-    pub message: String,
-}
-
 /// The answer of `query`: the transaction and its branch ops (Confirm and Cancel of each
 /// branch, in registration order).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -133,10 +105,10 @@ pub struct EventsAnswer {
 pub enum RegisterAnswers {
     /// Registered (or already registered with the same URLs and data).
     #[response(status = 200)]
-    Registered(DtmAnswer),
+    Registered(CoordinatorAnswer),
     /// Unknown gid, not `prepared`, or the branch is registered with other URLs or data.
     #[response(status = 409)]
-    Conflict(ConflictBody),
+    Conflict(CoordinatorAnswer),
 }
 
 /// The answers of `submit` and `abort` besides [`JsonBodyErrors`].
@@ -145,22 +117,22 @@ pub enum FinishAnswers {
     /// Submitted or aborted; with `wait_result`, the second phase finished and `status` is
     /// final.
     #[response(status = 200)]
-    Done(DtmAnswer),
+    Done(CoordinatorAnswer),
     /// Unknown gid, or a status that forbids it (`error` = `conflict`); or, with `wait_result`,
     /// the second phase did not finish within the wait (`error` = `not_finished`, with `gid` and
-    /// `status`: [`NotFinishedBody`]).
+    /// `status`: [`CoordinatorAnswer`]).
     #[response(status = 409)]
-    Conflict(ConflictBody),
-    /// With `wait_result`: a branch answered ONGOING, the second phase goes on ([`NotFinishedBody`]).
+    Conflict(CoordinatorAnswer),
+    /// With `wait_result`: a branch answered ONGOING, the second phase goes on ([`CoordinatorAnswer`]).
     #[response(status = 425)]
-    Ongoing(NotFinishedBody),
+    Ongoing(CoordinatorAnswer),
 }
 
 /// The coordinator's DTM API (with its `reportTry` extension), the event log views and metrics.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(new_gid, prepare, register_branch, register_tcc_branch, report_try, submit, abort, query, all, diagram, events, metrics),
-    components(schemas(DtmAnswer, ConflictBody, NotFinishedBody, QueryAnswer, AllAnswer, EventsAnswer, PrepareBody, RegisterBody, FinishBody, TryReportBody, ErrorBody, GlobalStatus)),
+    components(schemas(CoordinatorAnswer, QueryAnswer, AllAnswer, EventsAnswer, PrepareBody, RegisterBody, FinishBody, TryReportBody, ErrorBody, GlobalStatus)),
     tags(
         (name = "dtm", description = "DTM's HTTP protocol (`/api/dtmsvr`): TCC global transactions and their branches"),
         (name = "admin", description = "Operators' view of transactions"),
@@ -187,11 +159,7 @@ async fn metrics(engine: web::Data<Engine>) -> HttpResponse {
 }
 
 fn success(gid: Option<String>, status: Option<GlobalStatus>) -> HttpResponse {
-    HttpResponse::Ok().json(DtmAnswer {
-        dtm_result: SUCCESS.to_owned(),
-        gid,
-        status,
-    })
+    HttpResponse::Ok().json(CoordinatorAnswer::success(gid, status))
 }
 
 fn check_gid(gid: &str) -> Result<()> {
@@ -210,7 +178,7 @@ fn check_trans_type(trans_type: &Option<String>) -> Result<()> {
 
 /// `GET newGid`: `{"gid": "<32 hex digits>", "dtm_result": "SUCCESS"}`.
 #[utoipa::path(get, path = "/api/dtmsvr/newGid", tag = "dtm", responses(
-    (status = 200, description = "A new gid (32 hex digits)", body = DtmAnswer),
+    (status = 200, description = "A new gid (32 hex digits)", body = CoordinatorAnswer),
 ))]
 async fn new_gid() -> HttpResponse {
     success(Some(uuid::Uuid::new_v4().simple().to_string()), None)
@@ -251,8 +219,8 @@ fn option_secs(name: &str, value: Option<i64>, default: u32, max: i64) -> Result
 }
 
 #[utoipa::path(post, path = "/api/dtmsvr/prepare", tag = "dtm", request_body = PrepareBody, responses(
-    (status = 200, description = "Prepared (or already prepared: idempotent)", body = DtmAnswer),
-    (status = 409, description = "The transaction exists in another status", body = ConflictBody),
+    (status = 200, description = "Prepared (or already prepared: idempotent)", body = CoordinatorAnswer),
+    (status = 409, description = "The transaction exists in another status", body = CoordinatorAnswer),
     JsonBodyErrors,
 ))]
 async fn prepare(
@@ -765,8 +733,8 @@ fn carried_reports(gid: &str, try_reports: Option<String>) -> Vec<TryReport> {
 #[utoipa::path(post, path = "/api/dtmsvr/reportTry", tag = "dtm", request_body = TryReportBody,
     description = "Extension of this project: the AP's client reports a Try it made, for the diagrams.",
     responses(
-    (status = 200, description = "Recorded", body = DtmAnswer),
-    (status = 409, description = "Unknown gid, or the branch is not registered", body = ConflictBody),
+    (status = 200, description = "Recorded", body = CoordinatorAnswer),
+    (status = 409, description = "Unknown gid, or the branch is not registered", body = CoordinatorAnswer),
     JsonBodyErrors,
 ))]
 async fn report_try(
@@ -775,7 +743,7 @@ async fn report_try(
 ) -> Result<HttpResponse> {
     let report = check_try_report(body.0)?;
     let (gid, branch_id) = (report.gid.clone(), report.branch_id.clone());
-    match blocking(engine.pool(), move |conn| events::record_try(conn, &report)).await?? {
+    match blocking(engine.pool(), move |conn| store::record_try(conn, &report)).await?? {
         Ok(()) => Ok(success(None, None)),
         Err(TryReportRefusal::UnknownGid) => Err(CoordinatorError::Conflict(format!(
             "no global transaction {gid}; nothing to report a Try for"

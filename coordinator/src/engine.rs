@@ -1,5 +1,7 @@
 //! The second phase: drive every Confirm (after `submit`) or every Cancel (after `abort` or a
-//! timeout) of a transaction until each has succeeded (design §3-§5).
+//! timeout) of a transaction until each has succeeded
+//! (docs/ARCHITECTURE.md#second-phase-retries-leases-and-replicas; the calls as
+//! docs/PROTOCOL.md, "Branch calls", describes them).
 //!
 //! One pass over a transaction, by whoever holds its lease:
 //!
@@ -12,7 +14,7 @@
 //!    ([`store::record_calls`]) at the end of the pass, together with what step 3 writes: each
 //!    call's `branch_calling` and `branch_called` events (HTTP status or error, latency, attempt
 //!    number: [`crate::events`]) and its op's new status. Confirm and Cancel are idempotent
-//!    (design §6), so calls a crash kept from being recorded are only sent again by the next
+//!    (docs/ARCHITECTURE.md#the-sub-transaction-barrier), so calls a crash kept from being recorded are only sent again by the next
 //!    pass (DTM's `UpdateBranchSync` setting makes the same trade when it writes them
 //!    asynchronously).
 //!    The claim made the lease outlast the first call and wrote its `branch_calling` event (so a
@@ -37,7 +39,7 @@ use tcc::signing::{self, SigningSecret};
 use crate::configuration::Settings;
 use crate::error::CoordinatorError;
 use crate::metrics::Metrics;
-use crate::store::{self, BranchCall, BranchOp, RetryNote, TransGlobal};
+use crate::store::{self, AfterCalls, BranchCall, BranchOp, RetryNote, TransGlobal};
 
 /// Adds the signature headers of [`tcc::signing`] to `request`, over its method, its target as it
 /// goes on the wire (path and query, percent-encoded) and its body; after the branch's own
@@ -271,267 +273,258 @@ impl Engine {
     /// final status. A failed call costs the record and the retry's schedule.
     async fn run(
         &self,
-        mut trans: TransGlobal,
+        trans: TransGlobal,
         owner: String,
         pass: Option<store::Pass>,
     ) -> Result<PassEnd, CoordinatorError> {
-        let gid = trans.gid.clone();
-        if trans.global_status() == GlobalStatus::Prepared {
-            let (t, o) = (trans.clone(), owner.clone());
-            if self
-                .db(move |conn| store::abort_timed_out(conn, &t, &o))
-                .await?
-            {
-                log::warn!(
-                    "gid={gid} branch_id=- op=cancel prepared for more than {} s: aborting (Timeout after {} seconds)",
-                    trans.timeout_to_fail,
-                    trans.timeout_to_fail
-                );
-            }
-            let g = gid.clone();
-            trans = self.db(move |conn| store::reload(conn, &g)).await?;
-            if trans.owner.as_deref() != Some(owner.as_str()) {
-                return Ok(PassEnd::Yielded);
-            }
-        }
-        let status = trans.global_status();
-        let (op, end) = match status {
-            GlobalStatus::Submitted => (Op::Confirm, GlobalStatus::Succeed),
-            GlobalStatus::Aborting => (Op::Cancel, GlobalStatus::Failed),
-            // Submitted meanwhile by its AP, or finished: release what we claimed.
-            _ => {
-                let (g, o, when, step) = (
-                    gid.clone(),
-                    owner.clone(),
-                    trans.next_cron_time,
-                    trans.next_cron_interval,
-                );
-                self.db(move |conn| store::reschedule(conn, &g, &o, when, step))
-                    .await?;
-                return Ok(PassEnd::Yielded);
-            }
+        let Some(trans) = self.time_out_if_prepared(trans, &owner).await? else {
+            return Ok(PassEnd::Yielded);
         };
-        let headers: BTreeMap<String, String> =
-            serde_json::from_str(&trans.branch_headers).unwrap_or_default();
-        let lease = self.inner.lease_secs;
+        let status = trans.global_status();
+        let (Some(op), Some(end)) = (store::phase_op(status), store::phase_end(status)) else {
+            // Submitted meanwhile by its AP, or finished: release what was claimed.
+            self.release(&trans, &owner).await?;
+            return Ok(PassEnd::Yielded);
+        };
         let pass = match pass {
             Some(pass) => pass,
             None => {
-                let (t, o) = (trans.clone(), owner.clone());
-                self.db(move |conn| store::start_pass(conn, &t, &o, lease))
-                    .await?
-            }
-        };
-        if !pass.first_leased {
-            log::warn!(
-                "gid={gid} branch_id=- op={op} lease lost before the first call; another replica continues"
-            );
-            return Ok(PassEnd::Yielded);
-        }
-        let ops = pass.ops;
-        let lease_len = store::lease_duration(lease, trans.request_timeout);
-        // A call may take request_timeout, and recording it a little more: renew before a call
-        // that could outlive the lease, as the claim did for the first one.
-        let call_budget = Duration::from_secs(trans.request_timeout.max(1) as u64 + 5);
-        let mut leased_at = pass.leased_at;
-        // Calls made and not recorded yet: all of them are recorded in one commit at the end of
-        // the pass (with the final status), at a failure (before its retry is scheduled), or
-        // before a lease renewal.
-        let mut calls: Vec<BranchCall> = Vec::with_capacity(ops.len());
-        // Whether the next call's `branch_calling` event is already written (with the claim or
-        // the last lease renewal).
-        let mut announced = true;
-
-        for branch in &ops {
-            // The claim or renewal made the lease outlast the first call after it.
-            if !announced && leased_at.elapsed() + call_budget > lease_len {
-                let renewing = Instant::now();
-                let (_, continued) = self
-                    .record(
-                        &gid,
-                        op,
-                        std::mem::take(&mut calls),
-                        &owner,
-                        Some(branch.clone()),
-                        None,
-                    )
+                let (t, o, lease) = (trans.clone(), owner.clone(), self.inner.lease_secs);
+                let started = self
+                    .db(move |conn| store::start_pass(conn, &t, &o, lease))
                     .await?;
-                if continued != store::Continued::Leased(true) {
+                let Some(pass) = started else {
                     log::warn!(
-                        "gid={gid} branch_id={} op={op} lease lost before the call; another replica continues",
-                        branch.branch_id
+                        "gid={} branch_id=- op={op} lease lost before the first call; another replica continues",
+                        trans.gid
                     );
                     return Ok(PassEnd::Yielded);
-                }
-                leased_at = renewing;
-                announced = true;
+                };
+                pass
             }
-            let sent_at = Instant::now();
-            let call = self.call_branch(&trans, branch, op, &headers).await;
-            let outcome = call.outcome;
-            let succeeded = outcome == BranchOutcome::Success;
-            let metrics = &self.inner.metrics;
-            metrics
-                .branch_calls
-                .with_label_values(&[op.as_str(), outcome.kind()])
-                .inc();
-            let result = describe(&outcome);
-            // What the event log's `tcc_http_status` admits. An odd status (600-999) stays in
-            // the detail ("HTTP 600: ...") instead of failing the pass's record on every retry.
-            let http_status = call.http_status.filter(|s| (100..=599).contains(s));
-            calls.push(BranchCall {
-                op_id: branch.id,
-                branch_id: branch.branch_id.clone(),
-                url: branch.url.clone(),
-                succeeded,
-                result: result.clone(),
-                outcome: outcome.kind(),
-                http_status,
-                latency_ms: call.latency.as_millis() as u64,
-                detail: event_detail(&outcome, http_status),
-                unannounced_since: (!announced).then_some(sent_at),
-                answered_at: sent_at + call.latency,
-            });
-            announced = false;
-            if succeeded {
-                continue;
+        };
+        let mut run = PassInProgress::new(trans, owner, op, &pass, self.inner.lease_secs);
+        for branch in &pass.ops {
+            if !self.keep_lease_for(&mut run, branch).await? {
+                return Ok(PassEnd::Yielded);
             }
-
-            let (attempts, _) = self
-                .record(&gid, op, std::mem::take(&mut calls), &owner, None, None)
-                .await?;
-            let attempts = attempts.last().copied().unwrap_or(0);
-            let (next_in, next_step) = match outcome {
-                // ONGOING: polled at a fixed interval, the backoff does not grow.
-                BranchOutcome::Ongoing => (
-                    Duration::from_secs(trans.retry_interval as u64),
-                    trans.next_cron_interval,
-                ),
-                _ => {
-                    let step = trans.next_cron_interval.max(1) as u32;
-                    (
-                        with_jitter(step.min(self.inner.retry_max_interval)),
-                        step.saturating_mul(2).min(self.inner.retry_max_interval) as i32,
-                    )
-                }
-            };
-            metrics.retries.with_label_values(&[op.as_str()]).inc();
-            let alert = attempts as u32 >= self.inner.alert_after_attempts
-                && outcome != BranchOutcome::Ongoing;
-            if alert {
-                metrics.alerts.with_label_values(&[op.as_str()]).inc();
-                log::error!(
-                    "ALERT gid={gid} branch_id={} op={op} has failed {attempts} attempts, last: {result}; retrying in {:.1} s",
-                    branch.branch_id,
-                    next_in.as_secs_f64()
-                );
-            } else {
-                log::warn!(
-                    "gid={gid} branch_id={} op={op} attempt {attempts}: {result}; retrying in {:.1} s",
-                    branch.branch_id,
-                    next_in.as_secs_f64()
-                );
+            let outcome = self.call_and_note(&mut run, branch).await;
+            if outcome != BranchOutcome::Success {
+                return self.retry_later(run, branch, outcome).await;
             }
-            let note = RetryNote {
-                branch_id: branch.branch_id.clone(),
-                op,
-                url: branch.url.clone(),
-                retry_in_ms: next_in.as_millis() as u64,
-                detail: match (&outcome, alert) {
-                    (BranchOutcome::Ongoing, _) => {
-                        format!(
-                            "ongoing: polled again after retry_interval ({} s)",
-                            trans.retry_interval
-                        )
-                    }
-                    (_, true) => {
-                        format!("ALERT: {attempts} failed attempts, backoff step now {next_step} s")
-                    }
-                    (_, false) => format!("backoff step now {next_step} s"),
-                },
-            };
-            let when = Utc::now() + chrono::Duration::from_std(next_in).unwrap_or_default();
-            let (g, o) = (gid.clone(), owner.clone());
-            self.db(move |conn| store::schedule_retry(conn, &g, &o, when, next_step, &note))
-                .await?;
-            return Ok(PassEnd::RetryScheduled {
-                branch_id: branch.branch_id.clone(),
-                op,
-                outcome,
-                retry_in: next_in,
-            });
         }
-
-        // Every op succeeded (or none was pending): the calls and the final status, one commit.
-        let (_, continued) = self
-            .record(&gid, op, calls, &owner, None, Some((status, end)))
-            .await?;
-        match continued {
-            store::Continued::Finished(finished) => Ok(self
-                .finished(&gid, status, end, finished)
-                .map_or(PassEnd::Yielded, PassEnd::Finished)),
-            _ => Ok(PassEnd::Yielded),
-        }
+        self.finish_pass(run, status, end).await
     }
 
-    /// Records `calls` (of `op`) and then renews the lease for `next`, or moves `finish.0` to
-    /// `finish.1`, or (neither) does nothing more: [`store::record_calls`], one commit. Logs
-    /// each recorded success with its attempt number; answers each op's attempts in call order.
+    /// Step 1 of a pass: a `prepared` transaction claimed by the worker has passed
+    /// `timeout_to_fail`, so it moves to `aborting`. Returns the transaction to go on with, or
+    /// `None` when the lease was lost meanwhile.
+    async fn time_out_if_prepared(
+        &self,
+        trans: TransGlobal,
+        owner: &str,
+    ) -> Result<Option<TransGlobal>, CoordinatorError> {
+        if trans.global_status() != GlobalStatus::Prepared {
+            return Ok(Some(trans));
+        }
+        let (t, o) = (trans.clone(), owner.to_owned());
+        if self
+            .db(move |conn| store::abort_timed_out(conn, &t, &o))
+            .await?
+        {
+            log::warn!(
+                "gid={} branch_id=- op=cancel prepared for more than {} s: aborting (Timeout after {} seconds)",
+                trans.gid,
+                trans.timeout_to_fail,
+                trans.timeout_to_fail
+            );
+        }
+        let g = trans.gid.clone();
+        let trans = self.db(move |conn| store::reload(conn, &g)).await?;
+        Ok((trans.owner.as_deref() == Some(owner)).then_some(trans))
+    }
+
+    /// Gives back a claimed transaction that has no second phase to run, due when it was due.
+    async fn release(&self, trans: &TransGlobal, owner: &str) -> Result<(), CoordinatorError> {
+        let (g, o, when, step) = (
+            trans.gid.clone(),
+            owner.to_owned(),
+            trans.next_cron_time,
+            trans.next_cron_interval,
+        );
+        self.db(move |conn| store::reschedule(conn, &g, &o, when, step))
+            .await?;
+        Ok(())
+    }
+
+    /// Before a call to `branch`: when the lease might not outlast it, records the calls so far
+    /// and renews the lease for it (one commit). `false` when the lease was lost: the pass stops,
+    /// another worker goes on.
+    async fn keep_lease_for(
+        &self,
+        run: &mut PassInProgress,
+        branch: &BranchOp,
+    ) -> Result<bool, CoordinatorError> {
+        if !run.needs_renewal() {
+            return Ok(true);
+        }
+        let renewing = Instant::now();
+        let (_, continued) = self.record(run, AfterCalls::Call(Box::new(branch.clone()))).await?;
+        if continued != store::Continued::Leased {
+            log::warn!(
+                "gid={} branch_id={} op={} lease lost before the call; another replica continues",
+                run.trans.gid,
+                branch.branch_id,
+                run.op
+            );
+            return Ok(false);
+        }
+        run.leased_at = renewing;
+        run.announced = true;
+        Ok(true)
+    }
+
+    /// Step 2 of a pass: calls `branch`, counts the call and keeps it for the pass's record.
+    async fn call_and_note(&self, run: &mut PassInProgress, branch: &BranchOp) -> BranchOutcome {
+        let sent_at = Instant::now();
+        let call = self
+            .call_branch(&run.trans, branch, run.op, &run.headers)
+            .await;
+        let outcome = call.outcome;
+        self.inner
+            .metrics
+            .branch_calls
+            .with_label_values(&[run.op.as_str(), outcome.kind()])
+            .inc();
+        // What the event log's `tcc_http_status` admits. An odd status (600-999) stays in the
+        // detail ("HTTP 600: ...") instead of failing the pass's record on every retry.
+        let http_status = call.http_status.filter(|s| (100..=599).contains(s));
+        run.calls.push(BranchCall {
+            op_id: branch.id,
+            branch_id: branch.branch_id.clone(),
+            succeeded: outcome == BranchOutcome::Success,
+            result: describe(&outcome),
+            outcome: outcome.kind(),
+            http_status,
+            latency_ms: call.latency.as_millis() as u64,
+            detail: event_detail(&outcome, http_status),
+            unannounced_since: (!run.announced).then_some(sent_at),
+            answered_at: sent_at + call.latency,
+        });
+        run.announced = false;
+        outcome
+    }
+
+    /// Step 3 after a call that did not succeed: records the pass's calls, then schedules the
+    /// next attempt (backoff with jitter, or `retry_interval` after ONGOING) and releases the
+    /// lease, alerting once the op has failed `alert_after_attempts` times.
+    async fn retry_later(
+        &self,
+        mut run: PassInProgress,
+        branch: &BranchOp,
+        outcome: BranchOutcome,
+    ) -> Result<PassEnd, CoordinatorError> {
+        let (gid, op) = (run.trans.gid.clone(), run.op);
+        let (attempts, _) = self.record(&mut run, AfterCalls::Nothing).await?;
+        let attempts = attempts.last().copied().unwrap_or(0);
+        let (next_in, next_step) =
+            next_attempt(&run.trans, &outcome, self.inner.retry_max_interval);
+        let metrics = &self.inner.metrics;
+        metrics.retries.with_label_values(&[op.as_str()]).inc();
+        let alert =
+            attempts as u32 >= self.inner.alert_after_attempts && outcome != BranchOutcome::Ongoing;
+        let result = describe(&outcome);
+        let branch_id = &branch.branch_id;
+        let retry_in = next_in.as_secs_f64();
+        if alert {
+            metrics.alerts.with_label_values(&[op.as_str()]).inc();
+            log::error!("ALERT gid={gid} branch_id={branch_id} op={op} has failed {attempts} attempts, last: {result}; retrying in {retry_in:.1} s");
+        } else {
+            log::warn!("gid={gid} branch_id={branch_id} op={op} attempt {attempts}: {result}; retrying in {retry_in:.1} s");
+        }
+        let detail = match (&outcome, alert) {
+            (BranchOutcome::Ongoing, _) => format!(
+                "ongoing: polled again after retry_interval ({} s)",
+                run.trans.retry_interval
+            ),
+            (_, true) => {
+                format!("ALERT: {attempts} failed attempts, backoff step now {next_step} s")
+            }
+            (_, false) => format!("backoff step now {next_step} s"),
+        };
+        let note = RetryNote {
+            branch_id: branch.branch_id.clone(),
+            op,
+            target: branch.target.clone(),
+            retry_in_ms: next_in.as_millis() as u64,
+            detail,
+        };
+        let when = Utc::now() + chrono::Duration::from_std(next_in).unwrap_or_default();
+        let (g, o) = (gid, run.owner);
+        self.db(move |conn| store::schedule_retry(conn, &g, &o, when, next_step, &note))
+            .await?;
+        Ok(PassEnd::RetryScheduled {
+            branch_id: branch.branch_id.clone(),
+            op,
+            outcome,
+            retry_in: next_in,
+        })
+    }
+
+    /// Step 3 after every op succeeded (or none was pending): the calls and the final status
+    /// `from -> end`, one commit; counts and logs the transaction when this pass finished it.
+    async fn finish_pass(
+        &self,
+        mut run: PassInProgress,
+        from: GlobalStatus,
+        end: GlobalStatus,
+    ) -> Result<PassEnd, CoordinatorError> {
+        let finish = AfterCalls::Finish { from, to: end };
+        let (_, store::Continued::Finished(finished)) = self.record(&mut run, finish).await? else {
+            return Ok(PassEnd::Yielded);
+        };
+        self.inner
+            .metrics
+            .observe_finished(&finished.trans_type, end, finished.second_phase_secs);
+        log::info!("gid={} branch_id=- op=- {from} -> {end}", run.trans.gid);
+        Ok(PassEnd::Finished(end))
+    }
+
+    /// Records the calls `run` has not recorded yet and then does `after`
+    /// ([`store::record_calls`], one commit). Logs each recorded success with its attempt
+    /// number; answers each op's attempts in call order, and what followed.
     async fn record(
         &self,
-        gid: &str,
-        op: Op,
-        calls: Vec<BranchCall>,
-        owner: &str,
-        next: Option<BranchOp>,
-        finish: Option<(GlobalStatus, GlobalStatus)>,
+        run: &mut PassInProgress,
+        after: AfterCalls,
     ) -> Result<(Vec<i32>, store::Continued), CoordinatorError> {
-        let (g, o, lease) = (gid.to_owned(), owner.to_owned(), self.inner.lease_secs);
+        let calls = std::mem::take(&mut run.calls);
+        let (g, o, lease) = (
+            run.trans.gid.clone(),
+            run.owner.clone(),
+            self.inner.lease_secs,
+        );
         let (attempts, continued, calls) = self
             .db(move |conn| {
-                let after = match (&next, finish) {
-                    (Some(next), _) => store::AfterCalls::Call(next),
-                    (None, Some((from, to))) => store::AfterCalls::Finish { from, to },
-                    (None, None) => store::AfterCalls::Nothing,
-                };
                 let (attempts, continued) =
-                    store::record_calls(conn, &g, &calls, &o, lease, after)?;
+                    store::record_calls(conn, &g, &calls, &o, lease, &after)?;
                 Ok((attempts, continued, calls))
             })
             .await?;
         for (call, attempts) in calls.iter().zip(&attempts) {
             if call.succeeded {
                 log::info!(
-                    "gid={gid} branch_id={} op={op} succeeded (attempt {attempts})",
-                    call.branch_id
+                    "gid={} branch_id={} op={} succeeded (attempt {attempts})",
+                    run.trans.gid,
+                    call.branch_id,
+                    run.op
                 );
             }
         }
         Ok((attempts, continued))
     }
 
-    /// Counts and logs a transaction [`store::record_calls`] moved to its final status (nothing when
-    /// its compare-and-set lost); returns that status when it did.
-    fn finished(
-        &self,
-        gid: &str,
-        status: GlobalStatus,
-        end: GlobalStatus,
-        finished: Option<store::Finished>,
-    ) -> Option<GlobalStatus> {
-        let finished = finished?;
-        {
-            self.inner.metrics.observe_finished(
-                &finished.trans_type,
-                end,
-                finished.second_phase_secs,
-            );
-            log::info!("gid={gid} branch_id=- op=- {status} -> {end}");
-        }
-        Some(end)
-    }
-
-    /// Calls one branch op as DTM does (design §3) and reads its answer, timing the call.
+    /// Calls one branch op as DTM does (docs/PROTOCOL.md, "Branch calls") and reads its answer, timing the call.
     async fn call_branch(
         &self,
         trans: &TransGlobal,
@@ -625,6 +618,75 @@ fn redirect_refused(response: &reqwest::Response) -> String {
         "HTTP {}: redirect to {location} not followed",
         response.status().as_u16()
     )
+}
+
+/// A pass in progress over one transaction: what it calls, the calls made and not recorded yet,
+/// and the lease's clock.
+struct PassInProgress {
+    trans: TransGlobal,
+    owner: String,
+    /// Confirm while `submitted`, Cancel while `aborting`.
+    op: Op,
+    /// The transaction's `branch_headers`, sent with every call.
+    headers: BTreeMap<String, String>,
+    /// How long a lease taken for a call lasts ([`store::lease_duration`]).
+    lease_len: Duration,
+    /// A call may take `request_timeout`, and recording it a little more.
+    call_budget: Duration,
+    /// No later than when the lease was last set or renewed.
+    leased_at: Instant,
+    /// Calls made and not recorded yet: all of them are recorded in one commit at the end of the
+    /// pass (with the final status), at a failure (before its retry is scheduled), or before a
+    /// lease renewal.
+    calls: Vec<BranchCall>,
+    /// Whether the next call's `branch_calling` event is already written (with the claim or the
+    /// last lease renewal).
+    announced: bool,
+}
+
+impl PassInProgress {
+    fn new(trans: TransGlobal, owner: String, op: Op, pass: &store::Pass, lease_secs: i64) -> Self {
+        PassInProgress {
+            headers: serde_json::from_str(&trans.branch_headers).unwrap_or_default(),
+            lease_len: store::lease_duration(lease_secs, trans.request_timeout),
+            call_budget: Duration::from_secs(trans.request_timeout.max(1) as u64 + 5),
+            leased_at: pass.leased_at,
+            calls: Vec::with_capacity(pass.ops.len()),
+            announced: true,
+            trans,
+            owner,
+            op,
+        }
+    }
+
+    /// Whether the next call needs the lease renewed first: the claim or renewal made the lease
+    /// outlast the first call after it; a later one might outlive it.
+    fn needs_renewal(&self) -> bool {
+        !self.announced && self.leased_at.elapsed() + self.call_budget > self.lease_len
+    }
+}
+
+/// When the next attempt after a call answered `outcome` is due, and the backoff step after it
+/// (seconds): ONGOING is polled every `retry_interval` and the step does not grow; anything else
+/// waits the current step plus jitter, and the step doubles up to `max_interval`.
+fn next_attempt(
+    trans: &TransGlobal,
+    outcome: &BranchOutcome,
+    max_interval: u32,
+) -> (Duration, i32) {
+    match outcome {
+        BranchOutcome::Ongoing => (
+            Duration::from_secs(trans.retry_interval as u64),
+            trans.next_cron_interval,
+        ),
+        _ => {
+            let step = trans.next_cron_interval.max(1) as u32;
+            (
+                with_jitter(step.min(max_interval)),
+                step.saturating_mul(2).min(max_interval) as i32,
+            )
+        }
+    }
 }
 
 /// One branch call as [`Engine::call_branch`] saw it.

@@ -2,10 +2,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
-use serde_json::json;
 use service_kit::db::BlockingError;
-use tcc::protocol::GlobalStatus;
+use tcc::protocol::{CoordinatorAnswer, GlobalStatus, FAILURE, ONGOING};
 
 /// Everything a coordinator endpoint can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -99,70 +97,52 @@ impl ResponseError for CoordinatorError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let body = match self {
+        HttpResponse::build(self.status_code()).json(self.answer())
+    }
+}
+
+impl CoordinatorError {
+    /// The JSON body of this error ([`CoordinatorAnswer`]); database failures are logged here
+    /// and answered with a generic message.
+    fn answer(&self) -> CoordinatorAnswer {
+        match self {
             CoordinatorError::BadRequest { code, message } => {
-                json!({ "error": code, "message": message })
+                CoordinatorAnswer::error(code, message)
             }
-            CoordinatorError::Conflict(message) => {
-                json!({ "dtm_result": tcc::protocol::FAILURE, "error": "conflict", "message": message })
-            }
+            CoordinatorError::Conflict(message) => CoordinatorAnswer::conflict(message),
             CoordinatorError::NotFinished {
                 gid,
                 status,
                 ongoing,
                 message,
-            } => {
-                let dtm_result = if *ongoing {
-                    tcc::protocol::ONGOING
-                } else {
-                    tcc::protocol::FAILURE
-                };
-                json!(NotFinishedBody {
-                    dtm_result: dtm_result.to_owned(),
-                    error: "not_finished".to_owned(),
-                    message: message.clone(),
-                    gid: gid.clone(),
-                    status: *status,
-                })
-            }
-            CoordinatorError::NotFound(message) => {
-                json!({ "error": "not_found", "message": message })
-            }
+            } => CoordinatorAnswer {
+                dtm_result: Some(if *ongoing { ONGOING } else { FAILURE }.to_owned()),
+                gid: Some(gid.clone()),
+                status: Some(*status),
+                error: Some(CoordinatorAnswer::NOT_FINISHED.to_owned()),
+                message: Some(message.clone()),
+            },
+            CoordinatorError::NotFound(message) => CoordinatorAnswer::error("not_found", message),
             CoordinatorError::UnknownGid(message) => {
-                json!({ "error": "unknown_gid", "message": message })
+                CoordinatorAnswer::error("unknown_gid", message)
             }
             CoordinatorError::GidDeleted(message) => {
-                json!({ "error": "gid_deleted", "message": message })
+                CoordinatorAnswer::error("gid_deleted", message)
             }
             CoordinatorError::Database(e) => {
                 log::error!("database error: {e}");
-                json!({ "error": "internal", "message": "the coordinator's database failed; retry later" })
+                CoordinatorAnswer::error(
+                    "internal",
+                    "the coordinator's database failed; retry later",
+                )
             }
             CoordinatorError::Unavailable(e) => {
                 log::error!("database unavailable: {e}");
-                json!({ "error": "unavailable", "message": "the coordinator's database is unavailable; retry later" })
+                CoordinatorAnswer::error(
+                    "unavailable",
+                    "the coordinator's database is unavailable; retry later",
+                )
             }
-        };
-        HttpResponse::build(status).json(body)
+        }
     }
-}
-
-/// The answer of a `submit`/`abort` with `wait_result` whose second phase did not finish within
-/// the wait (425 when the branch answered ONGOING, else 409): the transition itself is durable and
-/// the coordinator goes on driving the transaction.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NotFinishedBody {
-    /// `ONGOING` (425) or `FAILURE` (409), as DTM clients read it.
-    #[schema(example = "FAILURE")]
-    pub dtm_result: String,
-    /// Always `not_finished`.
-    #[schema(example = "not_finished")]
-    pub error: String,
-    /// What held the second phase up, and when it is retried.
-    pub message: String,
-    /// The global transaction id.
-    pub gid: String,
-    /// Its status now: `submitted` or `aborting`.
-    pub status: GlobalStatus,
 }

@@ -1,8 +1,8 @@
-//! The event log of each global transaction (`trans_event`, design §4 and §9): every state
-//! change, every Confirm/Cancel call the TM made, and every Try the AP's client reported.
+//! The event log of each global transaction (`trans_event`,
+//! docs/ARCHITECTURE.md#seeing-what-happened): every state change, every Confirm/Cancel call the TM made, and every Try the AP's client reported.
 //!
 //! * State changes (`prepared`, `submitted`, `aborting`, `succeed`, `failed`) and branch calls are
-//!   written by [`crate::store`] in the same statement or database transaction as the change
+//!   written by [`crate::store`] in the same database transaction as the change
 //!   they describe: a committed change always has its event, an event never describes a change
 //!   that rolled back, and no extra commit is spent on the log. A Confirm/Cancel call leaves two
 //!   events: `branch_calling` and `branch_called` (the recorded attempt). A second-phase pass
@@ -11,9 +11,9 @@
 //!   a call after a lease renewal) is written before the call, with the claim or the renewal, so
 //!   that a pass cut short by a crash still shows.
 //! * Try calls are made by the AP, not the TM: this project's client ([`tcc::client`]) reports
-//!   each one, carried by its next `registerBranch`, `submit` or `abort` (`try_reports`,
-//!   [`carried_reports_json`]) or, from a nested AP, through the extension endpoint
-//!   `POST /api/dtmsvr/reportTry` ([`crate::api`], [`record_try`]). DTM clients do not report;
+//!   each one, carried by its next `registerBranch`, `submit` or `abort` (`try_reports`) or,
+//!   from a nested AP, through the extension endpoint `POST /api/dtmsvr/reportTry`
+//!   ([`crate::api`], [`crate::store::record_try`]). DTM clients do not report;
 //!   their diagrams say so.
 //! * [`crate::diagram`] replays the log into a Mermaid sequence diagram; `GET
 //!   /api/admin/transactions/{gid}/events` serves it as JSON.
@@ -26,7 +26,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Nullable, Text};
 use serde::{Serialize, Serializer};
 
 use crate::schema::trans_event;
@@ -289,32 +288,24 @@ pub struct TryReport {
     pub message: Option<String>,
 }
 
-/// Try reports carried by a later call of the AP's client (`try_reports` of `registerBranch`,
-/// `submit`, `abort`), as the JSON array the state-machine functions record (`NULL` for none):
-/// one `try_reported` event each, in order, for the branches that are registered. The service
-/// name of each URL is computed here, once.
-pub fn carried_reports_json(reports: &[TryReport]) -> Option<String> {
-    if reports.is_empty() {
-        return None;
+impl TryReport {
+    /// Its `try_reported` event (actor `ap`, op `try`), the service named from its URL.
+    pub fn event(&self) -> NewEvent {
+        NewEvent {
+            branch_id: Some(self.branch_id.clone()),
+            op: Some("try".to_owned()),
+            target: Some(service_name(&self.url)),
+            url: Some(self.url.clone()),
+            outcome: Some(self.outcome.clone()),
+            http_status: self.http_status,
+            latency_ms: Some(self.latency_ms),
+            detail: self.message.clone(),
+            ..NewEvent::new(&self.gid, EventKind::TryReported, Actor::Ap)
+        }
     }
-    let rows: Vec<serde_json::Value> = reports
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "branch_id": r.branch_id,
-                "target": service_name(&r.url),
-                "url": r.url,
-                "outcome": r.outcome,
-                "http_status": r.http_status,
-                "latency_ms": r.latency_ms,
-                "detail": r.message,
-            })
-        })
-        .collect();
-    Some(serde_json::Value::Array(rows).to_string())
 }
 
-/// Why [`record_try`] recorded nothing.
+/// Why [`crate::store::record_try`] recorded nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryReportRefusal {
     /// No global transaction has this gid.
@@ -322,36 +313,6 @@ pub enum TryReportRefusal {
     /// The transaction exists but has no branch with this id: a Try is called only after its
     /// branch was registered.
     UnknownBranch,
-}
-
-/// Records a Try report as a `try_reported` event, in one statement that also checks that its
-/// branch is registered. Reports are accepted whatever the transaction's status: a Try that
-/// timed out at the AP is reported after the fact, possibly once the abort is under way.
-pub fn record_try(
-    conn: &mut PgConnection,
-    report: &TryReport,
-) -> QueryResult<Result<(), TryReportRefusal>> {
-    #[derive(QueryableByName)]
-    struct Answer {
-        #[diesel(sql_type = Text)]
-        answer: String,
-    }
-    let recorded: Answer =
-        diesel::sql_query("SELECT tcc_report_try($1, $2, $3, $4, $5, $6, $7, $8) AS answer")
-            .bind::<Text, _>(&report.gid)
-            .bind::<Text, _>(&report.branch_id)
-            .bind::<Text, _>(service_name(&report.url))
-            .bind::<Text, _>(&report.url)
-            .bind::<Text, _>(&report.outcome)
-            .bind::<Nullable<Integer>, _>(report.http_status)
-            .bind::<Integer, _>(report.latency_ms)
-            .bind::<Nullable<Text>, _>(report.message.as_deref())
-            .get_result(conn)?;
-    Ok(match recorded.answer.as_str() {
-        "recorded" => Ok(()),
-        "unknown_branch" => Err(TryReportRefusal::UnknownBranch),
-        _ => Err(TryReportRefusal::UnknownGid),
-    })
 }
 
 /// Longest service name kept, in characters.

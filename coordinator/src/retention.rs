@@ -1,5 +1,5 @@
 //! Retention: finished transactions are kept for `RETENTION_SECONDS` after their `finish_time`,
-//! then deleted in batches with their branch ops by this background job (design §5; DTM never
+//! then deleted in batches with their branch ops by this background job (docs/ARCHITECTURE.md#data-model-and-invariants; DTM never
 //! cleans up, so its tables only grow).
 //!
 //! * Only `succeed` and `failed` transactions are deleted. A `prepared`, `submitted` or `aborting`

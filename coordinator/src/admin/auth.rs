@@ -1,5 +1,5 @@
-//! Who may run the admin actions: the holder of `ADMIN_TOKEN` (issue 5, "Admin actions require an
-//! admin token"), and only from the page's own origin.
+//! Who may run the admin actions: the holder of `ADMIN_TOKEN`, and only from the page's own
+//! origin.
 //!
 //! The token travels as `Authorization: Bearer <token>` and is compared in constant time
 //! ([`subtle`]), so the time an answer takes does not reveal how many leading bytes of a guess

@@ -62,8 +62,8 @@ use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{
-    BranchIdGenerator, BranchOutcome, BranchQuery, GlobalStatus, Op, ProtocolError, TransType,
-    FAILURE,
+    BranchIdGenerator, BranchOutcome, BranchQuery, CoordinatorAnswer, GlobalStatus, Op,
+    ProtocolError, TransType, FAILURE,
 };
 use crate::signing::{gid_token, SigningSecret, GID_TOKEN_HEADER};
 
@@ -193,24 +193,6 @@ pub struct TccClient {
     /// The shared secret the gid tokens are made with ([`TccClient::with_gid_tokens`]).
     gid_tokens: Option<SigningSecret>,
 }
-
-#[derive(Deserialize)]
-struct CoordinatorAnswer {
-    #[serde(default)]
-    gid: Option<String>,
-    #[serde(default)]
-    status: Option<GlobalStatus>,
-    #[serde(default)]
-    message: Option<String>,
-    /// This project's coordinator names its refusals; `not_finished` is the answer of a
-    /// `wait_result` whose second phase did not finish in time (409 or 425).
-    #[serde(default)]
-    error: Option<String>,
-}
-
-/// `error` of a waited `submit`/`abort` whose second phase did not finish within the wait: the
-/// transition succeeded and is durable, so the client reports the status it carries.
-const NOT_FINISHED: &str = "not_finished";
 
 impl TccClient {
     /// A client for the coordinator at `dtm` (its `/api/dtmsvr` base URL), with its own
@@ -592,7 +574,7 @@ async fn read_answer(
     let not_finished = matches!(status, 409 | 425)
         && answer
             .as_ref()
-            .is_some_and(|a| a.error.as_deref() == Some(NOT_FINISHED) && a.status.is_some());
+            .is_some_and(CoordinatorAnswer::is_not_finished);
     if not_finished {
         return Ok(answer.expect("checked above"));
     }
@@ -606,12 +588,7 @@ async fn read_answer(
             message,
         });
     }
-    Ok(answer.unwrap_or(CoordinatorAnswer {
-        gid: None,
-        status: None,
-        message: None,
-        error: None,
-    }))
+    Ok(answer.unwrap_or_default())
 }
 
 /// The body of a Try report (see [`TccClient::report_try`]), also one element of the

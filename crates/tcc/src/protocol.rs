@@ -449,3 +449,78 @@ mod tests {
         .is_err());
     }
 }
+
+/// The JSON body of every answer of a DTM-compatible coordinator's `/api/dtmsvr` calls, in DTM's
+/// field names; absent fields are left out:
+///
+/// * a success: `{"dtm_result": "SUCCESS"}`, with the `gid` for `newGid`, `prepare`, `submit` and
+///   `abort`, and the transaction's `status` for `submit` and `abort`;
+/// * a refusal by the state machine (409): `{"dtm_result": "FAILURE", "error": "conflict",
+///   "message": "..."}`; DTM clients read `dtm_result`, others `error`;
+/// * a `submit`/`abort` with `wait_result` whose second phase did not finish within the wait
+///   (409, or 425 when a branch answered ONGOING): `{"dtm_result": "FAILURE" or "ONGOING",
+///   "error": "not_finished", "message", "gid", "status"}`; the transition itself is durable;
+/// * a malformed request or another error: `{"error": "<code>", "message": "..."}`.
+///
+/// This project's coordinator answers with it and its client ([`crate::client`]) reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoordinatorAnswer {
+    /// [`SUCCESS`], [`FAILURE`] or [`ONGOING`], as DTM clients read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "SUCCESS"))]
+    pub dtm_result: Option<String>,
+    /// The global transaction id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    /// The global transaction's status after the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<GlobalStatus>,
+    /// A machine-readable code: `conflict`, `not_finished` ([`CoordinatorAnswer::NOT_FINISHED`]),
+    /// `invalid_gid`, `unknown_gid`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What happened, for a human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl CoordinatorAnswer {
+    /// `error` of a waited `submit`/`abort` whose second phase did not finish within the wait.
+    pub const NOT_FINISHED: &'static str = "not_finished";
+    /// `error` of a refusal by the state machine.
+    pub const CONFLICT: &'static str = "conflict";
+
+    /// A success: `{"dtm_result": "SUCCESS"}` with `gid` and `status` when given.
+    pub fn success(gid: Option<String>, status: Option<GlobalStatus>) -> Self {
+        CoordinatorAnswer {
+            dtm_result: Some(SUCCESS.to_owned()),
+            gid,
+            status,
+            ..CoordinatorAnswer::default()
+        }
+    }
+
+    /// An error without `dtm_result`: `{"error": code, "message": message}`.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        CoordinatorAnswer {
+            error: Some(code.to_owned()),
+            message: Some(message.into()),
+            ..CoordinatorAnswer::default()
+        }
+    }
+
+    /// A refusal by the state machine: `{"dtm_result": "FAILURE", "error": "conflict", "message"}`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        CoordinatorAnswer {
+            dtm_result: Some(FAILURE.to_owned()),
+            ..CoordinatorAnswer::error(Self::CONFLICT, message)
+        }
+    }
+
+    /// Whether this is the answer of a waited `submit`/`abort` whose second phase did not finish
+    /// in time (`error` = `not_finished`, with the status it carries).
+    pub fn is_not_finished(&self) -> bool {
+        self.error.as_deref() == Some(Self::NOT_FINISHED) && self.status.is_some()
+    }
+}

@@ -197,8 +197,8 @@ fn insert_transactions(
     execute(
         conn,
         &format!(
-            "INSERT INTO trans_branch_op (gid, branch_id, op, url, data, status) \
-             SELECT g.gid, '01', op, 'http://127.0.0.1:9/api/x', '{{}}', 'prepared' \
+            "INSERT INTO trans_branch_op (gid, branch_id, op, url, data, status, target) \
+             SELECT g.gid, '01', op, 'http://127.0.0.1:9/api/x', '{{}}', 'prepared', 'x' \
              FROM trans_global g, unnest(ARRAY['confirm', 'cancel']) AS op \
              WHERE g.gid LIKE '{prefix}-%'"
         ),

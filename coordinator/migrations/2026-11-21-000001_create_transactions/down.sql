@@ -1,2 +1,0 @@
-DROP TABLE trans_branch_op;
-DROP TABLE trans_global;

@@ -1,1 +1,0 @@
-DROP TABLE trans_event;

@@ -1,0 +1,420 @@
+//! The steps the AP takes: `prepare`, `registerBranch`, Try reports, `submit` and `abort`. Each is
+//! one database transaction.
+
+use std::time::Instant;
+
+use diesel::prelude::*;
+use tcc::protocol::{GlobalStatus, Op};
+
+use super::second_phase::{announce_call, claim_one, pending_ops, phase_end, Pass};
+use super::{is_deleted, parse_status, seconds_from_now, status_of, TransGlobal};
+use crate::events::{self, Actor, EventKind, NewEvent, TryReport, TryReportRefusal};
+use crate::schema::{trans_branch_op, trans_event, trans_global};
+
+/// What `prepare` needs to create a transaction; options already defaulted and validated.
+#[derive(Debug, Clone)]
+pub struct NewTrans {
+    /// Global transaction id.
+    pub gid: String,
+    /// Seconds.
+    pub timeout_to_fail: i32,
+    /// Seconds.
+    pub retry_interval: i32,
+    /// Seconds.
+    pub request_timeout: i32,
+    /// JSON object text.
+    pub branch_headers: String,
+}
+
+/// The result of `prepare`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrepareOutcome {
+    /// A new transaction in `prepared`.
+    Created,
+    /// It existed and is still `prepared`: the repeat succeeds (idempotent).
+    AlreadyPrepared,
+    /// It existed in another status: 409.
+    Conflict(GlobalStatus),
+    /// A transaction with this gid existed and was deleted by retention (its tombstone is
+    /// kept): 409, since the RMs may still hold its barrier rows. Nothing was created.
+    Used,
+}
+
+/// Creates the transaction in `prepared`, due for a timeout check after `timeout_to_fail`, with
+/// its `prepared` event (detail: the options), in one database transaction.
+///
+/// The tombstone of a deleted transaction is looked up after the insert, in a statement of its
+/// own: a retention job deleting this gid's old row at that instant made the insert wait for its
+/// commit, and this later statement then sees the tombstone that job wrote.
+pub fn prepare(conn: &mut PgConnection, new: &NewTrans) -> QueryResult<PrepareOutcome> {
+    use trans_global::dsl as g;
+    conn.transaction(|conn| {
+        let created: Option<i64> = diesel::insert_into(g::trans_global)
+            .values((
+                g::gid.eq(&new.gid),
+                g::status.eq(GlobalStatus::Prepared.as_str()),
+                g::timeout_to_fail.eq(new.timeout_to_fail),
+                g::retry_interval.eq(new.retry_interval),
+                g::request_timeout.eq(new.request_timeout),
+                g::branch_headers.eq(&new.branch_headers),
+                g::next_cron_interval.eq(new.retry_interval),
+                g::next_cron_time.eq(seconds_from_now(new.timeout_to_fail)),
+            ))
+            .on_conflict(g::gid)
+            .do_nothing()
+            .returning(g::id)
+            .get_result(conn)
+            .optional()?;
+        if created.is_none() {
+            // The gid is taken; a row deleted since the insert looked reads as still prepared.
+            return Ok(match status_of(conn, &new.gid)? {
+                None | Some(GlobalStatus::Prepared) => PrepareOutcome::AlreadyPrepared,
+                Some(other) => PrepareOutcome::Conflict(other),
+            });
+        }
+        if is_deleted(conn, &new.gid)? {
+            diesel::delete(g::trans_global.filter(g::gid.eq(&new.gid))).execute(conn)?;
+            return Ok(PrepareOutcome::Used);
+        }
+        let options = format!(
+            "timeout_to_fail={}s retry_interval={}s request_timeout={}s",
+            new.timeout_to_fail, new.retry_interval, new.request_timeout
+        );
+        events::insert(
+            conn,
+            &NewEvent {
+                status: Some(GlobalStatus::Prepared.as_str().to_owned()),
+                detail: Some(options),
+                ..NewEvent::new(&new.gid, EventKind::Prepared, Actor::Ap)
+            },
+        )?;
+        Ok(PrepareOutcome::Created)
+    })
+}
+
+/// A branch registration, URLs already validated.
+#[derive(Debug, Clone)]
+pub struct NewBranch {
+    /// Global transaction id.
+    pub gid: String,
+    /// Branch id.
+    pub branch_id: String,
+    /// Raw branch data, the body of Confirm and Cancel.
+    pub data: String,
+    /// Confirm URL.
+    pub confirm: String,
+    /// Cancel URL.
+    pub cancel: String,
+    /// Try reports the registration carries (earlier Trys of this AP), recorded first.
+    pub try_reports: Vec<TryReport>,
+}
+
+/// The result of `registerBranch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// Recorded now.
+    Registered,
+    /// The same registration was recorded before (a retried request).
+    AlreadyRegistered,
+    /// No such gid.
+    UnknownGid,
+    /// The transaction is no longer `prepared`.
+    NotPrepared(GlobalStatus),
+    /// The branch id is taken by a registration with other URLs or data.
+    Mismatch,
+}
+
+/// A `trans_branch_op` row to insert.
+#[derive(Insertable)]
+#[diesel(table_name = trans_branch_op)]
+struct NewOp<'a> {
+    gid: &'a str,
+    branch_id: &'a str,
+    op: &'static str,
+    url: &'a str,
+    data: &'a str,
+    status: &'static str,
+    target: String,
+}
+
+/// Records a branch's Confirm and Cancel while the transaction is `prepared`, with its
+/// `branch_registered` event, in one database transaction. Each op's service is named once here
+/// ([`events::service_name`] of its URL) for the events of its calls. The Try reports the
+/// registration carries are recorded first, whatever the answer: they describe earlier Trys.
+///
+/// The transaction row is locked `FOR SHARE` so that a concurrent `submit`/`abort` (an `UPDATE`)
+/// waits: a branch is either registered before the second phase reads the branch list, or refused.
+pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<RegisterOutcome> {
+    use trans_branch_op::dsl as o;
+    use trans_global::dsl as g;
+    conn.transaction(|conn| {
+        let status: Option<String> = g::trans_global
+            .filter(g::gid.eq(&b.gid))
+            .select(g::status)
+            .for_share()
+            .first(conn)
+            .optional()?;
+        let Some(status) = status.as_deref().map(parse_status) else {
+            return Ok(RegisterOutcome::UnknownGid);
+        };
+        let mut events = report_events(conn, &b.gid, &b.try_reports)?;
+        let outcome = if status != GlobalStatus::Prepared {
+            RegisterOutcome::NotPrepared(status)
+        } else {
+            let ops = [(Op::Confirm, &b.confirm), (Op::Cancel, &b.cancel)].map(|(op, url)| NewOp {
+                gid: &b.gid,
+                branch_id: &b.branch_id,
+                op: op.as_str(),
+                url,
+                data: &b.data,
+                status: "prepared",
+                target: events::service_name(url),
+            });
+            let inserted = diesel::insert_into(o::trans_branch_op)
+                .values(&ops)
+                .on_conflict((o::gid, o::branch_id, o::op))
+                .do_nothing()
+                .execute(conn)?;
+            if inserted == ops.len() {
+                events.push(NewEvent {
+                    branch_id: Some(b.branch_id.clone()),
+                    target: Some(events::service_name(&b.confirm)),
+                    detail: Some(format!("confirm {} | cancel {}", b.confirm, b.cancel)),
+                    ..NewEvent::new(&b.gid, EventKind::BranchRegistered, Actor::Ap)
+                });
+                RegisterOutcome::Registered
+            } else if same_registration(conn, b)? {
+                RegisterOutcome::AlreadyRegistered
+            } else {
+                RegisterOutcome::Mismatch
+            }
+        };
+        insert_events(conn, &events)?;
+        Ok(outcome)
+    })
+}
+
+/// Whether the Confirm and Cancel registered under `b`'s branch id have its URLs and data (a
+/// retried registration).
+fn same_registration(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<bool> {
+    use trans_branch_op::dsl as o;
+    let registered: Vec<(String, String, String)> = o::trans_branch_op
+        .filter(o::gid.eq(&b.gid))
+        .filter(o::branch_id.eq(&b.branch_id))
+        .select((o::op, o::url, o::data))
+        .load(conn)?;
+    let expected = |op: &str| match op {
+        "confirm" => &b.confirm,
+        _ => &b.cancel,
+    };
+    Ok(registered.len() == 2
+        && registered
+            .iter()
+            .all(|(op, url, data)| url == expected(op) && *data == b.data))
+}
+
+/// The `try_reported` events of the `reports` whose branch is registered in `gid` (a Try is made
+/// after its branch was registered; a report of another branch is dropped), in the order given.
+fn report_events(
+    conn: &mut PgConnection,
+    gid: &str,
+    reports: &[TryReport],
+) -> QueryResult<Vec<NewEvent>> {
+    use trans_branch_op::dsl as o;
+    if reports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let branch_ids: Vec<&str> = reports.iter().map(|r| r.branch_id.as_str()).collect();
+    let registered: Vec<String> = o::trans_branch_op
+        .filter(o::gid.eq(gid))
+        .filter(o::branch_id.eq_any(&branch_ids))
+        .select(o::branch_id)
+        .distinct()
+        .load(conn)?;
+    Ok(reports
+        .iter()
+        .filter(|r| registered.contains(&r.branch_id))
+        .map(TryReport::event)
+        .collect())
+}
+
+/// Inserts `events` in one statement, in order (their ids follow it); nothing when empty.
+fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<()> {
+    if !events.is_empty() {
+        diesel::insert_into(trans_event::table)
+            .values(events)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Records a Try report (`POST /api/dtmsvr/reportTry`) as a `try_reported` event if its branch is
+/// registered. Reports are accepted whatever the transaction's status: a Try that timed out at
+/// the AP is reported after the fact, possibly once the abort is under way. The transaction's
+/// row is locked `FOR KEY SHARE` (the lock a foreign key would take), so that retention cannot
+/// delete it under this event.
+pub fn record_try(
+    conn: &mut PgConnection,
+    report: &TryReport,
+) -> QueryResult<Result<(), TryReportRefusal>> {
+    use trans_global::dsl as g;
+    conn.transaction(|conn| {
+        let exists: Option<i64> = g::trans_global
+            .filter(g::gid.eq(&report.gid))
+            .select(g::id)
+            .for_key_share()
+            .first(conn)
+            .optional()?;
+        if exists.is_none() {
+            return Ok(Err(TryReportRefusal::UnknownGid));
+        }
+        let events = report_events(conn, &report.gid, std::slice::from_ref(report))?;
+        if events.is_empty() {
+            return Ok(Err(TryReportRefusal::UnknownBranch));
+        }
+        insert_events(conn, &events)?;
+        Ok(Ok(()))
+    })
+}
+
+/// The result of `submit` or `abort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// `prepared` moved to the requested status now.
+    Changed,
+    /// Already in the requested second phase or its final status: nothing changed.
+    AlreadyThere(GlobalStatus),
+    /// In the other branch of the state machine: 409.
+    Refused(GlobalStatus),
+    /// No such gid: 409 (DTM would succeed an empty transaction; this project does not).
+    Unknown,
+}
+
+/// What [`begin_second_phase`] did.
+#[derive(Debug, Clone)]
+pub struct SecondPhaseStart {
+    /// The transition `submit` or `abort` asked for.
+    pub transition: Transition,
+    /// The transaction after it (`None` when the gid is unknown).
+    pub trans: Option<TransGlobal>,
+    /// The first pass of its second phase, when the caller's lease was taken: the caller runs it
+    /// ([`crate::engine::Engine::run_claimed`]). `None` when another worker holds the lease (it
+    /// runs the phase) or when the transaction is not in `phase`.
+    pub pass: Option<Pass>,
+}
+
+/// `submit` (`phase` = `submitted`) or `abort` (`phase` = `aborting`, with `reason`), in one
+/// database transaction:
+///
+/// 1. the compare-and-set `prepared -> phase`, due now, with its `submitted`/`aborting` event
+///    (actor `ap`, the reason as detail); a repeated submit/abort changes no status;
+/// 2. the claim of the second phase for `owner` when no live lease is held (a worker may hold
+///    one on a prepared transaction it is timing out), with a lease that outlasts the first
+///    call, so the caller runs the pass at once (no worker tick to wait for);
+/// 3. the start of that pass: the pending ops and the first call's `branch_calling` event.
+///
+/// The Try reports the call carries are recorded first: those Trys came before the decision.
+/// The caller tells "already there" from "refused" by the state machine: `submit` may meet
+/// `submitted`/`succeed`, `abort` may meet `aborting`/`failed` ([`Transition::AlreadyThere`]);
+/// anything else is [`Transition::Refused`]; no such gid is [`Transition::Unknown`].
+pub fn begin_second_phase(
+    conn: &mut PgConnection,
+    gid: &str,
+    phase: GlobalStatus,
+    reason: &str,
+    owner: &str,
+    lease_secs: i64,
+    try_reports: &[TryReport],
+) -> QueryResult<SecondPhaseStart> {
+    // Before BEGIN is sent: the lease's clock starts no earlier than this.
+    let leased_at = Instant::now();
+    conn.transaction(|conn| {
+        let changed = enter_phase(conn, gid, phase, reason)?;
+        let claimed = claim_one(conn, gid, owner, lease_secs, &[phase])?;
+        let trans = match (&claimed, &changed) {
+            (Some(trans), _) | (None, Some(trans)) => Some(trans.clone()),
+            (None, None) => lock_row(conn, gid)?,
+        };
+        let Some(trans) = trans else {
+            return Ok(SecondPhaseStart {
+                transition: Transition::Unknown,
+                trans: None,
+                pass: None,
+            });
+        };
+        let transition = match (changed.is_some(), trans.global_status()) {
+            (true, _) => Transition::Changed,
+            (false, s) if s == phase || Some(s) == phase_end(phase) => Transition::AlreadyThere(s),
+            (false, s) => Transition::Refused(s),
+        };
+        let mut events = report_events(conn, gid, try_reports)?;
+        if changed.is_some() {
+            events.push(NewEvent {
+                status: Some(phase.as_str().to_owned()),
+                detail: (phase == GlobalStatus::Aborting).then(|| reason.to_owned()),
+                ..NewEvent::new(gid, phase_event(phase), Actor::Ap)
+            });
+        }
+        let pass = match &claimed {
+            Some(trans) => {
+                let ops = pending_ops(conn, trans)?;
+                if let Some(first) = ops.first() {
+                    events.push(announce_call(first));
+                }
+                Some(Pass { ops, leased_at })
+            }
+            None => None,
+        };
+        insert_events(conn, &events)?;
+        Ok(SecondPhaseStart {
+            transition,
+            trans: Some(claimed.unwrap_or(trans)),
+            pass,
+        })
+    })
+}
+
+/// The compare-and-set `prepared -> phase`, due now with the backoff step reset to
+/// `retry_interval`; the row after it, or `None` when the transaction was not `prepared`.
+fn enter_phase(
+    conn: &mut PgConnection,
+    gid: &str,
+    phase: GlobalStatus,
+    reason: &str,
+) -> QueryResult<Option<TransGlobal>> {
+    use trans_global::dsl as g;
+    let rollback_reason = (phase == GlobalStatus::Aborting).then_some(reason);
+    diesel::update(g::trans_global)
+        .filter(g::gid.eq(gid))
+        .filter(g::status.eq(GlobalStatus::Prepared.as_str()))
+        .set((
+            g::status.eq(phase.as_str()),
+            g::rollback_reason.eq(rollback_reason),
+            g::next_cron_time.eq(diesel::dsl::now),
+            g::next_cron_interval.eq(g::retry_interval),
+            g::update_time.eq(diesel::dsl::now),
+        ))
+        .returning(TransGlobal::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+/// Reads `gid` with its row locked `FOR KEY SHARE` (the lock a foreign key would take: retention
+/// cannot delete it under the events this database transaction writes).
+fn lock_row(conn: &mut PgConnection, gid: &str) -> QueryResult<Option<TransGlobal>> {
+    use trans_global::dsl as g;
+    g::trans_global
+        .filter(g::gid.eq(gid))
+        .select(TransGlobal::as_select())
+        .for_key_share()
+        .first(conn)
+        .optional()
+}
+
+/// The event of entering `phase`: `submitted` or `aborting`.
+fn phase_event(phase: GlobalStatus) -> EventKind {
+    match phase {
+        GlobalStatus::Submitted => EventKind::Submitted,
+        _ => EventKind::Aborting,
+    }
+}
