@@ -13,6 +13,8 @@
 #   a Postgres server    one answering on 127.0.0.1:5432 (the machine's cluster is started when
 #                        installed but stopped), or Postgres' initdb and pg_ctl, with which
 #                        scripts/lib/pg.sh starts a private one (the postgresql package)
+#   diesel_cli 2.3.14    `diesel print-schema`, with which the schema-drift test checks that each
+#                        generated src/schema.rs matches its migrations (cargo install: ~3 min once)
 # Optional (scripts/test.sh says what it skips without them):
 #   ShellCheck           lints scripts/*.sh and .ci/run (package shellcheck)
 #   chromium, chromium-driver   the admin page's browser test
@@ -27,6 +29,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/lib/pg.sh"
 export DEBIAN_FRONTEND=noninteractive
 CARGO_DENY_VERSION=0.20.2
+# The diesel crate's version in Cargo.lock: print-schema's output may change between releases.
+DIESEL_CLI_VERSION=2.3.14
 
 say() { printf '[deps] %s\n' "$*"; }
 
@@ -40,6 +44,7 @@ has_postgres() {
 has_shellcheck() { command -v shellcheck >/dev/null 2>&1; }
 has_chromium() { [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; }
 has_cargo_deny() { cargo deny --version >/dev/null 2>&1; }
+has_diesel_cli() { diesel --version 2>/dev/null | grep -q "Version: $DIESEL_CLI_VERSION$"; }
 
 if [[ ${1:-} == --check ]]; then
   missing=()
@@ -51,6 +56,7 @@ if [[ ${1:-} == --check ]]; then
   has_psql || missing+=("psql (postgresql-client)")
   has_venv || missing+=("python3's venv (python3-venv)")
   has_postgres || missing+=("a Postgres server on 127.0.0.1:5432, or initdb and pg_ctl (postgresql)")
+  has_diesel_cli || missing+=("diesel_cli $DIESEL_CLI_VERSION (cargo install --locked diesel_cli --version $DIESEL_CLI_VERSION --no-default-features --features postgres)")
   if [[ ${#missing[@]} -gt 0 ]]; then
     printf '%s\n' "${missing[@]}"
     exit 1
@@ -82,6 +88,10 @@ done
 if ! has_cargo_deny; then
   say "installing cargo-deny $CARGO_DENY_VERSION (cargo install, about 3.5 minutes on two cores)"
   cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
+fi
+if ! has_diesel_cli; then
+  say "installing diesel_cli $DIESEL_CLI_VERSION (cargo install, about 3 minutes on two cores)"
+  cargo install --locked diesel_cli --version "$DIESEL_CLI_VERSION" --no-default-features --features postgres
 fi
 
 # Postgres: the machine's own cluster on 127.0.0.1:5432 if it is installed but stopped.

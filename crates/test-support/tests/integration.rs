@@ -28,6 +28,7 @@ mod openapi;
 mod rate_limit;
 mod reconcile;
 mod retention;
+mod schema_drift;
 mod signing;
 mod state_machine_props;
 mod stock;
