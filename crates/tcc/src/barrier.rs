@@ -65,13 +65,8 @@ use crate::protocol::{BranchQuery, Op, TransType};
 /// ```
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// The SQL of [`MIGRATIONS`], in order, for services that manage their schema with another
-/// tool.
-pub const MIGRATION_SQL: &str = concat!(
-    include_str!("../migrations/00000000000001_dtm_barrier/up.sql"),
-    "\n",
-    include_str!("../migrations/00000000000003_uniq_barrier/up.sql"),
-);
+/// The SQL of [`MIGRATIONS`], for services that manage their schema with another tool.
+pub const MIGRATION_SQL: &str = include_str!("../migrations/00000000000001_dtm_barrier/up.sql");
 
 /// The name of the barrier's unique key `(gid, branch_id, op, barrier_id)`, the one DTM gives it
 /// (dtm-labs/dtm `sqls/dtmcli.barrier.postgres.sql`): DTM's own barrier code inserts with
