@@ -46,7 +46,8 @@ use service_kit::db::blocking;
 use service_kit::openapi::ErrorBody;
 use tcc::protocol::{validate_gid, GlobalStatus, Op};
 
-pub use auth::AdminToken;
+/// The admin token, a setting ([`crate::configuration`]); re-exported here beside what checks it.
+pub use crate::configuration::AdminToken;
 
 use crate::api::{DEFAULT_PAGE, MAX_PAGE};
 use crate::configuration::Settings;

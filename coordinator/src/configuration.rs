@@ -5,7 +5,7 @@ use std::time::Duration;
 use service_kit::settings::{env_or, env_string, SettingsError};
 use tcc::signing::SigningSecret;
 
-use crate::admin::AdminToken;
+use subtle::ConstantTimeEq;
 
 /// Longest accepted transaction option, seconds (one day): longer timeouts are almost surely a
 /// unit mistake (milliseconds given as seconds).
@@ -196,6 +196,30 @@ impl Settings {
             }
         }
         Ok(self)
+    }
+}
+
+/// The admin token (env `ADMIN_TOKEN`). Its `Debug` prints `AdminToken(<redacted>)`, so logging
+/// the settings never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Wraps `token`. An empty token is refused by [`Settings::from_env`] (it means "unset").
+    pub fn new(token: impl Into<String>) -> AdminToken {
+        AdminToken(token.into())
+    }
+
+    /// Whether `presented` is this token, compared in constant time. (Only the length of the
+    /// token can be learnt from timing, which is of no help in guessing it.)
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
     }
 }
 

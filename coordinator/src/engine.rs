@@ -369,7 +369,9 @@ impl Engine {
             return Ok(true);
         }
         let renewing = Instant::now();
-        let (_, continued) = self.record(run, AfterCalls::Call(Box::new(branch.clone()))).await?;
+        let (_, continued) = self
+            .record(run, AfterCalls::Call(Box::new(branch.clone())))
+            .await?;
         if continued != store::Continued::Leased {
             log::warn!(
                 "gid={} branch_id={} op={} lease lost before the call; another replica continues",

@@ -6,35 +6,11 @@
 //! were right. Only the two actions check it; every read-only route stays open (the same data
 //! as DTM's `query`/`all`).
 
+use crate::configuration::AdminToken;
 use actix_web::http::header::{HeaderValue, AUTHORIZATION, HOST, ORIGIN, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use service_kit::http::error_response;
-use subtle::ConstantTimeEq;
-
-/// The admin token (env `ADMIN_TOKEN`). Its `Debug` prints `AdminToken(<redacted>)`, so logging
-/// the settings never leaks it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    /// Wraps `token`. An empty token is refused by [`crate::Settings::from_env`] (it means "unset").
-    pub fn new(token: impl Into<String>) -> AdminToken {
-        AdminToken(token.into())
-    }
-
-    /// Whether `presented` is this token, compared in constant time. (Only the length of the
-    /// token can be learnt from timing, which is of no help in guessing it.)
-    pub fn matches(&self, presented: &str) -> bool {
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
 
 /// The bearer credential of `req`'s `Authorization` header, if it has one
 /// (`Bearer <credential>`, scheme case-insensitive as RFC 6750 says).

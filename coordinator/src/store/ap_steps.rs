@@ -3,11 +3,15 @@
 
 use std::time::Instant;
 
+use diesel::dsl::case_when;
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
 use tcc::protocol::{GlobalStatus, Op};
 
 use super::second_phase::{announce_call, claim_one, pending_ops, phase_end, Pass};
-use super::{is_deleted, parse_status, seconds_from_now, status_of, TransGlobal};
+use super::{
+    is_deleted, lease_end, lease_secs_i32, parse_status, seconds_from_now, status_of, TransGlobal,
+};
 use crate::events::{self, Actor, EventKind, NewEvent, TryReport, TryReportRefusal};
 use crate::schema::{trans_branch_op, trans_event, trans_global};
 
@@ -329,9 +333,14 @@ pub fn begin_second_phase(
     // Before BEGIN is sent: the lease's clock starts no earlier than this.
     let leased_at = Instant::now();
     conn.transaction(|conn| {
-        let changed = enter_phase(conn, gid, phase, reason)?;
-        let claimed = claim_one(conn, gid, owner, lease_secs, &[phase])?;
-        let trans = match (&claimed, &changed) {
+        let changed = enter_phase(conn, gid, phase, reason, owner, lease_secs)?;
+        let claimed = match &changed {
+            Some(trans) => (trans.owner.as_deref() == Some(owner)).then(|| trans.clone()),
+            // A repeated submit/abort changes no status but still claims a free lease, so that
+            // it drives what is pending.
+            None => claim_one(conn, gid, owner, lease_secs, &[phase])?,
+        };
+        let trans = match (&changed, &claimed) {
             (Some(trans), _) | (None, Some(trans)) => Some(trans.clone()),
             (None, None) => lock_row(conn, gid)?,
         };
@@ -375,25 +384,44 @@ pub fn begin_second_phase(
 }
 
 /// The compare-and-set `prepared -> phase`, due now with the backoff step reset to
-/// `retry_interval`; the row after it, or `None` when the transaction was not `prepared`.
+/// `retry_interval`, and in the same statement the claim of the second phase for `owner`, unless
+/// a worker holds a live lease (it is timing the prepared transaction out, and gives it back when
+/// it sees the new status). The row after it, or `None` when the transaction was not `prepared`.
 fn enter_phase(
     conn: &mut PgConnection,
     gid: &str,
     phase: GlobalStatus,
     reason: &str,
+    owner: &str,
+    lease_secs: i64,
 ) -> QueryResult<Option<TransGlobal>> {
     use trans_global::dsl as g;
     let rollback_reason = (phase == GlobalStatus::Aborting).then_some(reason);
+    let lease_free = || {
+        g::lease_expire
+            .is_null()
+            .or(g::lease_expire.lt(diesel::dsl::now))
+    };
     diesel::update(g::trans_global)
         .filter(g::gid.eq(gid))
         .filter(g::status.eq(GlobalStatus::Prepared.as_str()))
-        .set((
-            g::status.eq(phase.as_str()),
-            g::rollback_reason.eq(rollback_reason),
-            g::next_cron_time.eq(diesel::dsl::now),
-            g::next_cron_interval.eq(g::retry_interval),
-            g::update_time.eq(diesel::dsl::now),
-        ))
+        .set(
+            (
+                g::status.eq(phase.as_str()),
+                g::rollback_reason.eq(rollback_reason),
+                g::next_cron_time.eq(diesel::dsl::now),
+                g::next_cron_interval.eq(g::retry_interval),
+                g::update_time.eq(diesel::dsl::now),
+                g::owner
+                    .eq(case_when(lease_free(), owner.into_sql::<Nullable<Text>>())
+                        .otherwise(g::owner)),
+                g::lease_expire.eq(case_when(
+                    lease_free(),
+                    lease_end(lease_secs_i32(lease_secs)).nullable(),
+                )
+                .otherwise(g::lease_expire)),
+            ),
+        )
         .returning(TransGlobal::as_returning())
         .get_result(conn)
         .optional()

@@ -146,7 +146,7 @@ pub struct BranchOp {
     pub attempts: i32,
     /// Outcome of the last call.
     pub last_result: Option<String>,
-    /// The branch's service ([`events::service_name`] of its URL), named once at registration
+    /// The branch's service ([`crate::events::service_name`] of its URL), named once at registration
     /// for the events of its calls; not part of DTM's answer.
     #[serde(skip_serializing)]
     pub target: String,
@@ -199,6 +199,11 @@ fn lease_end(lease_secs: i32) -> _ {
     let second: AsExprOf<PgInterval, Interval> = ONE_SECOND.into_sql::<Interval>();
     let five: i32 = 5;
     db_now + second * greatest(lease_secs, trans_global::request_timeout + five)
+}
+
+/// `LEASE_SECONDS` as the database's integer seconds.
+fn lease_secs_i32(lease_secs: i64) -> i32 {
+    i32::try_from(lease_secs.max(1)).unwrap_or(i32::MAX)
 }
 
 /// The status of `gid`, if it exists.

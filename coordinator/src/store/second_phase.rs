@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Nullable, Text};
 use tcc::protocol::{GlobalStatus, Op};
 
-use super::{lease_end, BranchOp, TransGlobal, UNFINISHED};
+use super::{lease_end, lease_secs_i32, BranchOp, TransGlobal, UNFINISHED};
 use crate::events::{self, Actor, EventKind, NewEvent};
 use crate::schema::{trans_branch_op, trans_event, trans_global};
 
@@ -57,10 +57,6 @@ pub fn phase_end(status: GlobalStatus) -> Option<GlobalStatus> {
         GlobalStatus::Aborting => Some(GlobalStatus::Failed),
         _ => None,
     }
-}
-
-fn lease_secs_i32(lease_secs: i64) -> i32 {
-    i32::try_from(lease_secs.max(1)).unwrap_or(i32::MAX)
 }
 
 /// Claims up to `limit` due, unleased, unfinished transactions for the lease token `token`,
@@ -432,7 +428,9 @@ struct Attempts {
     attempts: i32,
 }
 
-/// Records the calls of one pass in call order ([`RECORD_CALLS`]), then does `after`, in one
+/// Records the calls of one pass in call order (one statement, a data-modifying CTE: each op's
+/// attempts, `last_result` and status, each call's `branch_calling`/`branch_called` events dated
+/// when they happened), then does `after`, in one
 /// database transaction. Returns each op's attempts after its call, in call order, and what
 /// followed.
 ///
