@@ -3,7 +3,7 @@
 //! mapped once to an HTTP status and a JSON body.
 //!
 //! A global transaction that *rolled back* is not an error here: it is a normal outcome of
-//! TCC, answered `409` by [`crate::routes::FireResponse`].
+//! TCC, answered `409` as [`crate::routes::fire::FireAnswer::RolledBack`].
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -114,27 +114,35 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// The machine-readable `error` code of the JSON body.
-    pub fn code(&self) -> &'static str {
+    /// The HTTP status and the machine-readable `error` code of the JSON body.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
         match self {
             AppError::InvalidParameter { .. }
             | AppError::UnknownProduct { .. }
-            | AppError::AmountOverflow { .. } => "invalid_parameter",
-            AppError::InvalidBody(_) => "invalid_json",
-            AppError::UnsupportedContentType => "unsupported_content_type",
-            AppError::BodyTooLarge { .. } => "body_too_large",
-            AppError::UnreadableBody(_) => "invalid_body",
-            AppError::StockUnavailable { .. } => "stock_unavailable",
+            | AppError::AmountOverflow { .. } => (S::BAD_REQUEST, "invalid_parameter"),
+            AppError::FaultInjectionDisabled { .. } => (S::BAD_REQUEST, "fault_injection_disabled"),
+            AppError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_json"),
+            AppError::UnreadableBody(_) => (S::BAD_REQUEST, "invalid_body"),
+            AppError::BadBranchQuery(_) => (S::BAD_REQUEST, "bad_branch_query"),
+            AppError::UnsupportedContentType => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type")
+            }
+            AppError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            AppError::GidToken { code, .. } => (S::UNAUTHORIZED, code),
+            AppError::StockUnavailable { .. } => (S::BAD_GATEWAY, "stock_unavailable"),
             AppError::Coordinator {
                 source: TccError::Transport { .. },
                 ..
-            } => "coordinator_unavailable",
-            AppError::Coordinator { .. } => "coordinator_error",
-            AppError::FaultInjectionDisabled { .. } => "fault_injection_disabled",
-            AppError::BadBranchQuery(_) => "bad_branch_query",
-            AppError::ChildBranch { .. } => "child_branch_error",
-            AppError::GidToken { code, .. } => code,
+            } => (S::SERVICE_UNAVAILABLE, "coordinator_unavailable"),
+            AppError::Coordinator { .. } => (S::BAD_GATEWAY, "coordinator_error"),
+            AppError::ChildBranch { .. } => (S::INTERNAL_SERVER_ERROR, "child_branch_error"),
         }
+    }
+
+    /// The machine-readable `error` code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
     }
 
     /// The parameter at fault, for 400s about one.
@@ -201,25 +209,7 @@ fn coordinator_message(gid: Option<&str>, source: &TccError) -> String {
 
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            AppError::InvalidParameter { .. }
-            | AppError::FaultInjectionDisabled { .. }
-            | AppError::InvalidBody(_)
-            | AppError::UnreadableBody(_)
-            | AppError::UnknownProduct { .. }
-            | AppError::AmountOverflow { .. }
-            | AppError::BadBranchQuery(_) => StatusCode::BAD_REQUEST,
-            AppError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::StockUnavailable { .. } => StatusCode::BAD_GATEWAY,
-            AppError::Coordinator {
-                source: TccError::Transport { .. },
-                ..
-            } => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Coordinator { .. } => StatusCode::BAD_GATEWAY,
-            AppError::ChildBranch { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::GidToken { .. } => StatusCode::UNAUTHORIZED,
-        }
+        self.status_and_code().0
     }
 
     fn error_response(&self) -> HttpResponse {

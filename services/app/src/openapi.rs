@@ -106,57 +106,55 @@ fn fire_operation(
                 .build(),
         ));
     }
-    op.response(
-        "200",
-        json_response("Committed: every Try succeeded", "FireAnswer"),
-    )
-    .response(
-        "409",
-        json_response(
-            "Rolled back: a Try failed, every branch was cancelled",
-            "FireAnswer",
-        ),
-    )
-    .response(
-        "400",
-        error_response("A parameter is unknown, repeated, malformed or out of range"),
-    )
-    .response(
-        "413",
-        error_response("The body is larger than `JSON_LIMIT`"),
-    )
-    .response("415", error_response("The body is not `application/json`"))
-    .response(
-        "429",
-        error_response(
-            "`rate_limited`: too many requests from this client address \
-             (`FIRE_RATE_LIMIT_PER_SECOND`, `FIRE_RATE_LIMIT_BURST`); see `Retry-After`. Nothing \
-             was started",
-        ),
-    )
-    .response(
-        "502",
-        error_response("The coordinator refused a call, or the stock service is down"),
-    )
-    .response("503", error_response("The coordinator is unreachable"))
-    .build()
+    let op = op
+        .response(
+            "200",
+            json_response("Committed: every Try succeeded", "FireAnswer"),
+        )
+        .response("409", json_response(ROLLED_BACK, "FireAnswer"));
+    FIRE_ERRORS
+        .iter()
+        .fold(op, |op, (status, text)| {
+            op.response(*status, error_response(text))
+        })
+        .build()
 }
+
+const ROLLED_BACK: &str = "Rolled back: a Try failed, every branch was cancelled";
+
+/// The error answers of a fire endpoint.
+const FIRE_ERRORS: [(&str, &str); 6] = [
+    (
+        "400",
+        "A parameter is unknown, repeated, malformed or out of range",
+    ),
+    ("413", "The body is larger than `JSON_LIMIT`"),
+    ("415", "The body is not `application/json`"),
+    (
+        "429",
+        "`rate_limited`: too many requests from this client address \
+         (`FIRE_RATE_LIMIT_PER_SECOND`, `FIRE_RATE_LIMIT_BURST`); see `Retry-After`. Nothing \
+         was started",
+    ),
+    (
+        "502",
+        "The coordinator refused a call, or the stock service is down",
+    ),
+    ("503", "The coordinator is unreachable"),
+];
 
 /// The description of the AP's routes ([`crate::routes::configure`]) as this AP serves them:
 /// `fault_injection` is its `FAULT_INJECTION` setting.
 pub fn openapi(fault_injection: bool) -> OpenApi {
     let mut paths = PathsBuilder::new();
     for scenario in Scenario::ALL {
-        let item = PathItem::new(
-            HttpMethod::Get,
-            fire_operation(scenario, fault_injection, "get", false),
-        );
-        paths = paths.path(scenario.path(), item);
-        let item = PathItem::new(
-            HttpMethod::Post,
-            fire_operation(scenario, fault_injection, "post", true),
-        );
-        paths = paths.path(scenario.path(), item);
+        for (method, name, with_body) in [
+            (HttpMethod::Get, "get", false),
+            (HttpMethod::Post, "post", true),
+        ] {
+            let operation = fire_operation(scenario, fault_injection, name, with_body);
+            paths = paths.path(scenario.path(), PathItem::new(method, operation));
+        }
     }
     for (name, op) in nested::ENDPOINTS {
         let parameters = {

@@ -4,8 +4,9 @@ use std::net::TcpListener;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
-use service_kit::http::{configure_health, HealthCheck};
+use service_kit::http::HealthCheck;
 use service_kit::rate_limit::ClientLimiter;
+use service_kit::startup::configure_common;
 
 use crate::configuration::Settings;
 use crate::routes;
@@ -54,7 +55,7 @@ impl Application {
             settings.dtm_url,
             settings.app_url.as_deref().unwrap_or_default()
         );
-        let server = run(listener, settings)?;
+        let server = serve(listener, &settings)?;
         Ok(Application { port, server })
     }
 
@@ -74,15 +75,13 @@ impl Application {
     }
 }
 
-/// The actix server on `listener`: the fire endpoints (limited per client address by
-/// `settings.fire_rate_limit`, [`service_kit::rate_limit`]), the nested branch, `/api/ping`,
-/// `/api/health`, `/api/metrics`, the OpenAPI description and Swagger UI, JSON 404s. An unset
-/// `APP_URL` is derived from `listener`'s address.
-pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server> {
-    let settings = settings.resolve_app_url(listener.local_addr()?);
-    let state = web::Data::new(AppState::new(&settings)?);
-    let json_limit = settings.json_limit;
-    let baseline_endpoints = settings.baseline_endpoints;
+/// The actix server on `listener`, for `settings` whose `APP_URL` is decided: the fire
+/// endpoints (limited per client address by `settings.fire_rate_limit`,
+/// [`service_kit::rate_limit`]), the nested branch, `/api/ping`, `/api/health`, `/api/metrics`,
+/// the OpenAPI description and Swagger UI, JSON 404s.
+fn serve(listener: TcpListener, settings: &Settings) -> std::io::Result<Server> {
+    let state = web::Data::new(AppState::new(settings)?);
+    let (json_limit, baseline_endpoints) = (settings.json_limit, settings.baseline_endpoints);
     // Created here, outside the per-worker factory, so that all workers share one quota per
     // client address.
     let fire_limiter = web::Data::new(ClientLimiter::new(settings.fire_rate_limit));
@@ -93,24 +92,18 @@ pub fn run(listener: TcpListener, settings: Settings) -> std::io::Result<Server>
          RMs through the coordinator and answers with its outcome.",
         [crate::openapi::openapi(settings.fault_injection)],
     );
+    let health = HealthCheck {
+        service: "app",
+        pool: None,
+        migrations: &[],
+    };
     let server = HttpServer::new(move || {
         let api = api.clone();
         App::new()
             .app_data(state.clone())
             .app_data(fire_limiter.clone())
-            // Extractors (the nested branch's JSON body) answer malformed input with 4xx JSON.
-            .app_data(service_kit::http::json_config(json_limit))
-            .app_data(service_kit::http::query_config())
-            .configure(|cfg| {
-                configure_health(
-                    cfg,
-                    HealthCheck {
-                        service: "app",
-                        pool: None,
-                        migrations: &[],
-                    },
-                )
-            })
+            // Extractors answer malformed input with 4xx JSON; ping and health.
+            .configure(|cfg| configure_common(cfg, json_limit, health.clone()))
             .configure(|cfg| routes::configure(cfg, baseline_endpoints))
             .configure(|cfg| service_kit::openapi::configure_docs(cfg, api))
             .default_service(web::to(routes::not_found))
