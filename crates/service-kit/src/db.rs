@@ -72,8 +72,8 @@ pub fn wait_for_database(database_url: &str, within: Duration) -> Result<(), DbS
 /// (`postgres://user@host:port/dbname`). Fails if no connection can be made.
 ///
 /// Connections are not tested on checkout (r2d2's default sends `SELECT 1`, a round trip and a
-/// transaction of its own, before every use: the benchmark of issue 6 counted 15 of them per
-/// transfer in the coordinator, half of its commits). Instead a connection that broke (the
+/// transaction of its own, before every use, which for the coordinator doubles the commits of a
+/// transfer). Instead a connection that broke (the
 /// server restarted, a network cut) fails the one query that finds out, [`blocking`] sees the
 /// closed-connection error ([`ConnectionWatch`]) and the pool drops the connection instead of
 /// handing it out again; the callers' retries (the TM's second phase, the AP's) cover that one

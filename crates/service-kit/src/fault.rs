@@ -1,4 +1,5 @@
-//! Demo fault injection for the RMs, so every TCC failure case can be reproduced on demand. A branch's data may carry
+//! Demo fault injection for the RMs, so every TCC failure case can be reproduced on demand: the
+//! [`inject_faults`] middleware of every branch endpoint. A branch's data may carry
 //! `"fault": {"try": "<spec>", "confirm": "<spec>", "cancel": "<spec>"}`; because the data is what
 //! the AP registers with the TM, the TM's Confirm and Cancel calls carry the fault too.
 //!
@@ -6,7 +7,7 @@
 //!
 //! | spec | effect |
 //! |---|---|
-//! | `failure` | a business refusal, 409 FAILURE, decided inside the barrier so nothing is kept |
+//! | `failure` | a business refusal, 409 FAILURE, nothing done |
 //! | `ongoing` | 425 ONGOING on every call, nothing done |
 //! | `ongoing:N` | 425 ONGOING on the first N calls of this gid, branch and op, then normal |
 //! | `error` | 500 on every call, nothing done |
@@ -27,18 +28,31 @@
 //!
 //! Every `:N` form counts calls in the RM's `fault_counters` table, so counts survive a restart
 //! of the RM.
-//! With the setting `FAULT_INJECTION=off` a request carrying a fault is refused with 400.
+//!
+//! The fault is read from the raw body leniently ([`faults_of`]): a body whose `fault` does not
+//! parse carries none, and the handler then judges the body. With the setting
+//! `FAULT_INJECTION=off` a Try carrying a fault is refused with `400 fault_injection_disabled`,
+//! and a Confirm or Cancel ignores it (it carries the data of a Try refused that way, and must
+//! still succeed).
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderValue, LOCATION};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse, ResponseError};
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use serde::{Deserialize, Serialize};
-use tcc::protocol::{BranchQuery, Op};
+use tcc::actix::{parse_branch_query, raw_body};
+use tcc::protocol::{BranchQuery, BranchReply, Op};
 
 use crate::db::{blocking, BlockingError, DbPool};
+use crate::http::{error_response, is_json_object, payload_error};
 
 /// The `fault_counters` table's migration; RMs run it beside their own.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -223,12 +237,142 @@ impl BranchFaults {
     }
 }
 
-/// What the handler does after the injector ran.
+/// The `fault` of a branch call's raw `body`: the body's `fault` field when the body is a JSON
+/// object whose `fault` parses, its other fields ignored; `None` otherwise (the handler judges
+/// the body; a Confirm or Cancel never fails for it).
+pub fn faults_of(body: &[u8]) -> Option<BranchFaults> {
+    /// The one field read; unknown fields are ignored.
+    #[derive(Deserialize)]
+    struct FaultOnly {
+        #[serde(default)]
+        fault: Option<BranchFaults>,
+    }
+    // An object only: serde would also read a struct from a JSON array of its fields in order.
+    if !is_json_object(body) {
+        return None;
+    }
+    serde_json::from_slice::<FaultOnly>(body).ok()?.fault
+}
+
+/// The middleware of a branch endpoint serving `op` (`enabled`: the `FAULT_INJECTION` setting):
+/// runs the call's fault for `op`, if any ([`inject`]), with the `web::Data<DbPool>` of the app
+/// data, and answers for it, or hands the call on to the handler. A call whose query does not
+/// parse, or names another op, goes on to the handler, whose extractor refuses it.
+pub async fn inject_faults(
+    op: Op,
+    enabled: bool,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let body = match raw_body(&mut req).await {
+        Ok(body) => body,
+        Err(e) => return Ok(req.error_response(payload_error(e))),
+    };
+    let query = parse_branch_query(req.query_string()).ok();
+    let faults = faults_of(&body).filter(|f| !f.is_empty());
+    let (Some(query), Some(faults)) = (query.filter(|q| q.op == op), faults) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    if !enabled {
+        if op == Op::Try {
+            return Ok(req.error_response(InjectedFault::Disabled));
+        }
+        log::warn!(
+            "gid={} branch_id={} op={op} fault injection is off: ignoring the body's fault",
+            query.gid,
+            query.branch_id
+        );
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let Some(pool) = req.app_data::<web::Data<DbPool>>().cloned() else {
+        let e = actix_web::error::ErrorInternalServerError("no DbPool in the app data");
+        return Ok(req.error_response(e));
+    };
+    let fault = match inject(&pool, &query, Some(&faults)).await {
+        Ok(Injected::Proceed) => return Ok(next.call(req).await?.map_into_boxed_body()),
+        Ok(Injected::Ongoing) => return Ok(req.into_response(BranchReply::Ongoing.to_response())),
+        Ok(Injected::Refuse) => InjectedFault::Failure,
+        Ok(Injected::Error) => InjectedFault::Error,
+        Ok(Injected::Accepted) => InjectedFault::Accepted,
+        Ok(Injected::Redirect) => InjectedFault::Redirect,
+        Err(e) => InjectedFault::Uncounted(e),
+    };
+    Ok(req.error_response(fault))
+}
+
+/// What a fault answers instead of the handler ([`inject_faults`]). Nothing was done for it.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectedFault {
+    /// A Try's body carries a fault but `FAULT_INJECTION=off`: 400 `fault_injection_disabled`.
+    #[error("the body carries a fault, but fault injection is off (FAULT_INJECTION=off)")]
+    Disabled,
+    /// An `error` fault fired: 500 `injected_error`.
+    #[error("fault injection: this call fails on purpose")]
+    Error,
+    /// A `failure` fault fired: a business refusal, 409 FAILURE.
+    #[error("fault injection: this branch refuses on purpose")]
+    Failure,
+    /// An `accepted:N` fault fired: `202 {"dtm_result":"SUCCESS"}`. Not an error to whoever
+    /// reads only the body, which is the point: the TM and the AP read only exactly 200 as
+    /// success (as DTM does), so they retry or abort.
+    #[error("fault injection: accepted (202) without doing anything")]
+    Accepted,
+    /// A `redirect:N` fault fired: `307` with `Location:` [`REDIRECT_LOCATION`] and the JSON
+    /// error body `injected_redirect`. Never followed by the TM or the AP.
+    #[error("fault injection: redirected (307) without doing anything")]
+    Redirect,
+    /// The call count of a `:N` fault could not be kept: 503 `unavailable`.
+    #[error("the fault counters could not be read: {0}")]
+    Uncounted(BlockingError),
+}
+
+impl ResponseError for InjectedFault {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            InjectedFault::Disabled => StatusCode::BAD_REQUEST,
+            InjectedFault::Error => StatusCode::INTERNAL_SERVER_ERROR,
+            InjectedFault::Failure => StatusCode::CONFLICT,
+            InjectedFault::Accepted => StatusCode::ACCEPTED,
+            InjectedFault::Redirect => StatusCode::TEMPORARY_REDIRECT,
+            InjectedFault::Uncounted(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            InjectedFault::Disabled => {
+                error_response(status, "fault_injection_disabled", self.to_string())
+            }
+            InjectedFault::Error => error_response(status, "injected_error", self.to_string()),
+            InjectedFault::Failure => BranchReply::Failure(self.to_string()).to_response(),
+            InjectedFault::Accepted => {
+                let mut response = BranchReply::Success.to_response();
+                *response.status_mut() = status;
+                response
+            }
+            InjectedFault::Redirect => {
+                let mut response = error_response(status, "injected_redirect", self.to_string());
+                response
+                    .headers_mut()
+                    .insert(LOCATION, HeaderValue::from_static(REDIRECT_LOCATION));
+                response
+            }
+            InjectedFault::Uncounted(_) => error_response(
+                status,
+                "unavailable",
+                "the database is unavailable; retry later",
+            ),
+        }
+    }
+}
+
+/// What the middleware does after the injector ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Injected {
     /// Do the real work.
     Proceed,
-    /// Do the work through the barrier, but refuse inside it (a 409 that leaves no barrier row).
+    /// Answer 409 FAILURE without doing anything.
     Refuse,
     /// Answer 425 without doing anything.
     Ongoing,

@@ -1,5 +1,5 @@
 //! HTTP pieces every binary shares: health routes, the JSON error body and JSON 404, extractor
-//! configs.
+//! configs, the `GET .../{id}` view route of the RMs.
 
 use actix_web::http::StatusCode;
 use std::future::Future;
@@ -10,16 +10,52 @@ use actix_web::{error, web, FromRequest, HttpRequest, HttpResponse, ResponseErro
 use diesel::{PgConnection, RunQueryDsl};
 use diesel_migrations::EmbeddedMigrations;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::db::{blocking, migrations_applied, BlockingError, DbPool};
 
 /// The JSON error body every endpoint answers on a client or server error:
-/// `{"error": "<machine-readable code>", "message": "<what is wrong, for a human>"}`.
-pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": code, "message": message.into() }))
+/// `{"error": "<machine-readable code>", "message": "<what is wrong, for a human>"}`
+/// ([`ErrorBody`]); the one the branch endpoints' refusals use too.
+pub use tcc::actix::error_response;
+
+/// The body of every error answer of every binary: `{"error": "<code>", "message": "<what is
+/// wrong>"}` ([`error_response`]). `error` is a stable, machine-readable code (`invalid_json`,
+/// `invalid_gid`, `body_too_large`, ...); `message` is for humans and never carries SQL, internal
+/// paths or other transactions' data. Some answers add fields (the AP's `parameter`, the
+/// coordinator's `dtm_result` on a 409).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    #[schema(example = "invalid_json")]
+    pub error: String,
+    /// What is wrong, for a human.
+    pub message: String,
 }
+
+/// The answer of `GET /api/ping` and `GET /api/health`: `{"service": "trans-out", "status":
+/// "ok", "database": "ok"}` (`database` absent for the AP, which has none).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthAnswer {
+    /// The binary's name.
+    #[schema(example = "coordinator")]
+    pub service: String,
+    /// Always `ok` in a 200.
+    pub status: String,
+    /// `ok` when the database answered and is migrated (readiness only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// The OpenAPI description of `/api/ping` and `/api/health`, with [`ErrorBody`].
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(ping, health),
+    components(schemas(ErrorBody, HealthAnswer)),
+    tags((name = "health", description = "Liveness and readiness")),
+)]
+pub struct HealthApi;
 
 /// The answer to a path no route matches: `404 {"error":"not_found","message":"no such
 /// endpoint"}`, JSON like every other error (actix's default is an empty body). Register it
@@ -91,6 +127,22 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonObject<T> {
             Ok(JsonObject(body.into_inner()))
         })
     }
+}
+
+/// The first value of `name` in a raw query string, still percent-encoded (so it cannot break a
+/// log line), at most 128 characters; `None` when absent or empty. For log lines about requests
+/// whose query may not parse.
+pub(crate) fn raw_query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    let value = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())?;
+    Some(match value.char_indices().nth(128) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    })
 }
 
 /// A body that could not be read (over actix's payload limit, 256 KiB unless configured, or cut
@@ -187,14 +239,14 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, check: HealthCheck) {
 
 /// `GET /api/ping`: liveness.
 #[utoipa::path(get, path = "/api/ping", tag = "health",
-    responses((status = 200, description = "The process answers", body = crate::openapi::HealthAnswer)))]
+    responses((status = 200, description = "The process answers", body = HealthAnswer)))]
 pub(crate) async fn ping(check: web::Data<HealthCheck>) -> HttpResponse {
     HttpResponse::Ok().json(healthy(&check, None))
 }
 
-/// The 200 answer of `/api/ping` and `/api/health` ([`crate::openapi::HealthAnswer`]).
-fn healthy(check: &HealthCheck, database: Option<&str>) -> crate::openapi::HealthAnswer {
-    crate::openapi::HealthAnswer {
+/// The 200 answer of `/api/ping` and `/api/health` ([`HealthAnswer`]).
+fn healthy(check: &HealthCheck, database: Option<&str>) -> HealthAnswer {
+    HealthAnswer {
         service: check.service.to_owned(),
         status: "ok".to_owned(),
         database: database.map(str::to_owned),
@@ -203,8 +255,8 @@ fn healthy(check: &HealthCheck, database: Option<&str>) -> crate::openapi::Healt
 
 /// `GET /api/health`: readiness.
 #[utoipa::path(get, path = "/api/health", tag = "health", responses(
-    (status = 200, description = "Ready: the database answers and is migrated", body = crate::openapi::HealthAnswer),
-    (status = 503, description = "`not_ready` (migrations pending) or `database_unavailable`", body = crate::openapi::ErrorBody),
+    (status = 200, description = "Ready: the database answers and is migrated", body = HealthAnswer),
+    (status = 503, description = "`not_ready` (migrations pending) or `database_unavailable`", body = ErrorBody),
 ))]
 pub(crate) async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
     let Some(pool) = check.pool.clone() else {
@@ -230,5 +282,20 @@ pub(crate) async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
                 "the database is not reachable",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_query_value;
+
+    #[test]
+    fn raw_query_values_are_found_by_exact_name_and_kept_encoded_and_short() {
+        let query = "xgid=no&gid=g%0A1&branch_id=&op=try";
+        assert_eq!(raw_query_value(query, "gid"), Some("g%0A1"));
+        assert_eq!(raw_query_value(query, "branch_id"), None);
+        assert_eq!(raw_query_value(query, "trans_type"), None);
+        let long = format!("gid={}", "a".repeat(500));
+        assert_eq!(raw_query_value(&long, "gid").map(str::len), Some(128));
     }
 }

@@ -1,39 +1,41 @@
 //! Plumbing shared by the sample's five binaries, kept out of [`tcc`] because a service adopting
-//! TCC already has its own.
+//! TCC already has its own. Layout:
 //!
 //! * [`settings`]: typed settings read from environment variables, with defaults.
-//! * [`db`]: the r2d2 pool of Diesel connections, embedded migrations, `web::block` helper.
+//! * [`db`]: the r2d2 pool of Diesel connections, embedded migrations, the `web::block` helper.
 //! * [`http`]: `GET /api/ping` and `GET /api/health`, the JSON error body
 //!   `{"error": "<code>", "message": "..."}` and JSON 404, extractor configs that answer malformed
 //!   JSON, query strings and paths with it, and the `GET .../{id}` view route of the RMs.
-//! * [`fault`]: the demo fault injector of the RMs (design §8): a branch's data may carry
-//!   `{"fault": {"try": "failure", "confirm": "error:3", ...}}`.
-//! * [`branch`]: the flow every RM branch endpoint shares: op check, fault injection, the
-//!   sub-transaction barrier around the business code, the SUCCESS/FAILURE/ONGOING answer; the
-//!   routes of the three branch endpoints, and the HTTP mapping of the RMs' errors.
+//! * [`branch`]: what wraps each RM branch handler (the handlers themselves, with their barrier
+//!   call, are the RMs' own): [`branch::register`] mounts a handler inside the middlewares of
+//!   [`metrics`], [`callers`] and [`fault`]; the HTTP mapping of the RMs' errors.
+//! * [`callers`]: who may call a branch endpoint: signature, gid token, and for calls carrying
+//!   neither, the RM's coordinator ([`coordinator_check`]).
+//! * [`fault`]: the demo fault injector of the RMs (`docs/ARCHITECTURE.md#scenarios`): a
+//!   branch's data may carry `{"fault": {"try": "failure", "confirm": "error:3", ...}}`.
 //! * [`coordinator_check`]: what the RM's coordinator (`DTM_URL`) says about a gid: the check of
-//!   a Try that carries no gid token, and the verdicts of the reconciliation.
+//!   a call that carries no gid token, and the verdicts of the reconciliation.
 //! * [`reconcile`]: finds and releases the tentative reservations no global transaction will
 //!   ever settle (the RMs' `reconcile` subcommand).
 //! * [`startup`]: how an RM starts (pool, migrations and seed data off the runtime, bind, common
-//!   app data, health, JSON 404), so that an RM only brings its seed data and routes; and the
-//!   common app data every binary with JSON endpoints registers.
+//!   app data, health, JSON 404), so that an RM only brings its seed data and routes.
 //! * [`retention`]: the background job deleting the barrier rows (and fault counters) of global
 //!   transactions settled longer ago than the retention, for every RM; and the periodic loop the
 //!   coordinator's retention shares.
 //! * [`metrics`]: Prometheus metrics at `GET /api/metrics`: a registry per application
-//!   instance, and the RMs' metrics (branch requests by op and outcome, recorded by [`branch`];
+//!   instance, and the RMs' metrics (branch requests by op and outcome, counted by a middleware;
 //!   count and oldest age of tentative reservations, read at scrape time).
 //! * [`rate_limit`]: a per-client-address rate limit (429 with `Retry-After`), which the AP puts
 //!   on its public fire endpoints.
 //! * [`openapi`]: the OpenAPI description every binary serves at `GET /api/openapi.json` (with
-//!   Swagger UI at `/api/docs/`), generated from the handlers and route tables; the shared
-//!   schemas ([`openapi::ErrorBody`], [`openapi::DtmReply`]) and the branch endpoints' operation.
+//!   Swagger UI at `/api/docs/`), generated from the handlers and endpoint tables; the branch
+//!   endpoints' operation.
 //! * [`logging`]: env_logger set up from `RUST_LOG`, `info` by default.
 
 #![warn(missing_docs)]
 
 pub mod branch;
+pub mod callers;
 pub mod coordinator_check;
 pub mod db;
 pub mod fault;

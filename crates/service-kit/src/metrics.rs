@@ -10,7 +10,8 @@
 //! * [`MetricsRegistry`]: a registry with helpers that create and register a metric in one step,
 //!   and [`MetricsRegistry::response`], the scrape answer;
 //! * [`RmMetrics`]: the metrics of every RM (both banks, the stock service), recorded by the
-//!   shared branch flow ([`crate::branch`]), so no RM writes metrics code of its own:
+//!   [`count_branch_calls`] middleware around each branch endpoint, which also logs every
+//!   answer, so no RM writes metrics code of its own:
 //!
 //!   | metric | type | labels | meaning |
 //!   |---|---|---|---|
@@ -26,6 +27,9 @@
 //!
 //! The AP's own metrics (`tcc_ap_*`) are in the app crate, built on [`MetricsRegistry`].
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use diesel::sql_types::{BigInt, Double, Nullable};
 use diesel::{QueryableByName, RunQueryDsl};
@@ -34,9 +38,11 @@ use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use tcc::barrier::BarrierOutcome;
 use tcc::protocol::Op;
 
 use crate::db::{blocking, DbPool};
+use crate::http::raw_query_value;
 
 /// The path every binary serves its metrics on.
 pub const PATH: &str = "/api/metrics";
@@ -159,7 +165,7 @@ pub enum RequestOutcome {
     /// `bad_request`: any other 4xx: malformed query or body, wrong op for the endpoint, value
     /// out of range, a fault while fault injection is off.
     BadRequest,
-    /// `unauthorized`: a call refused with 401 ([`crate::branch::BranchSigning`]): a Confirm or
+    /// `unauthorized`: a call refused with 401 ([`crate::callers`]): a Confirm or
     /// Cancel with neither a valid signature nor the gid token of its gid (and, without either
     /// header, not vouched for by the coordinator), or a Try with a wrong or missing gid token;
     /// nothing was done. A rising count means a caller other than the AP and the
@@ -209,8 +215,7 @@ impl RequestOutcome {
     }
 
     /// The outcome of the barrier's decision for a request that succeeded.
-    pub fn of_barrier<T>(outcome: &tcc::barrier::BarrierOutcome<T>) -> RequestOutcome {
-        use tcc::barrier::BarrierOutcome;
+    pub fn of_barrier<T>(outcome: &BarrierOutcome<T>) -> RequestOutcome {
         match outcome {
             BarrierOutcome::Applied(_) => RequestOutcome::Applied,
             BarrierOutcome::EmptyCompensation => RequestOutcome::EmptyCompensation,
@@ -357,6 +362,73 @@ impl RmMetrics {
     pub fn registry(&self) -> &MetricsRegistry {
         &self.registry
     }
+}
+
+/// The middleware of the branch endpoint `endpoint` (`TransOutTry`) serving `op`: counts every
+/// answer in the `web::Data<RmMetrics>` of the app data (`tcc_rm_branch_requests_total{op,
+/// outcome}`, under the endpoint's op), and logs it with the query's `gid=` and `branch_id=`
+/// (raw, `-` when absent). The outcome of a success is the barrier's decision the handler left
+/// in the response ([`tcc::actix::BranchResult`]); of any other answer, its status
+/// ([`RequestOutcome::of_error_status`]). Successes are logged at info, 5xx at error, the rest
+/// at warn.
+pub async fn count_branch_calls(
+    endpoint: &'static str,
+    op: Op,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let metrics = req.app_data::<web::Data<RmMetrics>>().cloned();
+    let raw = |name| {
+        raw_query_value(req.query_string(), name)
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let call = format!(
+        "gid={} branch_id={} op={op} {endpoint}",
+        raw("gid"),
+        raw("branch_id")
+    );
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
+    let answer = next
+        .call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body);
+    let (status, outcome, error) = match &answer {
+        Ok(res) => {
+            let barrier = res
+                .response()
+                .extensions()
+                .get::<BarrierOutcome<()>>()
+                .cloned();
+            let outcome = barrier.as_ref().map_or_else(
+                || RequestOutcome::of_error_status(res.status()),
+                RequestOutcome::of_barrier,
+            );
+            let error = res.response().error().map(ToString::to_string);
+            (res.status(), outcome, error)
+        }
+        Err(e) => {
+            let status = e.as_response_error().status_code();
+            (
+                status,
+                RequestOutcome::of_error_status(status),
+                Some(e.to_string()),
+            )
+        }
+    };
+    if let Some(metrics) = metrics {
+        metrics.record(op, outcome);
+    }
+    let error = error.unwrap_or_else(|| outcome.to_string());
+    match status.as_u16() {
+        200 => log::info!("{call}: {outcome}"),
+        500.. => log::error!("{call} failed: {error}"),
+        401 | 403 => log::warn!("{call} answered {}: {error}; peer {peer}", status.as_u16()),
+        _ => log::warn!("{call} answered {}: {error}", status.as_u16()),
+    }
+    answer
 }
 
 /// `GET /api/metrics` of an RM: refreshes the tentative gauges ([`RmMetrics::refresh`]), then

@@ -1,24 +1,23 @@
 //! The OpenAPI 3 description every binary serves at `GET /api/openapi.json`, with Swagger UI at
-//! `GET /api/docs/` (issue 5).
+//! `GET /api/docs/`.
 //!
 //! The description is generated from the code, never written by hand, so it cannot drift:
 //!
 //! * handlers with a fixed path (the coordinator's API, `/api/ping`, `/api/health`, the metrics)
 //!   carry a `#[utoipa::path]` attribute next to their code;
-//! * endpoints registered from a table (an RM's three branch endpoints, [`crate::branch`]; the
-//!   AP's fire endpoints, one per scenario of its catalogue) are described by a function that
-//!   reads the *same* table the routes are registered from ([`branch_operation`] and the helpers
-//!   below build the operations);
+//! * endpoints registered from a table (an RM's three branch endpoints; the AP's fire
+//!   endpoints, one per scenario of its catalogue) are
+//!   described by a function that reads the *same* table the routes are registered from
+//!   ([`branch_operation`] and the helpers below build the operations);
 //! * request and response bodies are the Rust types themselves, through `#[derive(ToSchema)]`.
 //!
 //! Every error answer has the [`ErrorBody`] shape; a branch endpoint's SUCCESS/FAILURE/ONGOING
-//! answer has the [`DtmReply`] shape (DTM's `dtm_result`).
+//! answer has the [`tcc::protocol::BranchReply`] shape (DTM's `dtm_result`).
 //!
 //! The fuzz run (`scripts/fuzz_api.sh`, schemathesis) reads these descriptions and checks that no
 //! answer is a 5xx or breaks the schema documented here.
 
 use actix_web::web;
-use serde::{Deserialize, Serialize};
 use utoipa::openapi::path::{OperationBuilder, Parameter};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::ComponentsBuilder;
@@ -28,62 +27,12 @@ use utoipa::openapi::{
 use utoipa::ToSchema;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use crate::http::ErrorBody;
+
 /// Where every binary serves its OpenAPI description (JSON).
 pub const SPEC_PATH: &str = "/api/openapi.json";
 /// Where every binary serves Swagger UI (`/api/docs` redirects here).
 pub const UI_PATH: &str = "/api/docs/";
-
-/// The body of every error answer of every binary: `{"error": "<code>", "message": "<what is
-/// wrong>"}` ([`crate::http::error_response`]). `error` is a stable, machine-readable code
-/// (`invalid_json`, `invalid_gid`, `body_too_large`, ...); `message` is for humans and never
-/// carries SQL, internal paths or other transactions' data. Some answers add fields (the AP's
-/// `parameter`, the coordinator's `dtm_result` on a 409).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code.
-    #[schema(example = "invalid_json")]
-    pub error: String,
-    /// What is wrong, for a human.
-    pub message: String,
-}
-
-/// DTM's three branch results, as the `dtm_result` of a branch answer.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum DtmResult {
-    /// Done (200).
-    Success,
-    /// Refused, a business decision (409).
-    Failure,
-    /// Not finished; ask again (425).
-    Ongoing,
-}
-
-/// A branch endpoint's answer in DTM's vocabulary ([`tcc::actix::BranchReply`]):
-/// `200 {"dtm_result":"SUCCESS"}`, `409 {"dtm_result":"FAILURE","message":"..."}`,
-/// `425 {"dtm_result":"ONGOING"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DtmReply {
-    /// SUCCESS, FAILURE or ONGOING.
-    pub dtm_result: DtmResult,
-    /// Why a FAILURE was answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-/// The answer of `GET /api/ping` and `GET /api/health`: `{"service": "trans-out", "status":
-/// "ok", "database": "ok"}` (`database` absent for the AP, which has none).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct HealthAnswer {
-    /// The binary's name.
-    #[schema(example = "coordinator")]
-    pub service: String,
-    /// Always `ok` in a 200.
-    pub status: String,
-    /// `ok` when the database answered and is migrated (readiness only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
-}
 
 /// The error answers every endpoint with a JSON body may give besides its own: the extractor
 /// errors of [`crate::http::json_config`] (and [`crate::http::JsonObject`]) and a database
@@ -106,21 +55,16 @@ pub enum JsonBodyErrors {
     Unavailable(ErrorBody),
 }
 
-/// What every binary has in common: `/api/ping`, `/api/health` and the shared schemas.
+/// The schemas every binary shares besides [`crate::http::HealthApi`]'s: the branch answer and
+/// the protocol's enums.
 #[derive(utoipa::OpenApi)]
-#[openapi(
-    paths(crate::http::ping, crate::http::health),
-    components(schemas(
-        ErrorBody,
-        DtmReply,
-        DtmResult,
-        HealthAnswer,
-        tcc::protocol::Op,
-        tcc::protocol::TransType,
-        tcc::protocol::GlobalStatus
-    )),
-    tags((name = "health", description = "Liveness and readiness")),
-)]
+#[openapi(components(schemas(
+    tcc::protocol::BranchReply,
+    tcc::protocol::DtmResult,
+    tcc::protocol::Op,
+    tcc::protocol::TransType,
+    tcc::protocol::GlobalStatus
+)))]
 pub struct CommonApi;
 
 /// `GET /api/metrics` of an RM ([`crate::metrics::rm_metrics`]).
@@ -128,14 +72,15 @@ pub struct CommonApi;
 #[openapi(paths(crate::metrics::rm_metrics))]
 pub struct RmMetricsApi;
 
-/// The description of one binary: `title` and `description` in its `info`, [`CommonApi`] merged
-/// with the binary's own `parts`.
+/// The description of one binary: `title` and `description` in its `info`,
+/// [`crate::http::HealthApi`] and [`CommonApi`] merged with the binary's own `parts`.
 pub fn describe(
     title: &str,
     description: &str,
     parts: impl IntoIterator<Item = OpenApi>,
 ) -> OpenApi {
-    let mut api = <CommonApi as utoipa::OpenApi>::openapi();
+    let mut api = <crate::http::HealthApi as utoipa::OpenApi>::openapi();
+    api.merge(<CommonApi as utoipa::OpenApi>::openapi());
     api.info = InfoBuilder::new()
         .title(title)
         .version(env!("CARGO_PKG_VERSION"))
@@ -191,7 +136,7 @@ pub fn common_errors(op: OperationBuilder) -> OperationBuilder {
         .fold(op, |op, (status, response)| op.response(status, response))
 }
 
-/// The operation of one RM branch endpoint (`POST /api/<name>`, [`crate::branch::configure`]):
+/// The operation of one RM branch endpoint (`POST /api/<name>`):
 /// the [`tcc::protocol::BranchQuery`] query, a JSON body of the component schema `body` (Try's;
 /// Confirm and Cancel take any body), and every answer the branch flow gives. `op` decides the
 /// per-op answers: Try may be refused by the Try gate (401, 403, 503), Confirm and Cancel may be
@@ -223,22 +168,22 @@ pub fn branch_operation(
         .request_body(Some(branch_body(op, body)))
         .response(
             "200",
-            json_response("SUCCESS: applied, or already applied", "DtmReply"),
+            json_response("SUCCESS: applied, or already applied", "BranchReply"),
         )
         .response(
             "409",
-            json_response("FAILURE: a business refusal", "DtmReply"),
+            json_response("FAILURE: a business refusal", "BranchReply"),
         )
         .response(
             "425",
-            json_response("ONGOING (injected fault): ask again", "DtmReply"),
+            json_response("ONGOING (injected fault): ask again", "BranchReply"),
         )
         .response(
             "202",
             json_response(
                 "Injected `accepted:N` fault only (FAULT_INJECTION=on): `dtm_result` SUCCESS, but \
                  nothing was done; a caller must read it, as DTM does, as a transient error",
-                "DtmReply",
+                "BranchReply",
             ),
         )
         .response("307", redirect_response())

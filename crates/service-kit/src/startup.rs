@@ -12,9 +12,9 @@
 //!    query and path configs that answer malformed input with a JSON 4xx, `GET /api/ping`,
 //!    `GET /api/health`), `web::Data<DbPool>` and `web::Data<Settings>` for the handlers, the
 //!    RM's metrics (`web::Data<RmMetrics>`, a registry of this instance's own, served at
-//!    `GET /api/metrics`: [`crate::metrics`]), the Confirm/Cancel signature check
-//!    (`web::Data<BranchSigning>`: [`crate::branch::BranchSigning`]), the RM's routes, and a JSON
-//!    404 ([`crate::http::not_found`]) for any other path;
+//!    `GET /api/metrics`: [`crate::metrics`]), who may call the branch endpoints
+//!    (`web::Data<BranchCallers>`: [`crate::callers`]), the RM's routes, and a JSON 404
+//!    ([`crate::http::not_found`]) for any other path;
 //! 4. [`RmApplication::run_until_stopped`] serves, and runs the barrier retention job
 //!    ([`crate::retention`]) beside the server until the server stops.
 
@@ -26,8 +26,7 @@ use diesel::PgConnection;
 use diesel_migrations::EmbeddedMigrations;
 use tokio::sync::watch;
 
-use crate::branch::BranchSigning;
-use crate::coordinator_check::{CoordinatorClient, TryVerification};
+use crate::callers::BranchCallers;
 use crate::db::{
     build_pool, run_migrations, wait_for_database, DbPool, DbSetupError, DATABASE_WAIT,
 };
@@ -116,7 +115,7 @@ pub trait RmSettings: Clone + Send + Sync + 'static {
     /// Registers the RM's own routes: its branch endpoints and its view.
     fn routes(&self, cfg: &mut web::ServiceConfig);
 
-    /// The OpenAPI description of [`RmSettings::routes`], built from the same tables
+    /// The OpenAPI description of [`RmSettings::routes`], built from the same endpoint tables
     /// ([`crate::branch::openapi`]). [`run`] adds the common routes' and serves it at
     /// `GET /api/openapi.json`, with Swagger UI at `/api/docs/` ([`crate::openapi`]).
     fn openapi(&self) -> utoipa::openapi::OpenApi;
@@ -261,7 +260,11 @@ pub fn run<S: RmSettings>(
         migrations: server.migrations,
     };
     let metrics = web::Data::new(RmMetrics::new(server.tentative_sql));
-    let signing = web::Data::new(branch_signing(server.common));
+    let callers = web::Data::new(BranchCallers::new(
+        server.common.branch_signing_secret.clone(),
+        server.common.try_verification,
+        &server.common.dtm_url,
+    ));
     let api = crate::openapi::describe(
         server.service,
         "A TCC resource manager (RM): Try/Confirm/Cancel branch endpoints behind the \
@@ -281,7 +284,7 @@ pub fn run<S: RmSettings>(
             .app_data(pool.clone())
             .app_data(settings.clone())
             .app_data(metrics.clone())
-            .app_data(signing.clone())
+            .app_data(callers.clone())
             .configure(|cfg| configure_common(cfg, json_limit, health))
             .route(metrics::PATH, web::get().to(metrics::rm_metrics))
             .configure(|cfg| routes.routes(cfg))
@@ -291,19 +294,4 @@ pub fn run<S: RmSettings>(
     .listen(listener)?
     .run();
     Ok(server)
-}
-
-/// The checks an RM's common settings ask for ([`BranchSigning`]): `BRANCH_SIGNING_SECRET`, and
-/// by `TRY_VERIFICATION` the coordinator at `DTM_URL` (queried with
-/// [`CoordinatorClient::DEFAULT_TIMEOUT`]), tokens only, or no Try check.
-fn branch_signing(common: &RmCommonSettings) -> BranchSigning {
-    let signing = BranchSigning::new(common.branch_signing_secret.clone());
-    match common.try_verification {
-        TryVerification::Coordinator => signing.with_try_gate(Some(CoordinatorClient::new(
-            &common.dtm_url,
-            CoordinatorClient::DEFAULT_TIMEOUT,
-        ))),
-        TryVerification::Token => signing.tokens_only(),
-        TryVerification::Off => signing,
-    }
 }

@@ -1,96 +1,204 @@
-//! actix-web helpers for RM endpoints: the branch query extractor and the three DTM answers.
+//! actix-web pieces for an RM's branch endpoints: what the protocol decides around
+//! [`BranchBarrier::call`](crate::barrier::BranchBarrier::call), so that a handler shows only the
+//! barrier and the business code.
 //!
 //! ```no_run
-//! use actix_web::{post, web};
-//! use tcc::actix::BranchReply;
-//! use tcc::protocol::BranchQuery;
+//! use actix_web::{web, HttpResponse, ResponseError};
+//! use diesel::r2d2::{ConnectionManager, Pool};
+//! use diesel::PgConnection;
+//! use tcc::actix::{BranchResult, TryBranch};
+//! use tcc::barrier::BranchBarrier;
 //!
-//! #[post("/api/TransOutTry")]
-//! async fn trans_out_try(query: BranchQuery, body: web::Bytes) -> BranchReply {
-//!     // ... run the business code through tcc::barrier::BranchBarrier ...
-//!     BranchReply::Success
+//! type DbPool = Pool<ConnectionManager<PgConnection>>;
+//!
+//! #[derive(Debug)]
+//! struct BankError;
+//! impl std::fmt::Display for BankError {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+//!         f.write_str("the bank failed")
+//!     }
+//! }
+//! impl ResponseError for BankError {}
+//! impl From<diesel::result::Error> for BankError {
+//!     fn from(_: diesel::result::Error) -> Self {
+//!         BankError
+//!     }
+//! }
+//! # fn freeze(conn: &mut PgConnection, amount: i64) -> Result<(), BankError> { Ok(()) }
+//!
+//! /// `POST /api/TransOutTry?gid=..&trans_type=tcc&branch_id=..&op=try`.
+//! async fn trans_out_try(branch: TryBranch, pool: web::Data<DbPool>) -> BranchResult<BankError> {
+//!     web::block(move || {
+//!         let mut conn = pool.get().map_err(|_| BankError)?;
+//!         BranchBarrier::new(&branch.query).call(&mut conn, |conn| freeze(conn, 30))
+//!     })
+//!     .await
+//!     .map_err(|_| BankError)?
 //! }
 //! ```
+//!
+//! * **The branch query**: [`TryBranch`], [`ConfirmBranch`] and [`CancelBranch`] extract and
+//!   validate `?gid=&trans_type=tcc&branch_id=&op=` ([`BranchQuery::validate`]) and refuse a call
+//!   whose `op` is not the endpoint's (`TransOutTry` with `op=confirm` is a client bug, answered
+//!   `400 op_mismatch` rather than run as a Try); [`BranchQuery`] itself extracts without the op
+//!   check. A malformed query is `400 bad_branch_query`.
+//! * **The answer**: a handler returns a [`BranchResult`]. `Ok` with the barrier's decision answers
+//!   `200 {"dtm_result":"SUCCESS"}` whatever it decided (applied, empty compensation, duplicate,
+//!   hanging), and leaves the decision (a `BarrierOutcome<()>`) in the response's extensions for
+//!   logs and metrics; an `Err` answers for itself ([`ResponseError`]: a business refusal should
+//!   be [`BranchReply::Failure`], `409 FAILURE`). [`BranchReply`] is a responder too.
+//! * **Who is calling**, over the raw body (`docs/PROTOCOL.md`, "Signed branch calls"): in a
+//!   middleware, [`raw_body`] reads the body and puts it back for the handler, and
+//!   [`settle_caller`] (Confirm, Cancel) and [`try_caller`] (Try) check the coordinator's
+//!   signature and the gid token ([`crate::signing`]); a refusal is `401` ([`CallerError`]).
+//! * [`error_response`]: the JSON error body `{"error": "<code>", "message": "..."}` of every
+//!   refusal above.
 
 use std::future::{ready, Ready};
+use std::marker::PhantomData;
 
 use actix_web::body::BoxBody;
+use actix_web::dev::{Payload, ServiceRequest};
 use actix_web::http::StatusCode;
-use actix_web::{dev::Payload, FromRequest, HttpRequest, HttpResponse, Responder, ResponseError};
+use actix_web::web::Bytes;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder, ResponseError};
 use serde_json::json;
 
-use crate::protocol::{BranchQuery, FAILURE, ONGOING, SUCCESS};
+/// The branch answer ([`crate::protocol::BranchReply`]), a responder here.
+pub use crate::protocol::BranchReply;
+use crate::protocol::{BranchQuery, Op};
+use crate::signing::{self, GidTokenError, SignatureError, SignatureHeaders, SigningSecret};
 
-/// The branch query was missing or malformed: answered `400 {"error":"bad_branch_query", ...}`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BranchQueryError(String);
+/// The JSON error body of a refused call: `{"error": "<machine-readable code>", "message":
+/// "<what is wrong, for a human>"}` with `status`.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": code, "message": message.into() }))
+}
+
+/// Why a branch query was refused. Both are `400` with the JSON error body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BranchQueryError {
+    /// Missing, malformed or invalid (a gid with a space, `trans_type=saga`): `bad_branch_query`.
+    #[error("branch calls need ?gid=&trans_type=tcc&branch_id=&op=: {0}")]
+    Malformed(String),
+    /// The query's op is not the one the endpoint serves: `op_mismatch`.
+    #[error("this endpoint serves op={endpoint}, but the query says op={query}")]
+    OpMismatch {
+        /// The op the endpoint serves.
+        endpoint: Op,
+        /// The op in the query.
+        query: Op,
+    },
+}
 
 impl ResponseError for BranchQueryError {
     fn status_code(&self) -> StatusCode {
         StatusCode::BAD_REQUEST
     }
+
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::BadRequest().json(json!({
-            "error": "bad_branch_query",
-            "message": self.0,
-        }))
+        let code = match self {
+            BranchQueryError::Malformed(_) => "bad_branch_query",
+            BranchQueryError::OpMismatch { .. } => "op_mismatch",
+        };
+        error_response(self.status_code(), code, self.to_string())
     }
 }
 
-/// Extracts `?gid=&trans_type=&branch_id=&op=` and validates it ([`BranchQuery::validate`]).
+/// Reads and validates a raw query string as a [`BranchQuery`].
+pub fn parse_branch_query(query: &str) -> Result<BranchQuery, BranchQueryError> {
+    actix_web::web::Query::<BranchQuery>::from_query(query)
+        .map_err(|e| e.to_string())
+        .and_then(|q| {
+            let q = q.into_inner();
+            q.validate().map(|()| q).map_err(|e| e.0)
+        })
+        .map_err(BranchQueryError::Malformed)
+}
+
+/// Extracts `?gid=&trans_type=&branch_id=&op=` and validates it ([`BranchQuery::validate`]),
+/// whatever its op.
 impl FromRequest for BranchQuery {
     type Error = BranchQueryError;
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let parsed = serde_urlencoded_query(req.query_string())
-            .and_then(|q: BranchQuery| q.validate().map(|()| q).map_err(|e| e.0))
-            .map_err(|message| {
-                BranchQueryError(format!(
-                    "branch calls need ?gid=&trans_type=tcc&branch_id=&op=: {message}"
-                ))
-            });
-        ready(parsed)
+        ready(parse_branch_query(req.query_string()))
     }
 }
 
-fn serde_urlencoded_query(query: &str) -> Result<BranchQuery, String> {
-    actix_web::web::Query::<BranchQuery>::from_query(query)
-        .map(actix_web::web::Query::into_inner)
-        .map_err(|e| e.to_string())
+/// The op an endpoint serves, as a type: [`TryOp`], [`ConfirmOp`], [`CancelOp`].
+pub trait BranchOp {
+    /// The op.
+    const OP: Op;
 }
 
-/// An RM's answer to a branch call, in DTM's vocabulary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BranchReply {
-    /// `200 {"dtm_result":"SUCCESS"}`.
-    Success,
-    /// `409 {"dtm_result":"FAILURE","message":...}`: a business refusal. From a Try it makes the
-    /// AP abort; from Confirm/Cancel it is a bug the TM retries and alerts on.
-    Failure(String),
-    /// `425 {"dtm_result":"ONGOING"}`: not finished; the TM asks again at a fixed interval.
-    Ongoing,
+/// The Try endpoint's op.
+#[derive(Debug, Clone, Copy)]
+pub enum TryOp {}
+/// The Confirm endpoint's op.
+#[derive(Debug, Clone, Copy)]
+pub enum ConfirmOp {}
+/// The Cancel endpoint's op.
+#[derive(Debug, Clone, Copy)]
+pub enum CancelOp {}
+
+impl BranchOp for TryOp {
+    const OP: Op = Op::Try;
+}
+impl BranchOp for ConfirmOp {
+    const OP: Op = Op::Confirm;
+}
+impl BranchOp for CancelOp {
+    const OP: Op = Op::Cancel;
+}
+
+/// The branch query of an endpoint serving op `O`: extracted as [`BranchQuery`] is, and refused
+/// with `400 op_mismatch` when its `op` is not `O`'s.
+#[derive(Debug, Clone)]
+pub struct Branch<O: BranchOp> {
+    /// The validated query, whose `op` is `O::OP`.
+    pub query: BranchQuery,
+    op: PhantomData<O>,
+}
+
+/// The query of a Try endpoint.
+pub type TryBranch = Branch<TryOp>;
+/// The query of a Confirm endpoint.
+pub type ConfirmBranch = Branch<ConfirmOp>;
+/// The query of a Cancel endpoint.
+pub type CancelBranch = Branch<CancelOp>;
+
+impl<O: BranchOp> FromRequest for Branch<O> {
+    type Error = BranchQueryError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let branch = parse_branch_query(req.query_string()).and_then(|query| {
+            if query.op != O::OP {
+                return Err(BranchQueryError::OpMismatch {
+                    endpoint: O::OP,
+                    query: query.op,
+                });
+            }
+            Ok(Branch {
+                query,
+                op: PhantomData,
+            })
+        });
+        ready(branch)
+    }
 }
 
 impl BranchReply {
     /// The HTTP status: 200, 409 or 425.
     pub fn status(&self) -> StatusCode {
-        match self {
-            BranchReply::Success => StatusCode::OK,
-            BranchReply::Failure(_) => StatusCode::CONFLICT,
-            BranchReply::Ongoing => StatusCode::from_u16(425).expect("425 is a valid status"),
-        }
+        StatusCode::from_u16(self.http_status()).expect("200, 409 and 425 are valid statuses")
     }
 
     /// The response: status and JSON body.
     pub fn to_response(&self) -> HttpResponse {
-        let body = match self {
-            BranchReply::Success => json!({ "dtm_result": SUCCESS }),
-            BranchReply::Failure(message) => json!({ "dtm_result": FAILURE, "message": message }),
-            BranchReply::Ongoing => json!({ "dtm_result": ONGOING }),
-        };
-        HttpResponse::build(self.status()).json(body)
+        HttpResponse::build(self.status()).json(self)
     }
 }
 
@@ -101,10 +209,169 @@ impl Responder for BranchReply {
     }
 }
 
+/// What a branch handler returns: the barrier's decision, or the error that answers instead.
+#[cfg(feature = "barrier")]
+pub type BranchResult<E> = Result<crate::barrier::BarrierOutcome<()>, E>;
+
+/// `200 {"dtm_result":"SUCCESS"}` whatever the barrier decided, with the decision (as
+/// `BarrierOutcome<()>`) in the response's extensions, where a logging or metrics middleware
+/// reads it.
+#[cfg(feature = "barrier")]
+impl<T> Responder for crate::barrier::BarrierOutcome<T> {
+    type Body = BoxBody;
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        let mut response = BranchReply::Success.to_response();
+        response.extensions_mut().insert(self.map(|_| ()));
+        response
+    }
+}
+
+/// The request's raw body, kept in its extensions once read.
+#[derive(Debug, Clone)]
+struct RawBody(Bytes);
+
+/// The raw body of `req`, for a middleware that checks it (a signature covers its exact bytes):
+/// read once (within the app's `PayloadConfig` limit), kept, and put back as the payload so that
+/// the handler's extractors read it as if nothing had. Errors: the body could not be read (too
+/// large: 413; cut short: 400).
+pub async fn raw_body(req: &mut ServiceRequest) -> Result<Bytes, actix_web::Error> {
+    let kept = req.extensions().get::<RawBody>().map(|raw| raw.0.clone());
+    if let Some(body) = kept {
+        return Ok(body);
+    }
+    let body = req.extract::<Bytes>().await?;
+    req.extensions_mut().insert(RawBody(body.clone()));
+    req.set_payload(Payload::from(body.clone()));
+    Ok(body)
+}
+
+/// Who a branch call comes from, as far as its headers prove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The call carries the coordinator's valid signature ([`signing::verify`]).
+    Coordinator,
+    /// The call carries the gid token of its query's gid ([`signing::verify_gid_token`]).
+    GidTokenHolder,
+    /// The call carries none of these headers: nothing says who sent it. What to do with it is
+    /// the RM's policy (refuse it, or ask its coordinator whether the op is due).
+    Anonymous,
+}
+
+/// Why a caller was refused: `401` with the JSON error body and [`CallerError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallerError {
+    /// No valid signature: `missing_signature`, `bad_signature` or `stale_signature`.
+    #[error(transparent)]
+    Signature(SignatureError),
+    /// A gid token that is not the query's gid's: `bad_gid_token`.
+    #[error(transparent)]
+    GidToken(GidTokenError),
+}
+
+impl CallerError {
+    /// The `error` code of the answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallerError::Signature(e) => e.code(),
+            CallerError::GidToken(e) => e.code(),
+        }
+    }
+}
+
+impl ResponseError for CallerError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::UNAUTHORIZED
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error_response(self.status_code(), self.code(), self.to_string())
+    }
+}
+
+/// Who sent a Confirm or Cancel with raw body `body` (`gid`: its query's, `None` when the query
+/// does not parse):
+///
+/// * a valid signature over method, path, query and body: [`Caller::Coordinator`];
+/// * otherwise a gid token header: [`Caller::GidTokenHolder`] when it is `gid`'s token,
+///   [`CallerError::GidToken`] otherwise (also when there is no valid gid to check it against);
+/// * otherwise a signature header that does not verify: [`CallerError::Signature`];
+/// * no such header at all: [`Caller::Anonymous`], or `missing_signature` when the query names
+///   no valid gid (nothing could then vouch for it).
+pub fn settle_caller(
+    secret: &SigningSecret,
+    req: &HttpRequest,
+    body: &[u8],
+    gid: Option<&str>,
+) -> Result<Caller, CallerError> {
+    let Err(signature) = verify_signature(secret, req, body) else {
+        return Ok(Caller::Coordinator);
+    };
+    let signed = [signing::TIMESTAMP_HEADER, signing::SIGNATURE_HEADER]
+        .iter()
+        .any(|name| req.headers().contains_key(*name));
+    match (header(req, signing::GID_TOKEN_HEADER), gid) {
+        (Some(token), Some(gid)) => signing::verify_gid_token(secret, gid, token)
+            .map(|()| Caller::GidTokenHolder)
+            .map_err(CallerError::GidToken),
+        (Some(_), None) => Err(CallerError::GidToken(GidTokenError(
+            "the query does not name a valid gid",
+        ))),
+        (None, Some(_)) if !signed => Ok(Caller::Anonymous),
+        (None, _) => Err(CallerError::Signature(signature)),
+    }
+}
+
+/// Who sent a Try of `gid`: [`Caller::GidTokenHolder`] with `gid`'s token, [`Caller::Anonymous`]
+/// without a gid token header; `Err` with another token.
+pub fn try_caller(
+    secret: &SigningSecret,
+    req: &HttpRequest,
+    gid: &str,
+) -> Result<Caller, GidTokenError> {
+    match header(req, signing::GID_TOKEN_HEADER) {
+        Some(token) => {
+            signing::verify_gid_token(secret, gid, token).map(|()| Caller::GidTokenHolder)
+        }
+        None => Ok(Caller::Anonymous),
+    }
+}
+
+/// Checks the coordinator's signature of `req` with raw body `body` ([`signing::verify`], at
+/// the local clock, [`signing::DEFAULT_MAX_SKEW_SECS`] of skew allowed).
+pub fn verify_signature(
+    secret: &SigningSecret,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let target = match req.query_string() {
+        "" => req.path().to_owned(),
+        query => format!("{}?{query}", req.path()),
+    };
+    signing::verify(
+        secret,
+        req.method().as_str(),
+        &target,
+        body,
+        SignatureHeaders {
+            timestamp: header(req, signing::TIMESTAMP_HEADER),
+            signature: header(req, signing::SIGNATURE_HEADER),
+        },
+        signing::now_unix(),
+        signing::DEFAULT_MAX_SKEW_SECS,
+    )
+}
+
+/// The value of header `name`, if any (a value that is not visible ASCII reads as one that
+/// cannot match).
+fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
+    req.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Op;
     use actix_web::test::TestRequest;
 
     #[actix_web::test]
@@ -117,6 +384,8 @@ mod tests {
             (q.gid.as_str(), q.branch_id.as_str(), q.op),
             ("g-1", "01", Op::Confirm)
         );
+        let branch = ConfirmBranch::extract(&req).await.unwrap();
+        assert_eq!(branch.query, q);
     }
 
     #[actix_web::test]
@@ -134,10 +403,66 @@ mod tests {
         }
     }
 
+    #[actix_web::test]
+    async fn an_endpoint_refuses_another_op() {
+        let req = TestRequest::post()
+            .uri("/x?gid=g-1&trans_type=tcc&branch_id=01&op=confirm")
+            .to_http_request();
+        assert_eq!(
+            TryBranch::extract(&req).await.unwrap_err(),
+            BranchQueryError::OpMismatch {
+                endpoint: Op::Try,
+                query: Op::Confirm
+            }
+        );
+    }
+
     #[test]
     fn replies_carry_dtm_statuses() {
         assert_eq!(BranchReply::Success.status().as_u16(), 200);
         assert_eq!(BranchReply::Failure("x".into()).status().as_u16(), 409);
         assert_eq!(BranchReply::Ongoing.status().as_u16(), 425);
+    }
+
+    #[test]
+    fn callers_are_told_apart_by_their_headers() {
+        let secret = SigningSecret::new("s");
+        let target = "/api/X?gid=g1&trans_type=tcc&branch_id=01&op=confirm";
+        let (ts, sig) = signing::sign(&secret, "POST", target, b"{}", signing::now_unix());
+        let signed = TestRequest::post()
+            .uri(target)
+            .insert_header((signing::TIMESTAMP_HEADER, ts))
+            .insert_header((signing::SIGNATURE_HEADER, sig))
+            .to_http_request();
+        assert_eq!(
+            settle_caller(&secret, &signed, b"{}", Some("g1")),
+            Ok(Caller::Coordinator)
+        );
+        assert_eq!(
+            settle_caller(&secret, &signed, b"{ }", Some("g1")).map_err(|e| e.code()),
+            Err("bad_signature")
+        );
+        let token = TestRequest::post()
+            .uri(target)
+            .insert_header((signing::GID_TOKEN_HEADER, signing::gid_token(&secret, "g1")))
+            .to_http_request();
+        assert_eq!(
+            settle_caller(&secret, &token, b"", Some("g1")),
+            Ok(Caller::GidTokenHolder)
+        );
+        assert_eq!(
+            try_caller(&secret, &token, "g1"),
+            Ok(Caller::GidTokenHolder)
+        );
+        assert!(try_caller(&secret, &token, "g2").is_err());
+        let bare = TestRequest::post().uri(target).to_http_request();
+        assert_eq!(
+            settle_caller(&secret, &bare, b"", Some("g1")),
+            Ok(Caller::Anonymous)
+        );
+        assert_eq!(
+            settle_caller(&secret, &bare, b"", None).map_err(|e| e.code()),
+            Err("missing_signature")
+        );
     }
 }

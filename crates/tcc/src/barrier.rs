@@ -1,4 +1,5 @@
-//! The sub-transaction barrier on Diesel + Postgres (design §6; DTM's `BranchBarrier.Call`,
+//! The sub-transaction barrier on Diesel + Postgres
+//! (`docs/ARCHITECTURE.md#the-sub-transaction-barrier`; DTM's `BranchBarrier.Call`,
 //! dtm-labs/dtm `dtmcli/barrier.go`).
 //!
 //! The barrier makes an RM's Try, Confirm and Cancel safe against the three anomalies of TCC
@@ -123,6 +124,16 @@ impl<T> BarrierOutcome<T> {
     /// `true` when the business code ran.
     pub fn is_applied(&self) -> bool {
         matches!(self, BarrierOutcome::Applied(_))
+    }
+
+    /// The same decision with the business code's value replaced by `f(value)`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> BarrierOutcome<U> {
+        match self {
+            BarrierOutcome::Applied(value) => BarrierOutcome::Applied(f(value)),
+            BarrierOutcome::EmptyCompensation => BarrierOutcome::EmptyCompensation,
+            BarrierOutcome::Duplicate => BarrierOutcome::Duplicate,
+            BarrierOutcome::Hanging => BarrierOutcome::Hanging,
+        }
     }
 
     /// `applied`, `empty_compensation`, `duplicate` or `hanging`: for logs and metrics.

@@ -109,7 +109,7 @@ impl FromStr for TransType {
     }
 }
 
-/// The status of a global transaction (design §4):
+/// The status of a global transaction (`docs/ARCHITECTURE.md#state-machine`):
 /// `prepared -> submitted -> succeed` and `prepared -> aborting -> failed`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -167,6 +167,115 @@ impl FromStr for GlobalStatus {
             .into_iter()
             .find(|status| status.as_str() == s)
             .ok_or_else(|| ProtocolError(format!("unknown global status {s:?}")))
+    }
+}
+
+/// DTM's three branch results: the `dtm_result` of a branch's answer ([`BranchReply`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DtmResult {
+    /// [`SUCCESS`]: done (200).
+    Success,
+    /// [`FAILURE`]: refused, a business decision (409).
+    Failure,
+    /// [`ONGOING`]: not finished; ask again (425).
+    Ongoing,
+}
+
+/// An RM's answer to a branch call, in DTM's vocabulary, and its wire shape:
+///
+/// * `200 {"dtm_result":"SUCCESS"}`;
+/// * `409 {"dtm_result":"FAILURE","message":"..."}`: a business refusal. From a Try it makes the
+///   AP abort; from Confirm/Cancel it is a bug the TM retries and alerts on;
+/// * `425 {"dtm_result":"ONGOING"}`: not finished; the TM asks again at a fixed interval.
+///
+/// The RMs answer it (the `actix` feature makes it a responder), their OpenAPI descriptions
+/// describe it (the `openapi` feature), and a client reading a branch's answer may parse it; the
+/// rules for reading any answer, this shape or not, are [`BranchOutcome::from_http`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "BranchReplyBody", from = "BranchReplyBody")]
+pub enum BranchReply {
+    /// `200 {"dtm_result":"SUCCESS"}`.
+    Success,
+    /// `409 {"dtm_result":"FAILURE","message":...}`, with why.
+    Failure(String),
+    /// `425 {"dtm_result":"ONGOING"}`.
+    Ongoing,
+}
+
+impl BranchReply {
+    /// The `dtm_result` of the answer.
+    pub fn dtm_result(&self) -> DtmResult {
+        match self {
+            BranchReply::Success => DtmResult::Success,
+            BranchReply::Failure(_) => DtmResult::Failure,
+            BranchReply::Ongoing => DtmResult::Ongoing,
+        }
+    }
+
+    /// The HTTP status that goes with it: 200, 409 or 425.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            BranchReply::Success => 200,
+            BranchReply::Failure(_) => 409,
+            BranchReply::Ongoing => 425,
+        }
+    }
+}
+
+/// The JSON object of a [`BranchReply`]: `dtm_result`, and `message` for a FAILURE.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BranchReplyBody {
+    /// SUCCESS, FAILURE or ONGOING.
+    dtm_result: DtmResult,
+    /// Why a FAILURE was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+impl From<BranchReply> for BranchReplyBody {
+    fn from(reply: BranchReply) -> Self {
+        let dtm_result = reply.dtm_result();
+        let message = match reply {
+            BranchReply::Failure(message) => Some(message),
+            BranchReply::Success | BranchReply::Ongoing => None,
+        };
+        BranchReplyBody {
+            dtm_result,
+            message,
+        }
+    }
+}
+
+impl From<BranchReplyBody> for BranchReply {
+    fn from(body: BranchReplyBody) -> Self {
+        match body.dtm_result {
+            DtmResult::Success => BranchReply::Success,
+            DtmResult::Failure => BranchReply::Failure(body.message.unwrap_or_default()),
+            DtmResult::Ongoing => BranchReply::Ongoing,
+        }
+    }
+}
+
+/// The schema of [`BranchReply`]: its JSON object, `{"dtm_result": .., "message"?: ..}`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for BranchReply {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <BranchReplyBody as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for BranchReply {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <BranchReplyBody as utoipa::ToSchema>::schemas(schemas)
     }
 }
 
@@ -433,6 +542,28 @@ mod tests {
         assert!(validate_gid("xONGOINGx").is_err());
         assert!(validate_gid("failure-ongoing").is_ok());
         assert!(validate_branch_id("FAILURE").is_err());
+    }
+
+    #[test]
+    fn branch_replies_have_dtm_s_wire_shape() {
+        let json = |reply: &BranchReply| serde_json::to_value(reply).unwrap();
+        assert_eq!(
+            json(&BranchReply::Success),
+            serde_json::json!({"dtm_result": "SUCCESS"})
+        );
+        assert_eq!(
+            json(&BranchReply::Failure("no funds".into())),
+            serde_json::json!({"dtm_result": "FAILURE", "message": "no funds"})
+        );
+        assert_eq!(
+            json(&BranchReply::Ongoing),
+            serde_json::json!({"dtm_result": "ONGOING"})
+        );
+        let read: BranchReply =
+            serde_json::from_str(r#"{"dtm_result":"FAILURE","message":"x"}"#).unwrap();
+        assert_eq!(read, BranchReply::Failure("x".into()));
+        assert_eq!(read.http_status(), 409);
+        assert!(serde_json::from_str::<BranchReply>(r#"{"dtm_result":"DONE"}"#).is_err());
     }
 
     #[test]

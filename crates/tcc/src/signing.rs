@@ -61,7 +61,10 @@
 //! (register only trusted branch URLs), and DTM prints `branch_headers` in its `query` answers
 //! (this workspace's coordinator redacts them).
 //!
-//! # Who checks what (the RM's side, `service_kit::branch`)
+//! # Who checks what (the RM's side)
+//!
+//! [`crate::actix::settle_caller`] and [`crate::actix::try_caller`] tell the callers apart in an
+//! RM's middleware; the sample's policy (`service_kit::callers`) is:
 //!
 //! * Confirm and Cancel: accepted with a valid request signature or a valid gid token for the
 //!   query's gid ([`verify_gid_token`]); otherwise 401.

@@ -1,4 +1,4 @@
-//! The non-TCC floor of the benchmark (issue 6, `scripts/bench.sh baseline`): the same business
+//! The non-TCC floor of the benchmark (`scripts/bench.sh baseline`): the same business
 //! change as a transfer's branch, as one plain local database transaction, with no barrier, no
 //! hold and no second phase.
 //!
@@ -20,6 +20,7 @@ use actix_web::{web, HttpResponse};
 use diesel::prelude::*;
 use serde::Deserialize;
 use service_kit::db::{blocking, DbPool};
+use tcc::protocol::BranchReply;
 
 use crate::configuration::{Role, Settings};
 use crate::error::BankError;
@@ -68,9 +69,7 @@ async fn handle(
         )));
     }
     blocking(&pool, move |conn| apply(conn, role, &req)).await??;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(r#"{"dtm_result":"SUCCESS"}"#))
+    Ok(BranchReply::Success.to_response())
 }
 
 /// The debit or credit, as one statement (so one commit): the conditions that a Try checks are

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use service_kit::branch::{ErrorClass, FlowError};
+use service_kit::branch::ErrorClass;
 use service_kit::db::BlockingError;
 
 /// Everything a bank endpoint can answer besides success.
@@ -65,9 +65,6 @@ pub enum BankError {
     /// `GET /api/accounts/{id}` of an unknown account. 404 `account_not_found`.
     #[error("account {0} not found")]
     AccountNotFound(i64),
-    /// Op check, fault injection: see [`FlowError`], which answers for itself.
-    #[error(transparent)]
-    Flow(#[from] FlowError),
     /// Stored rows contradict an invariant (a hold larger than the frozen funds, say): a bug.
     /// 500 `internal`.
     #[error("inconsistent data: {0}")]
@@ -87,7 +84,7 @@ impl BankError {
     }
 
     /// How the error answers over HTTP: the one place that decides it.
-    fn class(&self) -> ErrorClass<'_> {
+    fn class(&self) -> ErrorClass {
         match self {
             BankError::AccountMissing(_)
             | BankError::AccountLocked(_)
@@ -97,7 +94,6 @@ impl BankError {
             | BankError::HoldSettled { .. } => ErrorClass::Refusal,
             BankError::InvalidRequest(_) => ErrorClass::InvalidRequest,
             BankError::AccountNotFound(_) => ErrorClass::NotFound("account_not_found"),
-            BankError::Flow(e) => ErrorClass::Flow(e),
             BankError::Unavailable(_) => {
                 ErrorClass::Unavailable("the bank's database is unavailable; retry later")
             }

@@ -1,4 +1,4 @@
-//! The business code of each branch op, run by [`service_kit::branch::run`] inside the
+//! The business code of each branch op, run by the handlers ([`crate::handlers`]) inside the
 //! sub-transaction barrier's database transaction. Each function sees only first deliveries:
 //! the barrier already skipped duplicates, empty compensations and hanging Trys. A Try reads its
 //! body; a Confirm or Cancel only its branch's hold, found by gid and branch_id.
@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use service_kit::branch::{state, BranchBody};
+use service_kit::branch::state;
 use service_kit::fault::BranchFaults;
 use tcc::protocol::BranchQuery;
 
@@ -21,8 +21,8 @@ use crate::schema::{accounts, holds};
 /// refused.
 ///
 /// Confirm and Cancel are sent the data the AP registered, but never parse it as this type: they
-/// act on the hold their Try placed, and read only the body's `fault`, leniently
-/// ([`service_kit::branch::settle_faults`]).
+/// act on the hold their Try placed (only the demo `fault` is read from their body, leniently,
+/// by [`service_kit::fault::inject_faults`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
@@ -37,11 +37,9 @@ pub struct TransferRequest {
     pub fault: Option<BranchFaults>,
 }
 
-impl BranchBody for TransferRequest {
-    type Error = BankError;
-
+impl TransferRequest {
     /// `account_id` and `amount` must be > 0 ([`BankError::InvalidRequest`] otherwise).
-    fn validate(&self) -> Result<(), BankError> {
+    pub fn validate(&self) -> Result<(), BankError> {
         if self.account_id <= 0 {
             return Err(BankError::InvalidRequest(format!(
                 "account_id must be > 0, got {}",
@@ -55,10 +53,6 @@ impl BranchBody for TransferRequest {
             )));
         }
         Ok(())
-    }
-
-    fn faults(&self) -> Option<&BranchFaults> {
-        self.fault.as_ref()
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! A transfer of `amount` from account X in bank A to account Y in bank B is one global
 //! transaction with two branches. Each branch's Try reserves, Confirm uses exactly what Try
-//! reserved, Cancel releases it (design §7):
+//! reserved, Cancel releases it (`docs/ARCHITECTURE.md#data-model-and-invariants`):
 //!
 //! | endpoint | effect on `accounts` | hold |
 //! |---|---|---|
@@ -14,22 +14,25 @@
 //! | `TransInConfirm` | `balance += amount` | confirmed |
 //! | `TransInCancel` | none | cancelled |
 //!
-//! Every branch call runs through the sub-transaction barrier ([`tcc::barrier`]) via
-//! [`service_kit::branch::run`], which makes empty compensations, hanging Trys and duplicates
-//! no-ops.
+//! Every branch handler runs its business code inside the sub-transaction barrier
+//! ([`tcc::barrier::BranchBarrier::call`]), which makes empty compensations, hanging Trys and
+//! duplicates no-ops.
 //!
 //! Layout:
 //!
 //! * [`configuration`]: [`Role`] and [`configuration::Settings`] from the environment.
 //! * [`startup`]: [`startup::Application`]: pool, migrations, seed data, HTTP server; the steps
 //!   every RM shares are [`service_kit::startup`]'s, the bank brings its seed data and routes.
-//! * [`routes`]: the branch endpoints (through [`service_kit::branch::configure`]) and
+//! * [`routes`]: the endpoint table: the branch handlers mounted with
+//!   [`service_kit::branch::register`] (caller check, demo faults, metrics around them) and
 //!   `GET /api/accounts/{id}`.
+//! * [`handlers`]: one handler per branch endpoint: the barrier call around the business code.
 //! * [`ledger`]: the business code of each branch op, on one Diesel connection.
+//! * [`baseline`]: the same debit or credit without TCC, the benchmark's floor.
 //! * [`reconcile`]: the `reconcile` subcommand, releasing holds no global transaction will settle.
 //! * [`error`]: [`error::BankError`], the one error type, mapped once to HTTP.
-//! * [`schema`]: Diesel's view of `accounts` and `holds`; the SQL (with `COMMENT ON` and CHECK
-//!   constraints) is in `migrations/`.
+//! * [`schema`]: Diesel's view of `accounts` and `holds`, generated from `migrations/` (the SQL,
+//!   with `COMMENT ON`, CHECK constraints and foreign keys).
 
 #![warn(missing_docs)]
 
@@ -38,6 +41,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 pub mod baseline;
 pub mod configuration;
 pub mod error;
+pub mod handlers;
 pub mod ledger;
 pub mod reconcile;
 pub mod routes;

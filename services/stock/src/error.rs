@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use service_kit::branch::{ErrorClass, FlowError};
+use service_kit::branch::ErrorClass;
 use service_kit::db::BlockingError;
 
 /// Everything a stock endpoint can answer besides success.
@@ -56,9 +56,6 @@ pub enum StockError {
     /// `GET /api/products/{id}` of an unknown product. 404 `product_not_found`.
     #[error("product {0} not found")]
     ProductNotFound(i64),
-    /// Op check, fault injection: see [`FlowError`], which answers for itself.
-    #[error(transparent)]
-    Flow(#[from] FlowError),
     /// Stored rows contradict an invariant (a reservation larger than `reserved`, say): a bug.
     /// 500 `internal`.
     #[error("inconsistent data: {0}")]
@@ -78,7 +75,7 @@ impl StockError {
     }
 
     /// How the error answers over HTTP: the one place that decides it.
-    fn class(&self) -> ErrorClass<'_> {
+    fn class(&self) -> ErrorClass {
         match self {
             StockError::ProductMissing(_)
             | StockError::InsufficientStock { .. }
@@ -86,7 +83,6 @@ impl StockError {
             | StockError::ReservationSettled { .. } => ErrorClass::Refusal,
             StockError::InvalidRequest(_) => ErrorClass::InvalidRequest,
             StockError::ProductNotFound(_) => ErrorClass::NotFound("product_not_found"),
-            StockError::Flow(e) => ErrorClass::Flow(e),
             StockError::Unavailable(_) => {
                 ErrorClass::Unavailable("the stock database is unavailable; retry later")
             }

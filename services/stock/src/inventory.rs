@@ -1,4 +1,4 @@
-//! The business code of each branch op, run by [`service_kit::branch::run`] inside the
+//! The business code of each branch op, run by the handlers ([`crate::handlers`]) inside the
 //! sub-transaction barrier's database transaction: Try reserves what its body asks for, Confirm
 //! deducts and Cancel releases the branch's reservation, found by gid and branch_id. Rows are
 //! locked before they are read for a decision; arithmetic is checked; the CHECK constraints make
@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use service_kit::branch::{state, BranchBody};
+use service_kit::branch::state;
 use service_kit::fault::BranchFaults;
 use tcc::protocol::BranchQuery;
 
@@ -18,8 +18,8 @@ use crate::schema::{products, reservations};
 /// refused.
 ///
 /// Confirm and Cancel are sent the data the AP registered, but never parse it as this type: they
-/// act on the reservation their Try made, and read only the body's `fault`, leniently
-/// ([`service_kit::branch::settle_faults`]).
+/// act on the reservation their Try made (only the demo `fault` is read from their body,
+/// leniently, by [`service_kit::fault::inject_faults`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
@@ -34,11 +34,9 @@ pub struct ReserveRequest {
     pub fault: Option<BranchFaults>,
 }
 
-impl BranchBody for ReserveRequest {
-    type Error = StockError;
-
+impl ReserveRequest {
     /// `product_id` and `quantity` must be > 0 ([`StockError::InvalidRequest`] otherwise).
-    fn validate(&self) -> Result<(), StockError> {
+    pub fn validate(&self) -> Result<(), StockError> {
         if self.product_id <= 0 {
             return Err(StockError::InvalidRequest(format!(
                 "product_id must be > 0, got {}",
@@ -52,10 +50,6 @@ impl BranchBody for ReserveRequest {
             )));
         }
         Ok(())
-    }
-
-    fn faults(&self) -> Option<&BranchFaults> {
-        self.fault.as_ref()
     }
 }
 

@@ -1,4 +1,5 @@
-//! The stock service, an RM that reserves units of a product (design §7):
+//! The stock service, an RM that reserves units of a product
+//! (`docs/ARCHITECTURE.md#data-model-and-invariants`):
 //!
 //! | endpoint | effect on `products` | reservation |
 //! |---|---|---|
@@ -6,21 +7,25 @@
 //! | `StockConfirm` | `stock -= quantity`, `reserved -= quantity` | confirmed |
 //! | `StockCancel` | `reserved -= quantity` | cancelled |
 //!
-//! Confirm and Cancel use the reservation's quantity, not the request's. Every branch call runs
-//! through the sub-transaction barrier ([`tcc::barrier`]) via [`service_kit::branch::run`].
+//! Confirm and Cancel use the reservation's quantity, not the request's. Every branch handler
+//! runs its business code inside the sub-transaction barrier
+//! ([`tcc::barrier::BranchBarrier::call`]).
 //!
 //! Layout:
 //!
 //! * [`configuration`]: [`configuration::Settings`] from the environment.
 //! * [`startup`]: [`startup::Application`]: pool, migrations, seed data, HTTP server; the steps
 //!   every RM shares are [`service_kit::startup`]'s, the service brings its seed data and routes.
-//! * [`routes`]: the branch endpoints (through [`service_kit::branch::configure`]) and
+//! * [`routes`]: the endpoint table: the branch handlers mounted with
+//!   [`service_kit::branch::register`] (caller check, demo faults, metrics around them) and
 //!   `GET /api/products/{id}`.
+//! * [`handlers`]: one handler per branch endpoint: the barrier call around the business code.
 //! * [`inventory`]: the business code of each branch op, on one Diesel connection.
 //! * [`reconcile`]: the `reconcile` subcommand, releasing reservations no global transaction will
 //!   settle.
 //! * [`error`]: [`error::StockError`], the one error type, mapped once to HTTP.
-//! * [`schema`]: Diesel's view of `products` and `reservations`; the SQL is in `migrations/`.
+//! * [`schema`]: Diesel's view of `products` and `reservations`, generated from `migrations/`
+//!   (the SQL, with `COMMENT ON`, CHECK constraints and foreign keys).
 
 #![warn(missing_docs)]
 
@@ -28,6 +33,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 
 pub mod configuration;
 pub mod error;
+pub mod handlers;
 pub mod inventory;
 pub mod reconcile;
 pub mod routes;
