@@ -109,9 +109,9 @@ fn fire_operation(
     let op = op
         .response(
             "200",
-            json_response("Committed: every Try succeeded", "FireAnswer"),
+            json_response("Committed: every Try succeeded", "Committed"),
         )
-        .response("409", json_response(ROLLED_BACK, "FireAnswer"));
+        .response("409", json_response(ROLLED_BACK, "RolledBack"));
     FIRE_ERRORS
         .iter()
         .fold(op, |op, (status, text)| {

@@ -293,38 +293,46 @@ fn answer(
     })?;
     let (gid, status) = (outcome.gid, outcome.status);
     Ok(match outcome.result {
-        Ok(()) => FireAnswer::Committed { gid, status },
-        Err(reason) => FireAnswer::RolledBack {
+        Ok(()) => FireAnswer::Committed(Committed { gid, status }),
+        Err(reason) => FireAnswer::RolledBack(RolledBack {
             gid,
             status,
             reason: reason.to_string(),
-        },
+        }),
     })
 }
 
-/// How a fire request that ran a global transaction ended, and its answer.
+/// How a fire request that ran a global transaction ended: its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum FireAnswer {
-    /// Every Try succeeded and the transaction was submitted:
-    /// `200 {"gid", "status": "succeed"}`. With this project's coordinator and `wait_result`
-    /// the status is final; a DTM server answers without it, read as `submitted`.
-    Committed {
-        /// The global transaction id.
-        gid: String,
-        /// The status the coordinator reported after `submit`.
-        status: GlobalStatus,
-    },
-    /// A Try did not succeed and the transaction was aborted:
-    /// `409 {"gid", "status": "failed", "reason": "branch 02 Try refused: ..."}`.
-    RolledBack {
-        /// The global transaction id.
-        gid: String,
-        /// The status the coordinator reported after `abort` (`failed`, or `aborting`).
-        status: GlobalStatus,
-        /// The failed branch's error, also the rollback reason the coordinator recorded.
-        reason: String,
-    },
+    /// Every Try succeeded and the transaction was submitted: `200`.
+    Committed(Committed),
+    /// A Try did not succeed and the transaction was aborted: `409`.
+    RolledBack(RolledBack),
+}
+
+/// `200 {"gid", "status": "succeed"}`. With this project's coordinator and `wait_result` the
+/// status is final; a DTM server answers without it, read as `submitted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Committed {
+    /// The global transaction id.
+    pub gid: String,
+    /// The status the coordinator reported after `submit`.
+    pub status: GlobalStatus,
+}
+
+/// `409 {"gid", "status": "failed", "reason": "branch 02 Try refused: ..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolledBack {
+    /// The global transaction id.
+    pub gid: String,
+    /// The status the coordinator reported after `abort` (`failed`, or `aborting`).
+    pub status: GlobalStatus,
+    /// The failed branch's error, also the rollback reason the coordinator recorded.
+    pub reason: String,
 }
 
 impl Responder for FireAnswer {
@@ -332,8 +340,8 @@ impl Responder for FireAnswer {
 
     fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
         let status = match self {
-            FireAnswer::Committed { .. } => StatusCode::OK,
-            FireAnswer::RolledBack { .. } => StatusCode::CONFLICT,
+            FireAnswer::Committed(_) => StatusCode::OK,
+            FireAnswer::RolledBack(_) => StatusCode::CONFLICT,
         };
         HttpResponse::build(status).json(self)
     }
@@ -363,14 +371,14 @@ where
     state.metrics.record(scenario, outcome, started.elapsed());
     let scenario = scenario.name();
     match &result {
-        Ok(FireAnswer::Committed { gid, status }) => {
+        Ok(FireAnswer::Committed(Committed { gid, status })) => {
             log::info!("gid={gid} branch_id=- op=- scenario={scenario} committed, status={status}")
         }
-        Ok(FireAnswer::RolledBack {
+        Ok(FireAnswer::RolledBack(RolledBack {
             gid,
             status,
             reason,
-        }) => log::info!(
+        })) => log::info!(
             "gid={gid} branch_id=- op=- scenario={scenario} rolled back, status={status}: {reason}"
         ),
         // The answer names no upstream detail (URL, body); the log does.
@@ -388,8 +396,8 @@ where
 /// and the stock service's is a 4xx about the request itself.
 fn fire_outcome(result: &Result<FireAnswer, AppError>) -> FireOutcome {
     match result {
-        Ok(FireAnswer::Committed { .. }) => FireOutcome::Committed,
-        Ok(FireAnswer::RolledBack { .. }) => FireOutcome::RolledBack,
+        Ok(FireAnswer::Committed(_)) => FireOutcome::Committed,
+        Ok(FireAnswer::RolledBack(_)) => FireOutcome::RolledBack,
         Err(AppError::Coordinator { .. }) => FireOutcome::CoordinatorError,
         Err(AppError::StockUnavailable { .. }) => FireOutcome::StockUnavailable,
         Err(_) => FireOutcome::Invalid,
