@@ -25,17 +25,6 @@ use crate::fault::inject_faults;
 use crate::http::error_response;
 use crate::metrics::count_branch_calls;
 
-/// The states of what a Try reserved (a bank hold, a stock reservation). The CHECK constraints of
-/// the services' migrations list the same three words.
-pub mod state {
-    /// Reserved by Try; Confirm or Cancel will settle it.
-    pub const TENTATIVE: &str = "tentative";
-    /// Used by Confirm. Final.
-    pub const CONFIRMED: &str = "confirmed";
-    /// Released by Cancel. Final.
-    pub const CANCELLED: &str = "cancelled";
-}
-
 /// One branch endpoint of an RM: `POST /api/<name>` serving `op`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BranchEndpoint {

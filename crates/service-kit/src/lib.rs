@@ -15,6 +15,7 @@
 //!   branch's data may carry `{"fault": {"try": "failure", "confirm": "error:3", ...}}`.
 //! * [`coordinator_check`]: what the RM's coordinator (`DTM_URL`) says about a gid: the check of
 //!   a call that carries no gid token, and the verdicts of the reconciliation.
+//! * [`reservation`]: [`reservation::ReservationState`], the state of what a Try reserved.
 //! * [`reconcile`]: finds and releases the tentative reservations no global transaction will
 //!   ever settle (the RMs' `reconcile` subcommand).
 //! * [`startup`]: how an RM starts (pool, migrations and seed data off the runtime, bind, common
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod reconcile;
+pub mod reservation;
 pub mod retention;
 pub mod settings;
 pub mod startup;

@@ -38,11 +38,11 @@ use serde::Serialize;
 use tcc::barrier::{BarrierOutcome, BranchBarrier};
 use tcc::protocol::{BranchQuery, Op, TransType};
 
-use crate::branch::state;
 use crate::coordinator_check::{
     reconcile_verdict, CoordinatorClient, GlobalRecord, QueryError, ReconcileVerdict,
 };
 use crate::db::{blocking, build_pool, DbPool};
+use crate::reservation::ReservationState;
 use crate::settings::RmCommonSettings;
 
 /// Default of `--older-than`: 60 seconds. Younger rows may belong to a transaction whose first
@@ -204,7 +204,7 @@ where
         "SELECT gid, branch_id, EXTRACT(EPOCH FROM now() - created_at)::float8 AS age_seconds \
          FROM {table} WHERE state = '{}' AND created_at < now() - make_interval(secs => $1) \
          ORDER BY created_at, id",
-        state::TENTATIVE
+        ReservationState::Tentative
     );
     let older_than = options.older_than.as_secs_f64();
     let rows: Vec<TentativeRow> = blocking(pool, move |conn| {

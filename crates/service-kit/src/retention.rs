@@ -7,7 +7,7 @@
 //! * the RM holds **nothing tentative** for that gid: no row of its reservation table (the
 //!   bank's `holds`, the stock service's `reservations`, named by
 //!   [`BarrierRetention::tentative_table`]) is still in state
-//!   [`tentative`](crate::branch::state::TENTATIVE). A tentative row means a Confirm or Cancel is
+//!   [`tentative`](crate::reservation::ReservationState::Tentative). A tentative row means a Confirm or Cancel is
 //!   still to come, and that call needs the Try's barrier row to be recognised as a second-phase
 //!   call rather than as an empty compensation;
 //! * **every** barrier row of the gid is older than [`BarrierRetention::retention`]: a gid with
@@ -38,8 +38,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use tokio::sync::watch;
 
-use crate::branch::state;
 use crate::db::{blocking, BlockingError, DbPool};
+use crate::reservation::ReservationState;
 
 /// What the barrier retention job of an RM needs. An RM returns it from its settings
 /// ([`crate::startup::ServerSettings::retention`]).
@@ -151,7 +151,7 @@ pub fn delete_batch(conn: &mut PgConnection, config: &BarrierRetention) -> Query
     diesel::sql_query(statement)
         .bind::<BigInt, _>(retention_secs(config.retention))
         .bind::<BigInt, _>(i64::from(config.batch.max(1)))
-        .bind::<Text, _>(state::TENTATIVE)
+        .bind::<Text, _>(ReservationState::Tentative)
         .get_result(conn)
 }
 

@@ -38,14 +38,6 @@ impl Role {
             Role::TransIn => 8082,
         }
     }
-
-    /// The `holds.direction` this role writes: `out` or `in`.
-    pub fn direction(self) -> &'static str {
-        match self {
-            Role::TransOut => "out",
-            Role::TransIn => "in",
-        }
-    }
 }
 
 impl fmt::Display for Role {

@@ -60,7 +60,7 @@ pub enum BankError {
         /// The branch id.
         branch_id: String,
         /// `confirmed` or `cancelled`.
-        state: String,
+        state: service_kit::reservation::ReservationState,
     },
     /// `GET /api/accounts/{id}` of an unknown account. 404 `account_not_found`.
     #[error("account {0} not found")]

@@ -8,10 +8,14 @@
 //! migration are the last line of defence.
 
 use chrono::{DateTime, Utc};
+use diesel::expression::AsExpression;
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Text;
 use serde::{Deserialize, Serialize};
-use service_kit::branch::state;
 use service_kit::fault::BranchFaults;
+use service_kit::reservation::ReservationState;
 use tcc::protocol::BranchQuery;
 
 use crate::error::BankError;
@@ -94,13 +98,39 @@ struct Account {
     updated_at: DateTime<Utc>,
 }
 
+/// Which way a hold moves money: the `holds.direction` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression)]
+#[diesel(sql_type = Text)]
+pub enum Direction {
+    /// `out`: TransOut froze the amount in `accounts.trading_balance`.
+    Out,
+    /// `in`: TransIn promised a credit of the amount, added to the balance on Confirm.
+    In,
+}
+
+impl Direction {
+    /// The stored word: `out` or `in`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+}
+
+impl ToSql<Text, Pg> for Direction {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
 /// One hold row, the fields settling it needs.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = holds, check_for_backend(diesel::pg::Pg))]
 struct Hold {
     account_id: i64,
     amount: i64,
-    state: String,
+    state: ReservationState,
 }
 
 /// TransOut Try: freezes `amount` (`trading_balance += amount`) and places an `out` hold.
@@ -127,26 +157,36 @@ pub fn trans_out_try(
         .checked_add(req.amount)
         .ok_or_else(|| inconsistent(&account))?;
     update_balances(conn, account.id, account.balance, trading_balance)?;
-    place_hold(conn, query, account.id, req.amount, "out")
+    place_hold(conn, query, account.id, req.amount, Direction::Out)
 }
 
 /// TransOut Confirm: the frozen funds leave (`balance -= amount, trading_balance -= amount`,
 /// amount from the hold).
 pub fn trans_out_confirm(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
-    settle_hold(conn, query, "out", state::CONFIRMED, |a, amount| {
-        Some((
-            a.balance.checked_sub(amount)?,
-            a.trading_balance.checked_sub(amount)?,
-        ))
-    })
+    settle_hold(
+        conn,
+        query,
+        Direction::Out,
+        ReservationState::Confirmed,
+        |a, amount| {
+            Some((
+                a.balance.checked_sub(amount)?,
+                a.trading_balance.checked_sub(amount)?,
+            ))
+        },
+    )
 }
 
 /// TransOut Cancel: unfreezes (`trading_balance -= amount`, amount from the hold). Without a
 /// hold it does nothing: the Try was refused and rolled back.
 pub fn trans_out_cancel(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
-    settle_hold(conn, query, "out", state::CANCELLED, |a, amount| {
-        Some((a.balance, a.trading_balance.checked_sub(amount)?))
-    })
+    settle_hold(
+        conn,
+        query,
+        Direction::Out,
+        ReservationState::Cancelled,
+        |a, amount| Some((a.balance, a.trading_balance.checked_sub(amount)?)),
+    )
 }
 
 /// TransIn Try: places an `in` hold; the credit stays pending (not spendable) until Confirm.
@@ -168,21 +208,29 @@ pub fn trans_in_try(
             amount: req.amount,
         });
     }
-    place_hold(conn, query, account.id, req.amount, "in")
+    place_hold(conn, query, account.id, req.amount, Direction::In)
 }
 
 /// TransIn Confirm: the pending credit lands (`balance += amount`, amount from the hold).
 pub fn trans_in_confirm(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
-    settle_hold(conn, query, "in", state::CONFIRMED, |a, amount| {
-        Some((a.balance.checked_add(amount)?, a.trading_balance))
-    })
+    settle_hold(
+        conn,
+        query,
+        Direction::In,
+        ReservationState::Confirmed,
+        |a, amount| Some((a.balance.checked_add(amount)?, a.trading_balance)),
+    )
 }
 
 /// TransIn Cancel: the pending credit is dropped; balances do not change.
 pub fn trans_in_cancel(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), BankError> {
-    settle_hold(conn, query, "in", state::CANCELLED, |a, _| {
-        Some((a.balance, a.trading_balance))
-    })
+    settle_hold(
+        conn,
+        query,
+        Direction::In,
+        ReservationState::Cancelled,
+        |a, _| Some((a.balance, a.trading_balance)),
+    )
 }
 
 /// The account as `GET /api/accounts/{id}` shows it, `None` when it does not exist.
@@ -242,8 +290,8 @@ fn lock_account_for_try(conn: &mut PgConnection, id: i64) -> Result<Account, Ban
 fn pending_in(conn: &mut PgConnection, account_id: i64) -> QueryResult<Option<i64>> {
     let amounts: Vec<i64> = holds::table
         .filter(holds::account_id.eq(account_id))
-        .filter(holds::direction.eq("in"))
-        .filter(holds::state.eq(state::TENTATIVE))
+        .filter(holds::direction.eq(Direction::In))
+        .filter(holds::state.eq(ReservationState::Tentative))
         .select(holds::amount)
         .load(conn)?;
     Ok(amounts.into_iter().try_fold(0i64, i64::checked_add))
@@ -270,7 +318,7 @@ fn place_hold(
     query: &BranchQuery,
     account_id: i64,
     amount: i64,
-    direction: &str,
+    direction: Direction,
 ) -> Result<(), BankError> {
     diesel::insert_into(holds::table)
         .values((
@@ -279,7 +327,7 @@ fn place_hold(
             holds::account_id.eq(account_id),
             holds::amount.eq(amount),
             holds::direction.eq(direction),
-            holds::state.eq(state::TENTATIVE),
+            holds::state.eq(ReservationState::Tentative),
         ))
         .execute(conn)?;
     Ok(())
@@ -293,8 +341,8 @@ fn place_hold(
 fn settle_hold(
     conn: &mut PgConnection,
     query: &BranchQuery,
-    direction: &str,
-    target: &str,
+    direction: Direction,
+    target: ReservationState,
     apply: impl FnOnce(&Account, i64) -> Option<(i64, i64)>,
 ) -> Result<(), BankError> {
     let hold: Option<Hold> = holds::table
@@ -306,7 +354,7 @@ fn settle_hold(
         .first(conn)
         .optional()?;
     let Some(hold) = hold else {
-        if target == state::CANCELLED {
+        if target == ReservationState::Cancelled {
             return Ok(());
         }
         return Err(BankError::HoldMissing {
@@ -317,7 +365,7 @@ fn settle_hold(
     if hold.state == target {
         return Ok(());
     }
-    if hold.state != state::TENTATIVE {
+    if hold.state != ReservationState::Tentative {
         return Err(BankError::HoldSettled {
             gid: query.gid.clone(),
             branch_id: query.branch_id.clone(),

@@ -51,7 +51,7 @@ pub enum StockError {
         /// The branch id.
         branch_id: String,
         /// `confirmed` or `cancelled`.
-        state: String,
+        state: service_kit::reservation::ReservationState,
     },
     /// `GET /api/products/{id}` of an unknown product. 404 `product_not_found`.
     #[error("product {0} not found")]

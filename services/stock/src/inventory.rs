@@ -7,8 +7,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use service_kit::branch::state;
 use service_kit::fault::BranchFaults;
+use service_kit::reservation::ReservationState;
 use tcc::protocol::BranchQuery;
 
 use crate::error::StockError;
@@ -101,7 +101,7 @@ struct Inventory {
 struct Reservation {
     product_id: i64,
     quantity: i64,
-    state: String,
+    state: ReservationState,
 }
 
 /// StockTry: `reserved += quantity` and a tentative reservation; refuses a missing product or
@@ -135,7 +135,7 @@ pub fn stock_try(
             reservations::branch_id.eq(&query.branch_id),
             reservations::product_id.eq(product.id),
             reservations::quantity.eq(req.quantity),
-            reservations::state.eq(state::TENTATIVE),
+            reservations::state.eq(ReservationState::Tentative),
         ))
         .execute(conn)?;
     Ok(())
@@ -144,7 +144,7 @@ pub fn stock_try(
 /// StockConfirm: the reserved units leave (`stock -= quantity, reserved -= quantity`, quantity
 /// from the reservation).
 pub fn stock_confirm(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), StockError> {
-    settle_reservation(conn, query, state::CONFIRMED, |p, q| {
+    settle_reservation(conn, query, ReservationState::Confirmed, |p, q| {
         Some((p.stock.checked_sub(q)?, p.reserved.checked_sub(q)?))
     })
 }
@@ -152,7 +152,7 @@ pub fn stock_confirm(conn: &mut PgConnection, query: &BranchQuery) -> Result<(),
 /// StockCancel: the units are released (`reserved -= quantity`). Without a reservation it does
 /// nothing: the Try was refused and rolled back.
 pub fn stock_cancel(conn: &mut PgConnection, query: &BranchQuery) -> Result<(), StockError> {
-    settle_reservation(conn, query, state::CANCELLED, |p, q| {
+    settle_reservation(conn, query, ReservationState::Cancelled, |p, q| {
         Some((p.stock, p.reserved.checked_sub(q)?))
     })
 }
@@ -223,7 +223,7 @@ fn update_inventory(
 fn settle_reservation(
     conn: &mut PgConnection,
     query: &BranchQuery,
-    target: &str,
+    target: ReservationState,
     apply: impl FnOnce(&Inventory, i64) -> Option<(i64, i64)>,
 ) -> Result<(), StockError> {
     let this_branch = reservations::table
@@ -235,7 +235,7 @@ fn settle_reservation(
         .first(conn)
         .optional()?;
     let Some(reservation) = reservation else {
-        if target == state::CANCELLED {
+        if target == ReservationState::Cancelled {
             return Ok(());
         }
         return Err(StockError::ReservationMissing {
@@ -246,7 +246,7 @@ fn settle_reservation(
     if reservation.state == target {
         return Ok(());
     }
-    if reservation.state != state::TENTATIVE {
+    if reservation.state != ReservationState::Tentative {
         return Err(StockError::ReservationSettled {
             gid: query.gid.clone(),
             branch_id: query.branch_id.clone(),
