@@ -138,3 +138,101 @@ impl ErrorClass {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callers::BranchCallers;
+    use crate::coordinator_check::TryVerification;
+    use crate::metrics::RmMetrics;
+    use actix_web::{test, App};
+    use tcc::actix::{BranchResult, ConfirmBranch, TryBranch};
+    use tcc::barrier::BarrierOutcome;
+    use tcc::signing::SigningSecret;
+
+    const CONFIRM: BranchEndpoint = BranchEndpoint {
+        name: "XConfirm",
+        op: Op::Confirm,
+    };
+    const TRY: BranchEndpoint = BranchEndpoint {
+        name: "XTry",
+        op: Op::Try,
+    };
+
+    async fn duplicate(_: ConfirmBranch) -> BranchResult<actix_web::Error> {
+        Ok(BarrierOutcome::Duplicate)
+    }
+
+    async fn never_runs(_: TryBranch) -> BranchResult<actix_web::Error> {
+        panic!("the middlewares answer before the handler")
+    }
+
+    fn query(op: &str) -> String {
+        format!("gid=g1&trans_type=tcc&branch_id=01&op={op}")
+    }
+
+    #[actix_web::test]
+    async fn the_middlewares_count_the_barrier_s_decision_and_every_refusal() {
+        let metrics = web::Data::new(RmMetrics::new(
+            "SELECT 0::bigint AS tentative, NULL AS oldest_age_seconds",
+        ));
+        let secret = Some(SigningSecret::new("s"));
+        let callers = BranchCallers::new(secret, TryVerification::Token, "http://127.0.0.1:9");
+        let app = test::init_service(
+            App::new()
+                .app_data(metrics.clone())
+                .app_data(web::Data::new(callers))
+                .configure(|cfg| {
+                    register(cfg, CONFIRM, false, duplicate);
+                    register(cfg, TRY, false, never_runs);
+                }),
+        )
+        .await;
+        let token = tcc::signing::gid_token(&SigningSecret::new("s"), "g1");
+        let post = |uri: String| {
+            test::TestRequest::post()
+                .uri(&uri)
+                .insert_header((tcc::signing::GID_TOKEN_HEADER, token.clone()))
+        };
+
+        // A fault on a Confirm while fault injection is off is ignored: the handler answers.
+        let ok = post(format!("/api/XConfirm?{}", query("confirm")))
+            .set_json(serde_json::json!({"fault": {"confirm": "error"}}))
+            .to_request();
+        let ok = test::call_service(&app, ok).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let body: serde_json::Value = test::read_body_json(ok).await;
+        assert_eq!(body, serde_json::json!({"dtm_result": "SUCCESS"}));
+
+        let wrong_op = post(format!("/api/XConfirm?{}", query("cancel"))).to_request();
+        let wrong_op = test::call_service(&app, wrong_op).await;
+        assert_eq!(wrong_op.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = test::read_body_json(wrong_op).await;
+        assert_eq!(body["error"], "op_mismatch");
+
+        let unsigned = test::TestRequest::post()
+            .uri(&format!("/api/XConfirm?{}", query("confirm")))
+            .to_request();
+        let unsigned = test::call_service(&app, unsigned).await;
+        assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+
+        // A Try carrying a fault while fault injection is off never reaches its handler.
+        let faulty = post(format!("/api/XTry?{}", query("try")))
+            .set_json(serde_json::json!({"fault": {"try": "failure"}}))
+            .to_request();
+        let faulty = test::call_service(&app, faulty).await;
+        assert_eq!(faulty.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = test::read_body_json(faulty).await;
+        assert_eq!(body["error"], "fault_injection_disabled");
+
+        let text = metrics.render();
+        for series in [
+            r#"{op="confirm",outcome="duplicate"} 1"#,
+            r#"{op="confirm",outcome="bad_request"} 1"#,
+            r#"{op="confirm",outcome="unauthorized"} 1"#,
+            r#"{op="try",outcome="bad_request"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+}

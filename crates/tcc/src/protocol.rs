@@ -311,16 +311,6 @@ impl BranchOutcome {
         }
     }
 
-    /// The HTTP status an RM answers for this outcome: 200, 409, 425 or 500.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            BranchOutcome::Success => 200,
-            BranchOutcome::Failure(_) => 409,
-            BranchOutcome::Ongoing => 425,
-            BranchOutcome::Error(_) => 500,
-        }
-    }
-
     /// The short name used in logs and the coordinator's records:
     /// `success`, `failure`, `ongoing` or `error`.
     pub fn kind(&self) -> &'static str {
