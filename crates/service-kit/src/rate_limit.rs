@@ -5,8 +5,8 @@
 //! A fire request starts a global transaction whose Trys freeze funds and reserve stock until
 //! its Confirm or Cancel, so the limit sits where untrusted callers arrive: the AP. It is not on
 //! the RMs' Try endpoints: every Try of the system comes from the AP's one address, so a limit
-//! keyed by address there capped the whole system's throughput at one address's quota, refusing
-//! the AP under ordinary load. What protects the RMs is the Try gate ([`crate::callers`]: a Try
+//! keyed by address there would cap the whole system's throughput at one address's quota,
+//! refusing the AP under ordinary load. What protects the RMs is the Try gate ([`crate::callers`]: a Try
 //! must belong to a global transaction the coordinator knows), and the coordinator's
 //! `TIMEOUT_TO_FAIL`, which cancels abandoned global transactions and releases what their Trys
 //! reserved.
