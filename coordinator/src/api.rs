@@ -649,7 +649,7 @@ pub struct TryReportBody {
     pub message: Option<String>,
 }
 
-/// Checks a [`TryReportBody`] and turns it into what [`events::record_try`] stores.
+/// Checks a [`TryReportBody`] and turns it into what [`store::record_try`] stores.
 fn check_try_report(body: TryReportBody) -> Result<TryReport> {
     check_gid(&body.gid)?;
     validate_branch_id(&body.branch_id)

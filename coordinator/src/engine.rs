@@ -19,7 +19,8 @@
 //!    asynchronously).
 //!    The claim made the lease outlast the first call and wrote its `branch_calling` event (so a
 //!    pass cut short by a crash still shows); before a later call that might outlive the lease,
-//!    the calls so far are recorded and the lease renewed, and the pass stops if it was lost;
+//!    the calls so far are recorded and the lease renewed. A pass records only while it holds
+//!    the lease: one that lost it (another replica took over) records nothing and stops;
 //! 3. all succeeded: `submitted -> succeed` / `aborting -> failed`;
 //!    a branch answered ONGOING: ask again after `retry_interval`, no backoff growth;
 //!    anything else (5xx, timeout, refused connection, and FAILURE too, since a Confirm or Cancel
@@ -427,7 +428,14 @@ impl Engine {
         outcome: BranchOutcome,
     ) -> Result<PassEnd, CoordinatorError> {
         let (gid, op) = (run.trans.gid.clone(), run.op);
-        let (attempts, _) = self.record(&mut run, AfterCalls::Nothing).await?;
+        let (attempts, continued) = self.record(&mut run, AfterCalls::Nothing).await?;
+        if continued == store::Continued::LeaseLost {
+            log::warn!(
+                "gid={gid} branch_id={} op={op} lease lost during the call; another replica continues",
+                branch.branch_id
+            );
+            return Ok(PassEnd::Yielded);
+        }
         let attempts = attempts.last().copied().unwrap_or(0);
         let (next_in, next_step) =
             next_attempt(&run.trans, &outcome, self.inner.retry_max_interval);

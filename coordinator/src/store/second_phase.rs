@@ -372,24 +372,29 @@ pub struct BranchCall {
     pub answered_at: Instant,
 }
 
-/// Records the calls of one pass: each op gets attempts + 1 and its `last_result`, and becomes
-/// `succeed` (finish_time: when its call answered) if its call succeeded, only from `prepared`;
-/// each call gets its `branch_called` event (the op's attempt number after the update) and, when
-/// `$9` has a time for it, its `branch_calling` event, both dated when they happened: `$9`/`$10`
-/// milliseconds before now. Answers each op's attempts in call order (0 for a success of an op
-/// that had already succeeded).
+/// Records the calls of one pass by the lease holder `$11`: each op gets attempts + 1 and its
+/// `last_result`, and becomes `succeed` (finish_time: when its call answered) if its call
+/// succeeded, only from `prepared`; each call gets its `branch_called` event (the op's attempt
+/// number after the update) and, when `$9` has a time for it, its `branch_calling` event, both
+/// dated when they happened: `$9`/`$10` milliseconds before now. Answers each op's attempts in
+/// call order (0 for a success of an op that had already succeeded), or no row at all when `$11`
+/// no longer holds the lease: then nothing is recorded (the pass that took over calls again).
+/// The transaction's row stays locked until the commit, so the lease cannot be taken meanwhile.
 ///
 /// One statement, a data-modifying CTE, because the events need the attempt numbers that the
 /// `UPDATE` returns, and because it is set-based whatever the number of calls (one `UPDATE` and
 /// one `INSERT` for every call of the pass). The calls come as parallel arrays, one element per
 /// call; their event ids follow the call order (`ORDER BY`).
 const RECORD_CALLS: &str = "\
-WITH call AS (
+WITH lease AS (
+    SELECT id FROM trans_global WHERE gid = $1 AND owner = $11 FOR UPDATE
+), call AS (
     SELECT *
     FROM unnest($2::bigint[], $3::boolean[], $4::text[], $5::text[], $6::integer[],
                 $7::integer[], $8::text[], $9::float8[], $10::float8[])
          WITH ORDINALITY AS call(op_id, succeeded, result, outcome, http_status, latency_ms,
                                  detail, calling_ms_ago, called_ms_ago, n)
+    WHERE EXISTS (SELECT 1 FROM lease)
 ), recorded AS (
     UPDATE trans_branch_op o
     SET status = CASE WHEN call.succeeded THEN 'succeed' ELSE o.status END,
@@ -430,9 +435,10 @@ struct Attempts {
 
 /// Records the calls of one pass in call order (one statement, a data-modifying CTE: each op's
 /// attempts, `last_result` and status, each call's `branch_calling`/`branch_called` events dated
-/// when they happened), then does `after`, in one
-/// database transaction. Returns each op's attempts after its call, in call order, and what
-/// followed.
+/// when they happened), then does `after`, in one database transaction, all only while `owner`
+/// holds the lease. Returns each op's attempts after its call, in call order, and what followed
+/// ([`Continued::LeaseLost`] with no attempts when the lease was lost before the record: nothing
+/// was written).
 ///
 /// Confirm and Cancel are idempotent (docs/ARCHITECTURE.md#the-sub-transaction-barrier), so
 /// calls that succeeded and were not recorded before a crash are only sent again by the next
@@ -447,7 +453,9 @@ pub fn record_calls(
     after: &AfterCalls,
 ) -> QueryResult<(Vec<i32>, Continued)> {
     conn.transaction(|conn| {
-        let attempts = insert_calls(conn, gid, calls)?;
+        let Some(attempts) = insert_calls(conn, gid, owner, calls)? else {
+            return Ok((Vec::new(), Continued::LeaseLost));
+        };
         let continued = match after {
             AfterCalls::Nothing => Continued::Recorded,
             AfterCalls::Call(next) => match lease_for_call(conn, gid, owner, lease_secs, next)? {
@@ -463,10 +471,16 @@ pub fn record_calls(
     })
 }
 
-/// Runs [`RECORD_CALLS`] for `calls`; each op's attempts after its call, in call order.
-fn insert_calls(conn: &mut PgConnection, gid: &str, calls: &[BranchCall]) -> QueryResult<Vec<i32>> {
+/// Runs [`RECORD_CALLS`] for `calls` by the lease holder `owner`; each op's attempts after its
+/// call, in call order, or `None` when `owner` lost the lease (nothing recorded).
+fn insert_calls(
+    conn: &mut PgConnection,
+    gid: &str,
+    owner: &str,
+    calls: &[BranchCall],
+) -> QueryResult<Option<Vec<i32>>> {
     if calls.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     // The events are dated by how long ago they happened, on this process's monotonic clock,
     // so that the database's clock dates them (it dates every other event).
@@ -499,8 +513,9 @@ fn insert_calls(conn: &mut PgConnection, gid: &str, calls: &[BranchCall]) -> Que
         .bind::<Array<Nullable<Text>>, _>(details)
         .bind::<Array<Nullable<Double>>, _>(calling)
         .bind::<Array<Double>, _>(called)
+        .bind::<Text, _>(owner)
         .load(conn)?;
-    Ok(rows.into_iter().map(|r| r.attempts).collect())
+    Ok((rows.len() == calls.len()).then(|| rows.into_iter().map(|r| r.attempts).collect()))
 }
 
 /// The compare-and-set `from -> to` (`submitted -> succeed`, `aborting -> failed`) by the lease

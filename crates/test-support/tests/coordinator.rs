@@ -471,3 +471,133 @@ async fn a_restarted_replica_releases_only_its_own_leases_even_when_another_id_e
     let record = get_json(&http, &format!("{}/query?gid=g-other", tm.dtm_url())).await;
     assert_eq!(record["transaction"]["owner"], format!("a:b:{hex}:7"));
 }
+
+/// An RM whose every call succeeds after `delay`: `200 {"dtm_result":"SUCCESS"}`. Returns its
+/// base URL and the paths it was called on, in order of arrival.
+async fn slow_rm(delay: Duration) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = web::Data::new(std::sync::Arc::clone(&calls));
+    let server = HttpServer::new(move || {
+        App::new().app_data(log.clone()).default_service(web::to(
+            move |req: HttpRequest,
+                  log: web::Data<std::sync::Arc<std::sync::Mutex<Vec<String>>>>| async move {
+                log.lock().unwrap().push(req.path().to_owned());
+                tokio::time::sleep(delay).await;
+                HttpResponse::Ok().json(json!({"dtm_result": "SUCCESS"}))
+            },
+        ))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("a free port");
+    let base = format!("http://{}", server.addrs()[0]);
+    tokio::spawn(server.run());
+    (base, calls)
+}
+
+#[tokio::test]
+async fn a_pass_that_lost_its_lease_during_a_call_records_nothing_and_calls_no_further_branch() {
+    // LEASE_SECONDS at its least: a lease lasts request_timeout + 5 s, just what one call needs,
+    // so the pass renews it before each call after the first.
+    let tm = test_support::spawn::spawn_coordinator_with(
+        test_support::TestDb::create("coordinator"),
+        |s| s.lease = Duration::from_secs(1),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let (rm, calls) = slow_rm(Duration::from_millis(1500)).await;
+    let gid = "g-lease-lost";
+    let (status, body) = post_dtm(
+        &http,
+        &tm,
+        "prepare",
+        json!({"gid": gid, "trans_type": "tcc", "request_timeout": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for branch_id in ["01", "02"] {
+        let register = json!({
+            "gid": gid, "trans_type": "tcc", "branch_id": branch_id, "data": "{}",
+            "confirm": format!("{rm}/confirm{branch_id}"),
+            "cancel": format!("{rm}/cancel{branch_id}"),
+        });
+        let (status, body) = post_dtm(&http, &tm, "registerBranch", register).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let (status, body) = post_dtm(&http, &tm, "submit", json!({"gid": gid})).await;
+    assert_eq!(status, 200, "{body}");
+    // The submit's pass is in its first call (the last registered branch first); its lease is
+    // taken from it, as when its replica is presumed dead, and the worker claims the transaction.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while calls.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Confirm was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut conn = tm
+        .db
+        .as_ref()
+        .expect("the coordinator's database")
+        .connect();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "UPDATE trans_global SET lease_expire = now() - interval '1 second' WHERE gid = '{gid}'"
+        )),
+        &mut conn,
+    )
+    .unwrap();
+
+    let record = wait_for_status(
+        &http,
+        &tm.dtm_url(),
+        gid,
+        "succeed",
+        Duration::from_secs(15),
+    )
+    .await;
+    // Past the end of the first pass's call: it had its chance to go on.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["/confirm02", "/confirm02", "/confirm01"],
+        "the first pass stopped after its call; the worker's pass called both: {record}"
+    );
+    let events = get_json(
+        &http,
+        &tm.url(&format!("/api/admin/transactions/{gid}/events")),
+    )
+    .await;
+    let count = |kind: &str, branch_id: Option<&str>| {
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind && branch_id.is_none_or(|b| e["branch_id"] == b))
+            .count()
+    };
+    assert_eq!(count("succeed", None), 1, "finished exactly once: {events}");
+    assert_eq!(
+        count("branch_called", Some("02")),
+        1,
+        "only the pass holding the lease recorded its call: {events}"
+    );
+    assert_eq!(count("branch_called", Some("01")), 1, "{events}");
+    for branch_id in ["01", "02"] {
+        assert_eq!(confirm_attempts(&record, branch_id), 1, "{record}");
+    }
+}
+
+/// `attempts` of the Confirm of `branch_id` in a `query` answer.
+fn confirm_attempts(record: &Value, branch_id: &str) -> i64 {
+    record["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["branch_id"] == branch_id && b["op"] == "confirm")
+        .and_then(|b| b["attempts"].as_i64())
+        .unwrap_or_else(|| panic!("no confirm of {branch_id}: {record}"))
+}
