@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 use tcc::client::TccError;
+use tcc::signing::{GidTokenError, GID_TOKEN_HEADER};
 
 /// Why a fire request was not carried out.
 ///
@@ -92,15 +93,13 @@ pub enum AppError {
         branch_id: String,
     },
     /// The nested branch's Try came without its gid's token (`X-Tcc-Gid-Token`) while the AP
-    /// has `BRANCH_SIGNING_SECRET`: `401 missing_gid_token` when the header is absent,
-    /// `401 bad_gid_token` when it is not the query's gid's token. Nothing was registered.
-    #[error("{message}")]
-    GidToken {
-        /// `missing_gid_token` or `bad_gid_token`.
-        code: &'static str,
-        /// What is wrong with the header.
-        message: String,
-    },
+    /// has `BRANCH_SIGNING_SECRET`: `401 missing_gid_token`. Nothing was registered.
+    #[error("this Try needs the gid's token in the {GID_TOKEN_HEADER} header")]
+    MissingGidToken,
+    /// The nested branch's Try came with a token that is not its gid's (another gid's, another
+    /// secret's): `401 bad_gid_token`. Nothing was registered.
+    #[error(transparent)]
+    BadGidToken(#[from] GidTokenError),
     /// Talking to the coordinator failed: `503 coordinator_unavailable` when it could not be
     /// reached, `502 coordinator_error` when it refused a call or answered something unreadable.
     /// `gid` is set once `newGid` had answered.
@@ -129,7 +128,8 @@ impl AppError {
                 (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type")
             }
             AppError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
-            AppError::GidToken { code, .. } => (S::UNAUTHORIZED, code),
+            AppError::MissingGidToken => (S::UNAUTHORIZED, "missing_gid_token"),
+            AppError::BadGidToken(e) => (S::UNAUTHORIZED, e.code()),
             AppError::StockUnavailable { .. } => (S::BAD_GATEWAY, "stock_unavailable"),
             AppError::Coordinator {
                 source: TccError::Transport { .. },

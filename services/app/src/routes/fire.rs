@@ -39,7 +39,7 @@ pub async fn fire_tcc(params: Params, state: web::Data<AppState>) -> Result<Fire
     let amount = params.int("amount");
     let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
     let trans_in = TransferRequest::new(params.int("to"), amount, params.faults(Rm::TransIn));
-    let (gid, options) = new_global_transaction(&state, &params).await?;
+    let (gid, options) = new_global_transaction(Scenario::FireTcc, &state, &params).await?;
     let crash_after_try = params.flag(CRASH_AFTER_TRY);
     let urls = state.urls.clone();
     let outcome = state
@@ -81,7 +81,7 @@ pub async fn fire_tcc_rollback(
     });
     let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
     let trans_in = TransferRequest::new(params.int("to"), amount, trans_in_faults);
-    let (gid, options) = new_global_transaction(&state, &params).await?;
+    let (gid, options) = new_global_transaction(Scenario::FireTccRollback, &state, &params).await?;
     let crash_after_try = params.flag(CRASH_AFTER_TRY);
     let urls = state.urls.clone();
     let outcome = state
@@ -123,7 +123,7 @@ pub async fn fire_purchase(
     let stock = ReserveRequest::new(product_id, quantity, params.faults(Rm::Stock));
     let trans_out = TransferRequest::new(params.int("buyer"), amount, params.faults(Rm::TransOut));
     let trans_in = TransferRequest::new(params.int("merchant"), amount, params.faults(Rm::TransIn));
-    let (gid, options) = new_global_transaction(&state, &params).await?;
+    let (gid, options) = new_global_transaction(Scenario::FirePurchase, &state, &params).await?;
     let crash_after_try = params.flag(CRASH_AFTER_TRY);
     let urls = state.urls.clone();
     let outcome = state
@@ -168,7 +168,7 @@ pub async fn fire_tcc_nested(
     let amount = params.int("amount");
     let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
     let trans_in = TransferRequest::new(params.int("to"), amount, params.faults(Rm::TransIn));
-    let (gid, options) = new_global_transaction(&state, &params).await?;
+    let (gid, options) = new_global_transaction(Scenario::FireTccNested, &state, &params).await?;
     let crash_after_try = params.flag(CRASH_AFTER_TRY);
     let urls = state.urls.clone();
     let outcome = state
@@ -251,6 +251,7 @@ impl ReserveRequest {
 /// A gid from the TM (`newGid`) and the global transaction's options from the parameters
 /// (`wait_result`, and the optional `timeout_to_fail`, `retry_interval`, `request_timeout`).
 async fn new_global_transaction(
+    scenario: Scenario,
     state: &AppState,
     params: &Params,
 ) -> Result<(String, TransOptions), AppError> {
@@ -259,6 +260,8 @@ async fn new_global_transaction(
         .new_gid()
         .await
         .map_err(|source| AppError::Coordinator { gid: None, source })?;
+    let scenario = scenario.name();
+    log::info!("gid={gid} branch_id=- op=- scenario={scenario} starting");
     let secs = |name| params.optional_int(name).map(|n| n as u64);
     let options = TransOptions {
         wait_result: params.flag("wait_result"),

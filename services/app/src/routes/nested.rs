@@ -88,7 +88,10 @@ pub async fn trans_in_nested_try(
         .tcc_from_query(&query)
         .map_err(|e| AppError::BadBranchQuery(e.to_string()))?;
     // Before anything is registered: the checks above only read the request.
-    check_gid_token(&request, &query, state.branch_signing_secret.as_ref())?;
+    let secret = state.branch_signing_secret.as_ref();
+    check_gid_token(&request, &query, secret).inspect_err(|e| {
+        log::warn!("gid={gid} branch_id={parent} op=try nested Try refused: {e}")
+    })?;
     let urls = &state.urls;
     log::info!("gid={gid} branch_id={parent} op=try nested: TransIn as a child branch");
     let child = tcc
@@ -158,23 +161,8 @@ fn check_gid_token(
     let Some(secret) = secret else {
         return Ok(());
     };
-    let refused = |code: &'static str, message: String| {
-        log::warn!(
-            "gid={} branch_id={} op=try nested Try refused: {code}",
-            query.gid,
-            query.branch_id
-        );
-        Err(AppError::GidToken { code, message })
-    };
-    let Some(token) = request.headers().get(GID_TOKEN_HEADER) else {
-        return refused(
-            "missing_gid_token",
-            format!("this Try needs the gid's token in the {GID_TOKEN_HEADER} header"),
-        );
-    };
-    let token = token.to_str().unwrap_or("");
-    match verify_gid_token(secret, &query.gid, token) {
-        Ok(()) => Ok(()),
-        Err(e) => refused(e.code(), e.to_string()),
-    }
+    let token = request.headers().get(GID_TOKEN_HEADER);
+    let token = token.ok_or(AppError::MissingGidToken)?;
+    verify_gid_token(secret, &query.gid, token.to_str().unwrap_or(""))?;
+    Ok(())
 }
