@@ -453,68 +453,24 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
         .take(MAX_REASON_LEN)
         .collect();
     let reports = carried_reports(&gid, body.try_reports);
-    // The transition, the claim of the second phase and the start of its first pass (one
-    // commit), then the pass itself, in a task of their own: the handler only waits for them, so
-    // an AP that hangs up while the commit is in flight cannot leave a claimed pass unrun.
-    let begun = {
-        let (engine, gid) = (engine.clone(), gid.clone());
-        tokio::spawn(async move {
-            let owner = engine.new_token();
-            let (g, o, lease) = (gid.clone(), owner.clone(), engine.lease_secs());
-            let start = blocking(engine.pool(), move |conn| {
-                store::begin_second_phase(conn, &g, phase, &reason, &o, lease, &reports)
-            })
-            .await??;
-            let pass = match (start.pass, start.trans.clone()) {
-                (Some(pass), Some(trans)) => Some(tokio::spawn(async move {
-                    match engine.run_claimed(trans, owner, pass).await {
-                        Ok(ended) => ended,
-                        Err(e) => {
-                            log::error!("gid={gid} branch_id=- op=- second phase pass failed: {e}");
-                            PassEnd::Yielded
-                        }
-                    }
-                })),
-                _ => None,
-            };
-            Ok::<_, CoordinatorError>((start.transition, start.trans, pass))
-        })
-    };
-    let (transition, trans, pass) = begun
-        .await
-        .map_err(|e| CoordinatorError::Unavailable(format!("the submit task ended: {e}")))??;
-    let verb = if phase == GlobalStatus::Submitted {
-        "submitted"
-    } else {
-        "aborted"
-    };
-    match transition {
-        Transition::Unknown => {
-            return Err(CoordinatorError::Conflict(format!(
-                "no global transaction {gid}; nothing to be {verb}"
-            )))
-        }
-        Transition::Refused(status) => {
-            return Err(CoordinatorError::Conflict(format!(
-                "global transaction {gid} is {status}; it cannot be {verb}"
-            )))
-        }
-        Transition::Changed => log::info!("gid={gid} branch_id=- op=- prepared -> {phase}"),
-        Transition::AlreadyThere(status) if status.is_final() => {
+    let (transition, trans, pass) = begin(&engine, &gid, phase, reason, reports).await?;
+    if let Some(refusal) = refusal(&gid, phase, transition) {
+        return Err(refusal);
+    }
+    if let Transition::AlreadyThere(status) = transition {
+        if status.is_final() {
             return Ok(success(Some(gid), Some(status)));
         }
-        Transition::AlreadyThere(_) => {}
     }
     let trans =
         trans.ok_or_else(|| CoordinatorError::NotFound(format!("no global transaction {gid}")))?;
     // The wait of `wait_result` is measured from here, the pass included. Without a pass
     // (another worker holds the lease) that worker finishes it; `wait_result` polls.
     let started = tokio::time::Instant::now();
-    let request_timeout = trans.request_timeout;
     if !body.wait_result {
         return Ok(success(Some(gid), Some(phase)));
     }
-    match wait_final(&engine, &gid, request_timeout, started, pass, phase).await? {
+    match wait_final(&engine, &gid, trans.request_timeout, started, pass, phase).await? {
         Waited::Final(status) => Ok(success(Some(gid), Some(status))),
         Waited::NotFinished {
             status,
@@ -526,6 +482,70 @@ async fn finish(body: FinishBody, engine: Engine, phase: GlobalStatus) -> Result
             status,
             ongoing,
         }),
+    }
+}
+
+/// The transition of `submit`/`abort`, the claim of the second phase and the start of its first
+/// pass (one commit: [`store::begin_second_phase`]), then the pass itself, in a task of their
+/// own: the handler only waits for them, so an AP that hangs up while the commit is in flight
+/// cannot leave a claimed pass unrun. Returns the transition, the transaction after it, and the
+/// pass's task when this request claimed one.
+async fn begin(
+    engine: &Engine,
+    gid: &str,
+    phase: GlobalStatus,
+    reason: String,
+    reports: Vec<TryReport>,
+) -> Result<(
+    Transition,
+    Option<TransGlobal>,
+    Option<tokio::task::JoinHandle<PassEnd>>,
+)> {
+    let (engine, gid) = (engine.clone(), gid.to_owned());
+    let begun = tokio::spawn(async move {
+        let owner = engine.new_token();
+        let (g, o, lease) = (gid.clone(), owner.clone(), engine.lease_secs());
+        let start = blocking(engine.pool(), move |conn| {
+            store::begin_second_phase(conn, &g, phase, &reason, &o, lease, &reports)
+        })
+        .await??;
+        if start.transition == Transition::Changed {
+            log::info!("gid={gid} branch_id=- op=- prepared -> {phase}");
+        }
+        let pass = match (start.pass, start.trans.clone()) {
+            (Some(pass), Some(trans)) => Some(tokio::spawn(async move {
+                engine
+                    .run_claimed(trans, owner, pass)
+                    .await
+                    .unwrap_or_else(|e| {
+                        log::error!("gid={gid} branch_id=- op=- second phase pass failed: {e}");
+                        PassEnd::Yielded
+                    })
+            })),
+            _ => None,
+        };
+        Ok::<_, CoordinatorError>((start.transition, start.trans, pass))
+    });
+    begun
+        .await
+        .map_err(|e| CoordinatorError::Unavailable(format!("the submit task ended: {e}")))?
+}
+
+/// The 409 of a `submit` (`phase` = submitted) or `abort` the state machine refused: an unknown
+/// gid, or a transaction in the other branch of the state machine.
+fn refusal(gid: &str, phase: GlobalStatus, transition: Transition) -> Option<CoordinatorError> {
+    let verb = match phase {
+        GlobalStatus::Submitted => "submitted",
+        _ => "aborted",
+    };
+    match transition {
+        Transition::Unknown => Some(CoordinatorError::Conflict(format!(
+            "no global transaction {gid}; nothing to be {verb}"
+        ))),
+        Transition::Refused(status) => Some(CoordinatorError::Conflict(format!(
+            "global transaction {gid} is {status}; it cannot be {verb}"
+        ))),
+        Transition::Changed | Transition::AlreadyThere(_) => None,
     }
 }
 
