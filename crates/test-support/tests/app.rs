@@ -544,3 +544,33 @@ async fn a_try_to_an_unreachable_rm_makes_the_ap_abort_and_its_cancel_is_retried
         "{record:#}"
     );
 }
+
+#[tokio::test]
+async fn fault_parameters_of_fire_tcc_rollback_replace_its_refusal_only_for_their_op() {
+    let sys = spawn_system().await;
+
+    // A trans_in_try parameter replaces the scenario's refused Try: this one only waits, and
+    // the transaction commits.
+    let (status, body) = sys
+        .fire("/api/fireTccRollback?amount=7&trans_in_try=delay:10")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let gid = body["gid"].as_str().unwrap().to_owned();
+    let trans_in_data = &registered(&sys, &gid).await[2].3;
+    assert_eq!(
+        trans_in_data,
+        &json!({"account_id": 1, "amount": 7, "fault": {"try": "delay:10"}})
+    );
+
+    // A fault for another op is added beside the refused Try.
+    let (status, body) = sys
+        .fire("/api/fireTccRollback?amount=7&trans_in_cancel=error:1&wait_result=false")
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let gid = body["gid"].as_str().unwrap().to_owned();
+    let trans_in_data = &registered(&sys, &gid).await[2].3;
+    assert_eq!(
+        trans_in_data,
+        &json!({"account_id": 1, "amount": 7, "fault": {"try": "failure", "cancel": "error:1"}})
+    );
+}
