@@ -3,17 +3,15 @@
 
 use std::time::Instant;
 
-use diesel::dsl::case_when;
+use diesel::dsl::{case_when, exists, not};
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 use tcc::protocol::{GlobalStatus, Op};
 
 use super::second_phase::{announce_call, claim_one, pending_ops, phase_end, Pass};
-use super::{
-    is_deleted, lease_end, lease_secs_i32, parse_status, seconds_from_now, status_of, TransGlobal,
-};
+use super::{lease_end, lease_secs_i32, parse_status, seconds_from_now, status_of, TransGlobal};
 use crate::events::{self, Actor, EventKind, NewEvent, TryReport, TryReportRefusal};
-use crate::schema::{trans_branch_op, trans_event, trans_global};
+use crate::schema::{trans_branch_op, trans_event, trans_gid_tombstone, trans_global};
 
 /// What `prepare` needs to create a transaction; options already defaulted and validated.
 #[derive(Debug, Clone)]
@@ -76,24 +74,41 @@ pub fn prepare(conn: &mut PgConnection, new: &NewTrans) -> QueryResult<PrepareOu
                 Some(other) => PrepareOutcome::Conflict(other),
             });
         }
-        if is_deleted(conn, &new.gid)? {
+        if !record_prepared_unless_tombstoned(conn, new)? {
             diesel::delete(g::trans_global.filter(g::gid.eq(&new.gid))).execute(conn)?;
             return Ok(PrepareOutcome::Used);
         }
-        let options = format!(
-            "timeout_to_fail={}s retry_interval={}s request_timeout={}s",
-            new.timeout_to_fail, new.retry_interval, new.request_timeout
-        );
-        events::insert(
-            conn,
-            &NewEvent {
-                status: Some(GlobalStatus::Prepared.as_str().to_owned()),
-                detail: Some(options),
-                ..NewEvent::new(&new.gid, EventKind::Prepared, Actor::Ap)
-            },
-        )?;
         Ok(PrepareOutcome::Created)
     })
+}
+
+/// Writes the `prepared` event of the transaction just inserted (detail: its options), unless the
+/// gid has a tombstone: one `INSERT ... SELECT ... WHERE NOT EXISTS`. `false` when it has one
+/// (nothing written).
+fn record_prepared_unless_tombstoned(conn: &mut PgConnection, new: &NewTrans) -> QueryResult<bool> {
+    use trans_event::dsl as e;
+    use trans_gid_tombstone::dsl as t;
+    use trans_global::dsl as g;
+    let options = format!(
+        "timeout_to_fail={}s retry_interval={}s request_timeout={}s",
+        new.timeout_to_fail, new.retry_interval, new.request_timeout
+    );
+    let tombstoned = exists(t::trans_gid_tombstone.filter(t::gid.eq(&new.gid)));
+    let event = g::trans_global
+        .filter(g::gid.eq(&new.gid))
+        .filter(not(tombstoned))
+        .select((
+            g::gid,
+            EventKind::Prepared.as_str().into_sql::<Text>(),
+            Actor::Ap.as_str().into_sql::<Text>(),
+            Some(GlobalStatus::Prepared.as_str()).into_sql::<Nullable<Text>>(),
+            Some(options).into_sql::<Nullable<Text>>(),
+        ));
+    let written = diesel::insert_into(e::trans_event)
+        .values(event)
+        .into_columns((e::gid, e::kind, e::actor, e::status, e::detail))
+        .execute(conn)?;
+    Ok(written == 1)
 }
 
 /// A branch registration, URLs already validated.
