@@ -41,6 +41,8 @@ CREATE TABLE holds (
     CONSTRAINT holds_amount_positive CHECK (amount > 0),
     CONSTRAINT holds_direction_known CHECK (direction IN ('out', 'in')),
     CONSTRAINT holds_state_known CHECK (state IN ('tentative', 'confirmed', 'cancelled')),
+    -- The branch query's limits (tcc::protocol::MAX_GID_LEN, MAX_BRANCH_ID_LEN).
+    CONSTRAINT holds_branch_named CHECK (char_length(gid) BETWEEN 1 AND 128 AND char_length(branch_id) BETWEEN 1 AND 64),
     CONSTRAINT holds_branch_uniq UNIQUE (gid, branch_id)
 );
 

@@ -43,6 +43,8 @@ CREATE TABLE reservations (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT reservations_quantity_positive CHECK (quantity > 0),
     CONSTRAINT reservations_state_known CHECK (state IN ('tentative', 'confirmed', 'cancelled')),
+    -- The branch query's limits (tcc::protocol::MAX_GID_LEN, MAX_BRANCH_ID_LEN).
+    CONSTRAINT reservations_branch_named CHECK (char_length(gid) BETWEEN 1 AND 128 AND char_length(branch_id) BETWEEN 1 AND 64),
     CONSTRAINT reservations_branch_uniq UNIQUE (gid, branch_id)
 );
 
