@@ -518,6 +518,15 @@ fn insert_calls(
     Ok((rows.len() == calls.len()).then(|| rows.into_iter().map(|r| r.attempts).collect()))
 }
 
+/// What the final compare-and-set returns.
+#[derive(Queryable)]
+struct FinishedRow {
+    trans_type: String,
+    finish_time: Option<DateTime<Utc>>,
+    /// When its `submitted`/`aborting` event was recorded.
+    phase_began: Option<DateTime<Utc>>,
+}
+
 /// The compare-and-set `from -> to` (`submitted -> succeed`, `aborting -> failed`) by the lease
 /// holder `owner`, releasing the lease, with the final event. `None` when it did not fire.
 fn finish(
@@ -529,22 +538,33 @@ fn finish(
 ) -> QueryResult<Option<Finished>> {
     use trans_event::dsl as e;
     use trans_global::dsl as g;
-    let finished: Option<(String, Option<DateTime<Utc>>)> = diesel::update(g::trans_global)
+    // When the second phase began: its `submitted`/`aborting` event.
+    let phase_began = e::trans_event
+        .filter(e::gid.eq(gid))
+        .filter(e::kind.eq_any([EventKind::Submitted.as_str(), EventKind::Aborting.as_str()]))
+        .select(min(e::create_time))
+        .single_value();
+    let finished: Option<FinishedRow> = diesel::update(g::trans_global)
         .filter(g::gid.eq(gid))
         .filter(g::owner.eq(owner))
         .filter(g::status.eq(from.as_str()))
         .set((
             g::status.eq(to.as_str()),
-            // The time now, as the calls' times: the transaction finishes after its last answer.
+            // The time now, as the calls' times: it finishes after its last answer.
             g::finish_time.eq(clock_timestamp().nullable()),
             g::update_time.eq(db_now),
             g::owner.eq(None::<String>),
             g::lease_expire.eq(None::<DateTime<Utc>>),
         ))
-        .returning((g::trans_type, g::finish_time))
+        .returning((g::trans_type, g::finish_time, phase_began))
         .get_result(conn)
         .optional()?;
-    let Some((trans_type, finish_time)) = finished else {
+    let Some(FinishedRow {
+        trans_type,
+        finish_time,
+        phase_began,
+    }) = finished
+    else {
         return Ok(None);
     };
     let kind = match to {
@@ -558,11 +578,6 @@ fn finish(
             ..NewEvent::new(gid, kind, Actor::Tm)
         },
     )?;
-    let phase_began: Option<DateTime<Utc>> = e::trans_event
-        .filter(e::gid.eq(gid))
-        .filter(e::kind.eq_any([EventKind::Submitted.as_str(), EventKind::Aborting.as_str()]))
-        .select(min(e::create_time))
-        .first(conn)?;
     let second_phase_secs = match (phase_began, finish_time) {
         (Some(began), Some(end)) => Some((end - began).as_seconds_f64().max(0.0)),
         _ => None,
