@@ -3,7 +3,7 @@
 //! runs its business code inside [`tcc::barrier::BranchBarrier::call`]. [`register`] mounts it at
 //! `POST /api/<name>` wrapped in three middlewares, outermost first:
 //!
-//! 1. [`crate::metrics::count_branch_calls`]: counts and logs every answer, whoever gave it;
+//! 1. [`count_branch_calls`]: counts and logs every answer, whoever gave it;
 //! 2. [`crate::callers::check_caller`]: who is calling (signature, gid token, the Try gate),
 //!    before anything is read or written;
 //! 3. [`crate::fault::inject_faults`]: the demo fault of the body, if any, which may answer
@@ -14,16 +14,18 @@
 //! type sorts its variants into [`ErrorClass`]es, which answer every RM's shared cases (refusal,
 //! bad value, unknown row, outage, bug) the same way.
 
-use actix_web::body::BoxBody;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{dev::ServiceRequest, guard, web, FromRequest, Handler, HttpResponse, Responder};
+use actix_web::{guard, web, FromRequest, Handler, HttpResponse, Responder};
+use tcc::barrier::BarrierOutcome;
 use tcc::protocol::{BranchQuery, BranchReply, Op};
 
 use crate::callers::check_caller;
 use crate::fault::inject_faults;
-use crate::http::error_response;
-use crate::metrics::count_branch_calls;
+use crate::http::{error_response, raw_query_value};
+use crate::metrics::{RequestOutcome, RmMetrics};
 
 /// One branch endpoint of an RM: `POST /api/<name>` serving `op`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,73 @@ pub fn register<F, Args>(
     );
 }
 
+/// The middleware of the branch endpoint `endpoint` (`TransOutTry`) serving `op`: counts every
+/// answer in the `web::Data<RmMetrics>` of the app data (`tcc_rm_branch_requests_total{op,
+/// outcome}`, under the endpoint's op), and logs it with the query's `gid=` and `branch_id=`
+/// (raw, `-` when absent). The outcome of a success is the barrier's decision the handler left
+/// in the response ([`tcc::actix::BranchResult`]); of any other answer, its status
+/// ([`RequestOutcome::of_error_status`]). Successes are logged at info, 5xx at error, the rest
+/// at warn.
+pub async fn count_branch_calls(
+    endpoint: &'static str,
+    op: Op,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let metrics = req.app_data::<web::Data<RmMetrics>>().cloned();
+    let raw = |name| {
+        raw_query_value(req.query_string(), name)
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let call = format!(
+        "gid={} branch_id={} op={op} {endpoint}",
+        raw("gid"),
+        raw("branch_id")
+    );
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
+    let answer = next
+        .call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body);
+    let (status, outcome, error) = match &answer {
+        Ok(res) => {
+            let barrier = res
+                .response()
+                .extensions()
+                .get::<BarrierOutcome<()>>()
+                .cloned();
+            let outcome = barrier.as_ref().map_or_else(
+                || RequestOutcome::of_error_status(res.status()),
+                RequestOutcome::of_barrier,
+            );
+            let error = res.response().error().map(ToString::to_string);
+            (res.status(), outcome, error)
+        }
+        Err(e) => {
+            let status = e.as_response_error().status_code();
+            (
+                status,
+                RequestOutcome::of_error_status(status),
+                Some(e.to_string()),
+            )
+        }
+    };
+    if let Some(metrics) = metrics {
+        metrics.record(op, outcome);
+    }
+    let error = error.unwrap_or_else(|| outcome.to_string());
+    match status.as_u16() {
+        200 => log::info!("{call}: {outcome}"),
+        500.. => log::error!("{call} failed: {error}"),
+        401 | 403 => log::warn!("{call} answered {}: {error}; peer {peer}", status.as_u16()),
+        _ => log::warn!("{call} answered {}: {error}", status.as_u16()),
+    }
+    answer
+}
+
 /// The OpenAPI description of an RM's branch `endpoints`, registered with [`register`]:
 /// `POST /api/{name}` for each, with the [`BranchQuery`] query parameters, `B`'s schema as Try's
 /// body (any JSON, optional, for Confirm and Cancel) and every answer of the middlewares and the
@@ -106,8 +175,8 @@ pub enum ErrorClass {
     /// (generic: it tells the caller to retry, nothing about the internals).
     Unavailable(&'static str),
     /// Anything else (a failed query, rows contradicting an invariant): 500 `internal` with this
-    /// generic message; the error itself is logged (with the gid, by
-    /// [`crate::metrics::count_branch_calls`]), never answered.
+    /// generic message; the error itself is logged (with the gid, by [`count_branch_calls`]),
+    /// never answered.
     Internal(&'static str),
 }
 

@@ -10,8 +10,8 @@
 //! * [`MetricsRegistry`]: a registry with helpers that create and register a metric in one step,
 //!   and [`MetricsRegistry::response`], the scrape answer;
 //! * [`RmMetrics`]: the metrics of every RM (both banks, the stock service), recorded by the
-//!   [`count_branch_calls`] middleware around each branch endpoint, which also logs every
-//!   answer, so no RM writes metrics code of its own:
+//!   middleware around each branch endpoint (`branch::count_branch_calls`), which also logs
+//!   every answer, so no RM writes metrics code of its own:
 //!
 //!   | metric | type | labels | meaning |
 //!   |---|---|---|---|
@@ -27,9 +27,6 @@
 //!
 //! The AP's own metrics (`tcc_ap_*`) are in the app crate, built on [`MetricsRegistry`].
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use diesel::sql_types::{BigInt, Double, Nullable};
 use diesel::{QueryableByName, RunQueryDsl};
@@ -42,7 +39,6 @@ use tcc::barrier::BarrierOutcome;
 use tcc::protocol::Op;
 
 use crate::db::{blocking, DbPool};
-use crate::http::raw_query_value;
 
 /// The path every binary serves its metrics on.
 pub const PATH: &str = "/api/metrics";
@@ -362,73 +358,6 @@ impl RmMetrics {
     pub fn registry(&self) -> &MetricsRegistry {
         &self.registry
     }
-}
-
-/// The middleware of the branch endpoint `endpoint` (`TransOutTry`) serving `op`: counts every
-/// answer in the `web::Data<RmMetrics>` of the app data (`tcc_rm_branch_requests_total{op,
-/// outcome}`, under the endpoint's op), and logs it with the query's `gid=` and `branch_id=`
-/// (raw, `-` when absent). The outcome of a success is the barrier's decision the handler left
-/// in the response ([`tcc::actix::BranchResult`]); of any other answer, its status
-/// ([`RequestOutcome::of_error_status`]). Successes are logged at info, 5xx at error, the rest
-/// at warn.
-pub async fn count_branch_calls(
-    endpoint: &'static str,
-    op: Op,
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let metrics = req.app_data::<web::Data<RmMetrics>>().cloned();
-    let raw = |name| {
-        raw_query_value(req.query_string(), name)
-            .unwrap_or("-")
-            .to_owned()
-    };
-    let call = format!(
-        "gid={} branch_id={} op={op} {endpoint}",
-        raw("gid"),
-        raw("branch_id")
-    );
-    let peer = req
-        .peer_addr()
-        .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
-    let answer = next
-        .call(req)
-        .await
-        .map(ServiceResponse::map_into_boxed_body);
-    let (status, outcome, error) = match &answer {
-        Ok(res) => {
-            let barrier = res
-                .response()
-                .extensions()
-                .get::<BarrierOutcome<()>>()
-                .cloned();
-            let outcome = barrier.as_ref().map_or_else(
-                || RequestOutcome::of_error_status(res.status()),
-                RequestOutcome::of_barrier,
-            );
-            let error = res.response().error().map(ToString::to_string);
-            (res.status(), outcome, error)
-        }
-        Err(e) => {
-            let status = e.as_response_error().status_code();
-            (
-                status,
-                RequestOutcome::of_error_status(status),
-                Some(e.to_string()),
-            )
-        }
-    };
-    if let Some(metrics) = metrics {
-        metrics.record(op, outcome);
-    }
-    let error = error.unwrap_or_else(|| outcome.to_string());
-    match status.as_u16() {
-        200 => log::info!("{call}: {outcome}"),
-        500.. => log::error!("{call} failed: {error}"),
-        401 | 403 => log::warn!("{call} answered {}: {error}; peer {peer}", status.as_u16()),
-        _ => log::warn!("{call} answered {}: {error}", status.as_u16()),
-    }
-    answer
 }
 
 /// `GET /api/metrics` of an RM: refreshes the tentative gauges ([`RmMetrics::refresh`]), then
