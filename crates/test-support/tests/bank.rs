@@ -490,6 +490,32 @@ async fn injected_failure_and_ongoing_faults_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_call_naming_another_op_is_refused_before_its_fault_runs() {
+    let bank = Bank::start(Role::TransOut).await;
+    // Faults for every op: whichever one ran would answer 500 or 425 instead of the 400.
+    let body = json!({
+        "account_id": 1,
+        "amount": 30,
+        "fault": { "try": "error", "confirm": "ongoing", "cancel": "error" }
+    });
+
+    for (endpoint, op) in [
+        ("TransOutTry", "confirm"),
+        ("TransOutConfirm", "try"),
+        ("TransOutCancel", "confirm"),
+    ] {
+        assert_error(
+            &bank.call(endpoint, "g1", op, &body).await,
+            400,
+            "op_mismatch",
+        );
+    }
+    assert_eq!(bank.balances(1).await, (SEED, 0, 0));
+    assert!(bank.holds().is_empty());
+    assert_eq!(bank.barrier_rows(), 0);
+}
+
+#[tokio::test]
 async fn accepted_and_redirect_faults_answer_202_and_307_doing_nothing_then_the_call_applies_once()
 {
     // A client that, like the TM and the AP, never follows a redirect.
