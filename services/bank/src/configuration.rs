@@ -52,8 +52,9 @@ impl fmt::Display for Role {
 pub struct Settings {
     /// Which bank this is (set by the binary, not the environment).
     pub role: Role,
-    /// Listening address, database, body limit, fault injection, Confirm/Cancel signing, barrier
-    /// retention and Try rate limit, read as every RM reads them
+    /// Listening address, database, body limit, fault injection, who may call the branch
+    /// endpoints (signing secret, Try verification) and barrier retention, read as every RM
+    /// reads them
     /// ([`RmCommonSettings::from_env`]); the port and database default to
     /// [`Role::default_port`] and [`Role::database`].
     pub common: RmCommonSettings,

@@ -12,8 +12,9 @@ pub const DEFAULT_DATABASE: &str = "stock";
 /// its seed data.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Listening address, database, body limit, fault injection, Confirm/Cancel signing, barrier
-    /// retention and Try rate limit, read as every RM reads them
+    /// Listening address, database, body limit, fault injection, who may call the branch
+    /// endpoints (signing secret, Try verification) and barrier retention, read as every RM
+    /// reads them
     /// ([`RmCommonSettings::from_env`]); the port defaults to [`DEFAULT_PORT`] and the database
     /// to [`DEFAULT_DATABASE`].
     pub common: RmCommonSettings,
