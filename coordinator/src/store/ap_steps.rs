@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 use tcc::protocol::{GlobalStatus, Op};
 
-use super::second_phase::{announce_call, claim_one, pending_ops, phase_end, Pass};
+use super::second_phase::{announce_call, claim_one, phase_end, phase_ops, Pass};
 use super::{lease_end, lease_secs_i32, parse_status, seconds_from_now, status_of, TransGlobal};
 use crate::events::{self, Actor, EventKind, NewEvent, TryReport, TryReportRefusal};
 use crate::schema::{trans_branch_op, trans_event, trans_gid_tombstone, trans_global};
@@ -250,11 +250,16 @@ fn report_events(
         .select(o::branch_id)
         .distinct()
         .load(conn)?;
-    Ok(reports
+    Ok(events_of_registered(reports, &registered))
+}
+
+/// The `try_reported` events of the `reports` whose branch is among `registered`, in order.
+fn events_of_registered(reports: &[TryReport], registered: &[String]) -> Vec<NewEvent> {
+    reports
         .iter()
         .filter(|r| registered.contains(&r.branch_id))
         .map(TryReport::event)
-        .collect())
+        .collect()
 }
 
 /// Inserts `events` in one statement, in order (their ids follow it); nothing when empty.
@@ -371,7 +376,19 @@ pub fn begin_second_phase(
             (false, s) if s == phase || Some(s) == phase_end(phase) => Transition::AlreadyThere(s),
             (false, s) => Transition::Refused(s),
         };
-        let mut events = report_events(conn, gid, try_reports)?;
+        // The ops of the phase, when this call claimed it: the pass calls the pending ones, and
+        // they name every registered branch, which the Try reports are checked against.
+        let ops = match &claimed {
+            Some(trans) => Some(phase_ops(conn, trans)?),
+            None => None,
+        };
+        let mut events = match &ops {
+            Some(ops) => {
+                let registered: Vec<String> = ops.iter().map(|o| o.branch_id.clone()).collect();
+                events_of_registered(try_reports, &registered)
+            }
+            None => report_events(conn, gid, try_reports)?,
+        };
         if changed.is_some() {
             events.push(NewEvent {
                 status: Some(phase.as_str().to_owned()),
@@ -379,16 +396,10 @@ pub fn begin_second_phase(
                 ..NewEvent::new(gid, phase_event(phase), Actor::Ap)
             });
         }
-        let pass = match &claimed {
-            Some(trans) => {
-                let ops = pending_ops(conn, trans)?;
-                if let Some(first) = ops.first() {
-                    events.push(announce_call(first));
-                }
-                Some(Pass { ops, leased_at })
-            }
-            None => None,
-        };
+        let pass = ops.map(|ops| Pass::over_pending(ops, leased_at));
+        if let Some(first) = pass.as_ref().and_then(|p| p.ops.first()) {
+            events.push(announce_call(first));
+        }
         insert_events(conn, &events)?;
         Ok(SecondPhaseStart {
             transition,

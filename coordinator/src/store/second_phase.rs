@@ -206,8 +206,10 @@ pub fn abort_timed_out(
     })
 }
 
-/// The pending ops of `trans`'s phase in call order: the last registered branch first.
-pub(super) fn pending_ops(
+/// The ops of `trans`'s phase (its Confirms while `submitted`, its Cancels while `aborting`),
+/// pending or not, in call order: the last registered branch first. Every registered branch has
+/// one.
+pub(super) fn phase_ops(
     conn: &mut PgConnection,
     trans: &TransGlobal,
 ) -> QueryResult<Vec<BranchOp>> {
@@ -218,10 +220,18 @@ pub(super) fn pending_ops(
     o::trans_branch_op
         .filter(o::gid.eq(&trans.gid))
         .filter(o::op.eq(op.as_str()))
-        .filter(o::status.eq("prepared"))
         .order(o::id.desc())
         .select(BranchOp::as_select())
         .load(conn)
+}
+
+impl Pass {
+    /// The pass over the still `prepared` ones of `ops` (in the order given), whose lease was
+    /// set no earlier than `leased_at`.
+    pub(super) fn over_pending(ops: Vec<BranchOp>, leased_at: Instant) -> Pass {
+        let ops = ops.into_iter().filter(|o| o.status == "prepared").collect();
+        Pass { ops, leased_at }
+    }
 }
 
 /// The `branch_calling` event of a call about to be sent to `branch`: written before the call
@@ -269,13 +279,13 @@ pub fn start_pass(
 ) -> QueryResult<Option<Pass>> {
     let leased_at = Instant::now();
     conn.transaction(|conn| {
-        let ops = pending_ops(conn, trans)?;
-        if let Some(first) = ops.first() {
+        let pass = Pass::over_pending(phase_ops(conn, trans)?, leased_at);
+        if let Some(first) = pass.ops.first() {
             if !lease_for_call(conn, &trans.gid, owner, lease_secs, first)? {
                 return Ok(None);
             }
         }
-        Ok(Some(Pass { ops, leased_at }))
+        Ok(Some(pass))
     })
 }
 
@@ -296,11 +306,11 @@ pub fn claim_and_start(
         let Some(trans) = claim_one(conn, gid, owner, lease_secs, &phases)? else {
             return Ok(None);
         };
-        let ops = pending_ops(conn, &trans)?;
-        if let Some(first) = ops.first() {
+        let pass = Pass::over_pending(phase_ops(conn, &trans)?, leased_at);
+        if let Some(first) = pass.ops.first() {
             events::insert(conn, &announce_call(first))?;
         }
-        Ok(Some((trans, Pass { ops, leased_at })))
+        Ok(Some((trans, pass)))
     })
 }
 
