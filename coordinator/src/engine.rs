@@ -289,20 +289,10 @@ impl Engine {
         };
         let pass = match pass {
             Some(pass) => pass,
-            None => {
-                let (t, o, lease) = (trans.clone(), owner.clone(), self.inner.lease_secs);
-                let started = self
-                    .db(move |conn| store::start_pass(conn, &t, &o, lease))
-                    .await?;
-                let Some(pass) = started else {
-                    log::warn!(
-                        "gid={} branch_id=- op={op} lease lost before the first call; another replica continues",
-                        trans.gid
-                    );
-                    return Ok(PassEnd::Yielded);
-                };
-                pass
-            }
+            None => match self.start(&trans, &owner, op).await? {
+                Some(pass) => pass,
+                None => return Ok(PassEnd::Yielded),
+            },
         };
         let mut run = PassInProgress::new(trans, owner, op, &pass, self.inner.lease_secs);
         for branch in &pass.ops {
@@ -343,6 +333,27 @@ impl Engine {
         let g = trans.gid.clone();
         let trans = self.db(move |conn| store::reload(conn, &g)).await?;
         Ok((trans.owner.as_deref() == Some(owner)).then_some(trans))
+    }
+
+    /// The start of a pass the claim did not start ([`store::start_pass`]): its pending ops, the
+    /// lease renewed for the first call. `None` when the lease was lost meanwhile.
+    async fn start(
+        &self,
+        trans: &TransGlobal,
+        owner: &str,
+        op: Op,
+    ) -> Result<Option<store::Pass>, CoordinatorError> {
+        let (t, o, lease) = (trans.clone(), owner.to_owned(), self.inner.lease_secs);
+        let started = self
+            .db(move |conn| store::start_pass(conn, &t, &o, lease))
+            .await?;
+        if started.is_none() {
+            log::warn!(
+                "gid={} branch_id=- op={op} lease lost before the first call; another replica continues",
+                trans.gid
+            );
+        }
+        Ok(started)
     }
 
     /// Gives back a claimed transaction that has no second phase to run, due when it was due.
