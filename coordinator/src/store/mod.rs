@@ -9,15 +9,16 @@
 //! requires holding the transaction's lease
 //! (docs/ARCHITECTURE.md#second-phase-retries-leases-and-replicas).
 //!
-//! * what the AP asks: [`prepare`], [`register_branch`], [`record_try`], [`begin_second_phase`]
+//! * what the AP asks (`store/ap_steps.rs`): [`prepare`], [`register_branch`], [`record_try`], [`begin_second_phase`]
 //!   (`submit` and `abort`);
-//! * the second phase: [`claim_due`], [`claim_and_start`], [`start_pass`], [`record_calls`],
+//! * the second phase (`store/second_phase.rs`): [`claim_due`], [`claim_and_start`], [`start_pass`], [`record_calls`],
 //!   [`schedule_retry`], [`abort_timed_out`], [`release_own_leases`];
-//! * the operator's actions: [`retry_now`], [`force_stop`];
-//! * retention: [`delete_finished_before`], [`delete_tombstones_before`];
-//! * reads: [`find`], [`status_of`], [`is_deleted`], [`list`], [`unfinished_summary`].
+//! * the operator's actions (`store/operator.rs`): [`retry_now`], [`force_stop`];
+//! * retention (`store/retention.rs`): [`delete_finished_before`], [`delete_tombstones_before`];
+//! * reads (here): [`find`], [`status_of`], [`is_deleted`], [`list`], [`unfinished_summary`].
 //!
-//! Statements are Diesel's DSL, prepared once per connection. The one statement the DSL cannot
+//! Statements are Diesel's DSL, most of them prepared once per connection (Diesel caches them).
+//! The one statement the DSL cannot
 //! express (recording the calls of a pass: an `UPDATE` whose `RETURNING` feeds an `INSERT`) is a
 //! named `const` SQL string run with `sql_query` and typed binds.
 
