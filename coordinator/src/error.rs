@@ -146,3 +146,39 @@ impl CoordinatorError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(e: CoordinatorError) -> serde_json::Value {
+        serde_json::to_value(e.answer()).unwrap()
+    }
+
+    #[test]
+    fn every_answer_is_dtm_shaped_with_absent_fields_left_out() {
+        assert_eq!(
+            serde_json::to_value(CoordinatorAnswer::success(Some("g1".into()), None)).unwrap(),
+            json!({"dtm_result": "SUCCESS", "gid": "g1"})
+        );
+        assert_eq!(
+            body(CoordinatorError::Conflict("no".into())),
+            json!({"dtm_result": "FAILURE", "error": "conflict", "message": "no"})
+        );
+        assert_eq!(
+            body(CoordinatorError::bad_request("invalid_gid", "bad")),
+            json!({"error": "invalid_gid", "message": "bad"})
+        );
+        assert_eq!(
+            body(CoordinatorError::NotFinished {
+                gid: "g1".into(),
+                status: GlobalStatus::Submitted,
+                ongoing: true,
+                message: "m".into(),
+            }),
+            json!({"dtm_result": "ONGOING", "error": "not_finished", "message": "m",
+                   "gid": "g1", "status": "submitted"})
+        );
+    }
+}
