@@ -416,6 +416,9 @@ impl Engine {
         run.calls.push(BranchCall {
             op_id: branch.id,
             branch_id: branch.branch_id.clone(),
+            op: run.op,
+            target: branch.target.clone(),
+            url: branch.url.clone(),
             succeeded: outcome == BranchOutcome::Success,
             result: describe(&outcome),
             outcome: outcome.kind(),

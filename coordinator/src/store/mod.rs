@@ -17,10 +17,10 @@
 //! * retention (`store/retention.rs`): [`delete_finished_before`], [`delete_tombstones_before`];
 //! * reads (here): [`find`], [`status_of`], [`is_deleted`], [`list`], [`unfinished_summary`].
 //!
-//! Statements are Diesel's DSL, most of them prepared once per connection (Diesel caches them).
-//! The one statement the DSL cannot
-//! express (recording the calls of a pass: an `UPDATE` whose `RETURNING` feeds an `INSERT`) is a
-//! named `const` SQL string run with `sql_query` and typed binds.
+//! Every statement is Diesel's DSL (claims with `FOR UPDATE SKIP LOCKED`, `insert_into(...)
+//! .on_conflict(...)`, `.returning(...)`), which Diesel prepares once per connection, so that
+//! Postgres parses and plans each only once (a statement run with `sql_query` is planned again on
+//! every call).
 
 mod ap_steps;
 mod operator;

@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use diesel::data_types::PgInterval;
+use diesel::dsl::AsExprOf;
 use diesel::dsl::{min, now as db_now};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Nullable, Text};
+use diesel::sql_types::{Interval, Timestamptz};
 use tcc::protocol::{GlobalStatus, Op};
 
 use super::{lease_end, lease_secs_i32, BranchOp, TransGlobal, UNFINISHED};
@@ -363,6 +365,12 @@ pub struct BranchCall {
     pub op_id: i64,
     /// The branch called.
     pub branch_id: String,
+    /// Confirm or Cancel.
+    pub op: Op,
+    /// The branch's service name (`trans_branch_op.target`).
+    pub target: String,
+    /// The URL called.
+    pub url: String,
     /// Whether the call succeeded (the op then becomes `succeed`).
     pub succeeded: bool,
     /// `success`, `ongoing`, `failure: <message>` or `error: <detail>`, for `last_result`.
@@ -382,73 +390,15 @@ pub struct BranchCall {
     pub answered_at: Instant,
 }
 
-/// Records the calls of one pass by the lease holder `$11`: each op gets attempts + 1 and its
-/// `last_result`, and becomes `succeed` (finish_time: when its call answered) if its call
-/// succeeded, only from `prepared`; each call gets its `branch_called` event (the op's attempt
-/// number after the update) and, when `$9` has a time for it, its `branch_calling` event, both
-/// dated when they happened: `$9`/`$10` milliseconds before now. Answers each op's attempts in
-/// call order (0 for a success of an op that had already succeeded), or no row at all when `$11`
-/// no longer holds the lease: then nothing is recorded (the pass that took over calls again).
-/// The transaction's row stays locked until the commit, so the lease cannot be taken meanwhile.
-///
-/// One statement, a data-modifying CTE, because the events need the attempt numbers that the
-/// `UPDATE` returns, and because it is set-based whatever the number of calls (one `UPDATE` and
-/// one `INSERT` for every call of the pass). The calls come as parallel arrays, one element per
-/// call; their event ids follow the call order (`ORDER BY`).
-const RECORD_CALLS: &str = "\
-WITH lease AS (
-    SELECT id FROM trans_global WHERE gid = $1 AND owner = $11 FOR UPDATE
-), call AS (
-    SELECT *
-    FROM unnest($2::bigint[], $3::boolean[], $4::text[], $5::text[], $6::integer[],
-                $7::integer[], $8::text[], $9::float8[], $10::float8[])
-         WITH ORDINALITY AS call(op_id, succeeded, result, outcome, http_status, latency_ms,
-                                 detail, calling_ms_ago, called_ms_ago, n)
-    WHERE EXISTS (SELECT 1 FROM lease)
-), recorded AS (
-    UPDATE trans_branch_op o
-    SET status = CASE WHEN call.succeeded THEN 'succeed' ELSE o.status END,
-        finish_time = CASE WHEN call.succeeded
-                           THEN clock_timestamp() - make_interval(secs => call.called_ms_ago / 1000)
-                           ELSE o.finish_time END,
-        attempts = o.attempts + 1, last_result = call.result, update_time = now()
-    FROM call
-    WHERE o.id = call.op_id AND o.gid = $1 AND (NOT call.succeeded OR o.status = 'prepared')
-    RETURNING o.id, o.attempts
-), logged AS (
-    INSERT INTO trans_event (gid, kind, actor, branch_id, op, target, url, outcome, http_status,
-                             latency_ms, attempt, detail, create_time)
-    SELECT $1, e.kind, 'tm', o.branch_id, o.op, o.target, o.url, e.outcome, e.http_status,
-           e.latency_ms, e.attempt, e.detail,
-           clock_timestamp() - make_interval(secs => e.ms_ago / 1000)
-    FROM call
-    JOIN trans_branch_op o ON o.id = call.op_id AND o.gid = $1
-    LEFT JOIN recorded ON recorded.id = call.op_id
-    CROSS JOIN LATERAL (VALUES
-        (1, 'branch_calling', NULL, NULL, NULL, NULL, NULL, call.calling_ms_ago),
-        (2, 'branch_called', call.outcome, call.http_status, call.latency_ms, recorded.attempts,
-         call.detail, call.called_ms_ago))
-        AS e(k, kind, outcome, http_status, latency_ms, attempt, detail, ms_ago)
-    WHERE e.ms_ago IS NOT NULL
-    ORDER BY call.n, e.k
-)
-SELECT coalesce(recorded.attempts, 0) AS attempts
-FROM call LEFT JOIN recorded ON recorded.id = call.op_id
-ORDER BY call.n";
-
-/// A row of [`RECORD_CALLS`]'s answer.
-#[derive(QueryableByName)]
-struct Attempts {
-    #[diesel(sql_type = Integer)]
-    attempts: i32,
-}
-
-/// Records the calls of one pass in call order (one statement, a data-modifying CTE: each op's
-/// attempts, `last_result` and status, each call's `branch_calling`/`branch_called` events dated
-/// when they happened), then does `after`, in one database transaction, all only while `owner`
-/// holds the lease. Returns each op's attempts after its call, in call order, and what followed
-/// ([`Continued::LeaseLost`] with no attempts when the lease was lost before the record: nothing
-/// was written).
+/// Records the calls of one pass in call order, then does `after`, in one database transaction,
+/// all only while `owner` holds the lease (its row stays locked until the commit, so the lease
+/// cannot be taken meanwhile). Each op gets attempts + 1 and its `last_result`, and becomes
+/// `succeed` if its call succeeded; each call gets its `branch_called` event (attempt number,
+/// HTTP status or error, latency) and, when it was not written before the call, its
+/// `branch_calling` event, both dated when they happened. Returns each op's attempts after its
+/// call, in call order (0 for a success of an op that had already succeeded), and what
+/// followed: [`Continued::LeaseLost`] with no attempts when the lease was lost before the
+/// record (nothing written; the pass that took over calls again).
 ///
 /// Confirm and Cancel are idempotent (docs/ARCHITECTURE.md#the-sub-transaction-barrier), so
 /// calls that succeeded and were not recorded before a crash are only sent again by the next
@@ -462,10 +412,21 @@ pub fn record_calls(
     lease_secs: i64,
     after: &AfterCalls,
 ) -> QueryResult<(Vec<i32>, Continued)> {
+    // The events are dated by how long before this instant they happened, on this process's
+    // monotonic clock, so that the database's clock dates them (it dates every other event).
+    let now = Instant::now();
     conn.transaction(|conn| {
-        let Some(attempts) = insert_calls(conn, gid, owner, calls)? else {
+        if !calls.is_empty() && !lock_lease(conn, gid, owner)? {
             return Ok((Vec::new(), Continued::LeaseLost));
-        };
+        }
+        let mut attempts = Vec::with_capacity(calls.len());
+        let mut events = Vec::with_capacity(2 * calls.len());
+        for call in calls {
+            let attempt = record_call(conn, gid, call, now)?;
+            attempts.push(attempt.unwrap_or(0));
+            events.extend(call_events(gid, call, attempt, now));
+        }
+        insert_dated_events(conn, &events)?;
         let continued = match after {
             AfterCalls::Nothing => Continued::Recorded,
             AfterCalls::Call(next) => match lease_for_call(conn, gid, owner, lease_secs, next)? {
@@ -481,51 +442,128 @@ pub fn record_calls(
     })
 }
 
-/// Runs [`RECORD_CALLS`] for `calls` by the lease holder `owner`; each op's attempts after its
-/// call, in call order, or `None` when `owner` lost the lease (nothing recorded).
-fn insert_calls(
+/// Whether `owner` holds the lease of `gid`, locking the row (`FOR UPDATE`) until the commit
+/// when it does.
+fn lock_lease(conn: &mut PgConnection, gid: &str, owner: &str) -> QueryResult<bool> {
+    use trans_global::dsl as g;
+    let held: Option<i64> = g::trans_global
+        .filter(g::gid.eq(gid))
+        .filter(g::owner.eq(owner))
+        .select(g::id)
+        .for_update()
+        .first(conn)
+        .optional()?;
+    Ok(held.is_some())
+}
+
+/// The database's `now()` (the start of the database transaction, right after
+/// [`record_calls`] measured `ago`) less `ago`: when something that happened `ago` before then
+/// happened, on the database's clock.
+#[diesel::dsl::auto_type(no_type_alias)]
+fn happened_ago(ago: PgInterval) -> _ {
+    let start: AsExprOf<db_now, Timestamptz> = db_now.into_sql::<Timestamptz>();
+    let ago: AsExprOf<PgInterval, Interval> = ago.into_sql::<Interval>();
+    start - ago
+}
+
+/// `at` as an interval before `now`.
+fn before(now: Instant, at: Instant) -> PgInterval {
+    let micros = now.saturating_duration_since(at).as_micros();
+    PgInterval::from_microseconds(i64::try_from(micros).unwrap_or(i64::MAX))
+}
+
+/// Records one call on its op: attempts + 1 and `last_result`, and `succeed` (finish_time: when
+/// the call answered) if the call succeeded and the op was still `prepared`. The op's attempts
+/// after it; `None` for a success of an op that had already succeeded (left as it was).
+fn record_call(
     conn: &mut PgConnection,
     gid: &str,
-    owner: &str,
-    calls: &[BranchCall],
-) -> QueryResult<Option<Vec<i32>>> {
-    if calls.is_empty() {
-        return Ok(Some(Vec::new()));
+    call: &BranchCall,
+    now: Instant,
+) -> QueryResult<Option<i32>> {
+    use trans_branch_op::dsl as o;
+    let op = o::trans_branch_op
+        .filter(o::id.eq(call.op_id))
+        .filter(o::gid.eq(gid));
+    if call.succeeded {
+        let answered = happened_ago(before(now, call.answered_at));
+        diesel::update(op.filter(o::status.eq("prepared")))
+            .set((
+                o::status.eq("succeed"),
+                o::finish_time.eq(answered.nullable()),
+                o::attempts.eq(o::attempts + 1),
+                o::last_result.eq(&call.result),
+                o::update_time.eq(db_now),
+            ))
+            .returning(o::attempts)
+            .get_result(conn)
+            .optional()
+    } else {
+        diesel::update(op)
+            .set((
+                o::attempts.eq(o::attempts + 1),
+                o::last_result.eq(&call.result),
+                o::update_time.eq(db_now),
+            ))
+            .returning(o::attempts)
+            .get_result(conn)
+            .optional()
     }
-    // The events are dated by how long ago they happened, on this process's monotonic clock,
-    // so that the database's clock dates them (it dates every other event).
-    let now = Instant::now();
-    let ms_ago = |at: Instant| now.saturating_duration_since(at).as_secs_f64() * 1000.0;
-    let op_ids: Vec<i64> = calls.iter().map(|c| c.op_id).collect();
-    let succeeded: Vec<bool> = calls.iter().map(|c| c.succeeded).collect();
-    let results: Vec<&str> = calls.iter().map(|c| c.result.as_str()).collect();
-    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome).collect();
-    let http_statuses: Vec<Option<i32>> =
-        calls.iter().map(|c| c.http_status.map(i32::from)).collect();
-    let latencies: Vec<i32> = calls
+}
+
+/// An event and how long before now it happened.
+struct DatedEvent {
+    event: NewEvent,
+    ago: PgInterval,
+}
+
+/// The events of one recorded call: its `branch_calling` (unless written before the call) and
+/// its `branch_called` with the op's attempt number.
+fn call_events(
+    gid: &str,
+    call: &BranchCall,
+    attempt: Option<i32>,
+    now: Instant,
+) -> Vec<DatedEvent> {
+    let about_the_call = |kind| NewEvent {
+        branch_id: Some(call.branch_id.clone()),
+        op: Some(call.op.as_str().to_owned()),
+        target: Some(call.target.clone()),
+        url: Some(call.url.clone()),
+        ..NewEvent::new(gid, kind, Actor::Tm)
+    };
+    let calling = call.unannounced_since.map(|sent_at| DatedEvent {
+        event: about_the_call(EventKind::BranchCalling),
+        ago: before(now, sent_at),
+    });
+    let called = DatedEvent {
+        event: NewEvent {
+            outcome: Some(call.outcome.to_owned()),
+            http_status: call.http_status.map(i32::from),
+            latency_ms: Some(i32::try_from(call.latency_ms).unwrap_or(i32::MAX)),
+            attempt,
+            detail: call.detail.clone(),
+            ..about_the_call(EventKind::BranchCalled)
+        },
+        ago: before(now, call.answered_at),
+    };
+    calling.into_iter().chain([called]).collect()
+}
+
+/// Inserts `events` in one statement, in order (their ids follow it), each dated when it
+/// happened; nothing when empty.
+fn insert_dated_events(conn: &mut PgConnection, events: &[DatedEvent]) -> QueryResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = events
         .iter()
-        .map(|c| i32::try_from(c.latency_ms).unwrap_or(i32::MAX))
+        .map(|e| (&e.event, trans_event::create_time.eq(happened_ago(e.ago))))
         .collect();
-    let details: Vec<Option<&str>> = calls.iter().map(|c| c.detail.as_deref()).collect();
-    let calling: Vec<Option<f64>> = calls
-        .iter()
-        .map(|c| c.unannounced_since.map(ms_ago))
-        .collect();
-    let called: Vec<f64> = calls.iter().map(|c| ms_ago(c.answered_at)).collect();
-    let rows: Vec<Attempts> = diesel::sql_query(RECORD_CALLS)
-        .bind::<Text, _>(gid)
-        .bind::<Array<BigInt>, _>(op_ids)
-        .bind::<Array<Bool>, _>(succeeded)
-        .bind::<Array<Text>, _>(results)
-        .bind::<Array<Text>, _>(outcomes)
-        .bind::<Array<Nullable<Integer>>, _>(http_statuses)
-        .bind::<Array<Integer>, _>(latencies)
-        .bind::<Array<Nullable<Text>>, _>(details)
-        .bind::<Array<Nullable<Double>>, _>(calling)
-        .bind::<Array<Double>, _>(called)
-        .bind::<Text, _>(owner)
-        .load(conn)?;
-    Ok((rows.len() == calls.len()).then(|| rows.into_iter().map(|r| r.attempts).collect()))
+    diesel::insert_into(trans_event::table)
+        .values(rows)
+        .execute(conn)?;
+    Ok(())
 }
 
 /// What the final compare-and-set returns.
