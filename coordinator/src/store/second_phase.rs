@@ -249,14 +249,13 @@ pub(super) fn announce_call(branch: &BranchOp) -> NewEvent {
     }
 }
 
-/// Renews `owner`'s lease on `gid` before a call to `branch` and writes that call's
-/// `branch_calling` event. `false` when the lease was lost (nothing written).
-fn lease_for_call(
+/// Renews `owner`'s lease on `gid` before a call, so that it outlasts it. `false` when the
+/// lease was lost (nothing changed).
+fn renew_lease(
     conn: &mut PgConnection,
     gid: &str,
     owner: &str,
     lease_secs: i64,
-    branch: &BranchOp,
 ) -> QueryResult<bool> {
     use trans_global::dsl as g;
     let renewed = diesel::update(g::trans_global)
@@ -264,9 +263,6 @@ fn lease_for_call(
         .filter(g::owner.eq(owner))
         .set(g::lease_expire.eq(lease_end(lease_secs_i32(lease_secs)).nullable()))
         .execute(conn)?;
-    if renewed == 1 {
-        events::insert(conn, &announce_call(branch))?;
-    }
     Ok(renewed == 1)
 }
 
@@ -283,9 +279,10 @@ pub fn start_pass(
     conn.transaction(|conn| {
         let pass = Pass::over_pending(phase_ops(conn, trans)?, leased_at);
         if let Some(first) = pass.ops.first() {
-            if !lease_for_call(conn, &trans.gid, owner, lease_secs, first)? {
+            if !renew_lease(conn, &trans.gid, owner, lease_secs)? {
                 return Ok(None);
             }
+            events::insert(conn, &announce_call(first))?;
         }
         Ok(Some(pass))
     })
@@ -426,18 +423,25 @@ pub fn record_calls(
             attempts.push(attempt.unwrap_or(0));
             events.extend(call_events(gid, call, attempt, now));
         }
-        insert_dated_events(conn, &events)?;
         let continued = match after {
             AfterCalls::Nothing => Continued::Recorded,
-            AfterCalls::Call(next) => match lease_for_call(conn, gid, owner, lease_secs, next)? {
-                true => Continued::Leased,
+            AfterCalls::Call(next) => match renew_lease(conn, gid, owner, lease_secs)? {
+                true => {
+                    events.push(DatedEvent::now(announce_call(next)));
+                    Continued::Leased
+                }
                 false => Continued::LeaseLost,
             },
             AfterCalls::Finish { from, to } => match finish(conn, gid, owner, *from, *to)? {
-                Some(finished) => Continued::Finished(finished),
+                Some(finished) => {
+                    events.push(DatedEvent::now(final_event(gid, *to)));
+                    Continued::Finished(finished)
+                }
                 None => Continued::NotFinished,
             },
         };
+        // Every event of the step in one statement, in the order they happened.
+        insert_dated_events(conn, &events)?;
         Ok((attempts, continued))
     })
 }
@@ -517,6 +521,28 @@ struct DatedEvent {
     ago: PgInterval,
 }
 
+impl DatedEvent {
+    /// `event`, happening now.
+    fn now(event: NewEvent) -> DatedEvent {
+        DatedEvent {
+            event,
+            ago: PgInterval::from_microseconds(0),
+        }
+    }
+}
+
+/// The event of a transaction's final status: `succeed` or `failed`.
+fn final_event(gid: &str, to: GlobalStatus) -> NewEvent {
+    let kind = match to {
+        GlobalStatus::Succeed => EventKind::Succeed,
+        _ => EventKind::Failed,
+    };
+    NewEvent {
+        status: Some(to.as_str().to_owned()),
+        ..NewEvent::new(gid, kind, Actor::Tm)
+    }
+}
+
 /// The events of one recorded call: its `branch_calling` (unless written before the call) and
 /// its `branch_called` with the op's attempt number.
 fn call_events(
@@ -576,7 +602,8 @@ struct FinishedRow {
 }
 
 /// The compare-and-set `from -> to` (`submitted -> succeed`, `aborting -> failed`) by the lease
-/// holder `owner`, releasing the lease, with the final event. `None` when it did not fire.
+/// holder `owner`, releasing the lease (the caller writes the final event). `None` when it did
+/// not fire.
 fn finish(
     conn: &mut PgConnection,
     gid: &str,
@@ -615,17 +642,6 @@ fn finish(
     else {
         return Ok(None);
     };
-    let kind = match to {
-        GlobalStatus::Succeed => EventKind::Succeed,
-        _ => EventKind::Failed,
-    };
-    events::insert(
-        conn,
-        &NewEvent {
-            status: Some(to.as_str().to_owned()),
-            ..NewEvent::new(gid, kind, Actor::Tm)
-        },
-    )?;
     let second_phase_secs = match (phase_began, finish_time) {
         (Some(began), Some(end)) => Some((end - began).as_seconds_f64().max(0.0)),
         _ => None,
