@@ -7,8 +7,9 @@
 -- Single-column rules are domains, not table CHECK constraints: Postgres prepares a table's CHECK
 -- expressions again for every INSERT and UPDATE statement, while a domain's constraints are
 -- prepared once per connection (the type cache). On the coordinator's hot path (eleven events and
--- four branch ops written per two-branch transaction) the table constraints cost a fifth of
--- Postgres' CPU; the domains cost almost nothing. Rules that compare two columns stay table CHECKs.
+-- four branch ops written per two-branch transaction) table constraints were a large share of
+-- Postgres' CPU (docs/BENCHMARKS.md); the domains cost almost nothing, and diesel print-schema
+-- reads each column as its base type. Rules that compare two columns stay table CHECKs.
 CREATE DOMAIN tcc_global_status AS TEXT
     CHECK (VALUE IN ('prepared', 'submitted', 'succeed', 'aborting', 'failed'));
 CREATE DOMAIN tcc_trans_type AS TEXT CHECK (VALUE = 'tcc');
