@@ -145,9 +145,17 @@ pub fn is_own_token(owner: &str, coordinator_id: &str) -> bool {
 pub fn release_own_leases(conn: &mut PgConnection, coordinator_id: &str) -> QueryResult<usize> {
     use trans_global::dsl as g;
     conn.transaction(|conn| {
+        // `<coordinator_id>:%`, the id's own `%`, `_` and `\` escaped: only this replica's rows.
+        let escaped: String = coordinator_id
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
         let leased: Vec<(i64, Option<String>)> = g::trans_global
             .filter(g::status.eq_any(UNFINISHED))
-            .filter(g::owner.is_not_null())
+            .filter(g::owner.like(format!("{escaped}:%")).escape('\\'))
             .select((g::id, g::owner))
             .for_update()
             .load(conn)?;
