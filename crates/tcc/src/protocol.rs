@@ -583,7 +583,8 @@ mod tests {
 ///   "error": "not_finished", "message", "gid", "status"}`; the transition itself is durable;
 /// * a malformed request or another error: `{"error": "<code>", "message": "..."}`.
 ///
-/// This project's coordinator answers with it and its client ([`crate::client`]) reads it.
+/// This project's coordinator answers with it and its client (`tcc::client`, feature `client`)
+/// reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CoordinatorAnswer {
