@@ -176,7 +176,7 @@ pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<Re
         let Some(status) = status.as_deref().map(parse_status) else {
             return Ok(RegisterOutcome::UnknownGid);
         };
-        let mut events = report_events(conn, &b.gid, &b.try_reports)?;
+        let mut log = report_events(conn, &b.gid, &b.try_reports)?;
         let outcome = if status != GlobalStatus::Prepared {
             RegisterOutcome::NotPrepared(status)
         } else {
@@ -195,7 +195,7 @@ pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<Re
                 .do_nothing()
                 .execute(conn)?;
             if inserted == ops.len() {
-                events.push(NewEvent {
+                log.push(NewEvent {
                     branch_id: Some(b.branch_id.clone()),
                     target: Some(events::service_name(&b.confirm)),
                     detail: Some(format!("confirm {} | cancel {}", b.confirm, b.cancel)),
@@ -208,7 +208,7 @@ pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<Re
                 RegisterOutcome::Mismatch
             }
         };
-        insert_events(conn, &events)?;
+        insert_events(conn, &log)?;
         Ok(outcome)
     })
 }
@@ -292,11 +292,11 @@ pub fn record_try(
         if exists.is_none() {
             return Ok(Err(TryReportRefusal::UnknownGid));
         }
-        let events = report_events(conn, &report.gid, std::slice::from_ref(report))?;
-        if events.is_empty() {
+        let log = report_events(conn, &report.gid, std::slice::from_ref(report))?;
+        if log.is_empty() {
             return Ok(Err(TryReportRefusal::UnknownBranch));
         }
-        insert_events(conn, &events)?;
+        insert_events(conn, &log)?;
         Ok(Ok(()))
     })
 }
@@ -382,7 +382,7 @@ pub fn begin_second_phase(
             Some(trans) => Some(phase_ops(conn, trans)?),
             None => None,
         };
-        let mut events = match &ops {
+        let mut log = match &ops {
             Some(ops) => {
                 let registered: Vec<String> = ops.iter().map(|o| o.branch_id.clone()).collect();
                 events_of_registered(try_reports, &registered)
@@ -390,7 +390,7 @@ pub fn begin_second_phase(
             None => report_events(conn, gid, try_reports)?,
         };
         if changed.is_some() {
-            events.push(NewEvent {
+            log.push(NewEvent {
                 status: Some(phase.as_str().to_owned()),
                 detail: (phase == GlobalStatus::Aborting).then(|| reason.to_owned()),
                 ..NewEvent::new(gid, phase_event(phase), Actor::Ap)
@@ -398,9 +398,9 @@ pub fn begin_second_phase(
         }
         let pass = ops.map(|ops| Pass::over_pending(ops, leased_at));
         if let Some(first) = pass.as_ref().and_then(|p| p.ops.first()) {
-            events.push(announce_call(first));
+            log.push(announce_call(first));
         }
-        insert_events(conn, &events)?;
+        insert_events(conn, &log)?;
         Ok(SecondPhaseStart {
             transition,
             trans: Some(claimed.unwrap_or(trans)),
