@@ -96,7 +96,7 @@ async fn an_ap_that_crashes_after_its_trys_is_rolled_back_by_the_coordinator_tim
         .wait_exit(Duration::from_secs(5))
         .await
         .expect("the AP exited");
-    assert_eq!(exit.code(), Some(app::routes::CRASH_EXIT_CODE));
+    assert_eq!(exit.code(), Some(app::routes::fire::CRASH_EXIT_CODE));
     let gid = only_gid(&sys).await;
     let record = sys
         .wait_for_status(&gid, "failed", Duration::from_secs(15))

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use service_kit::coordinator_check::DEFAULT_DTM_URL;
 use service_kit::rate_limit::RateLimit;
 use service_kit::settings::{env_flag, env_http_url, env_or, env_string, SettingsError};
 use tcc::signing::SigningSecret;
@@ -68,14 +69,6 @@ pub const DEFAULT_FIRE_RATE_LIMIT: RateLimit = RateLimit {
     burst: 2000,
 };
 
-/// Default of `DTM_URL`.
-pub const DEFAULT_DTM_URL: &str = "http://127.0.0.1:36789/api/dtmsvr";
-/// Default of `TRANS_OUT_URL`.
-pub const DEFAULT_TRANS_OUT_URL: &str = "http://127.0.0.1:8081/api";
-/// Default of `TRANS_IN_URL`.
-pub const DEFAULT_TRANS_IN_URL: &str = "http://127.0.0.1:8082/api";
-/// Default of `STOCK_URL`.
-pub const DEFAULT_STOCK_URL: &str = "http://127.0.0.1:8083/api";
 /// What `APP_URL` defaults to with the default `HOST` and `PORT` (in general it is derived from
 /// the bound address: see [`Settings::app_url`]).
 pub const DEFAULT_APP_URL: &str = "http://127.0.0.1:8080/api";
@@ -86,9 +79,9 @@ impl Default for Settings {
             host: "127.0.0.1".into(),
             port: 8080,
             dtm_url: DEFAULT_DTM_URL.into(),
-            trans_out_url: DEFAULT_TRANS_OUT_URL.into(),
-            trans_in_url: DEFAULT_TRANS_IN_URL.into(),
-            stock_url: DEFAULT_STOCK_URL.into(),
+            trans_out_url: "http://127.0.0.1:8081/api".into(),
+            trans_in_url: "http://127.0.0.1:8082/api".into(),
+            stock_url: "http://127.0.0.1:8083/api".into(),
             app_url: None,
             json_limit: 65_536,
             fault_injection: true,
@@ -108,28 +101,25 @@ impl Settings {
     /// Errors name the variable: a port or limit that is not a number, or a URL that is not an
     /// absolute `http(s)://` URL, stops the binary at start rather than at the first request.
     pub fn from_env() -> Result<Settings, SettingsError> {
-        let defaults = Settings::default();
+        let d = Settings::default();
         Ok(Settings {
-            host: env_string("HOST", &defaults.host),
-            port: env_or("PORT", defaults.port)?,
-            dtm_url: env_http_url("DTM_URL", DEFAULT_DTM_URL)?,
-            trans_out_url: env_http_url("TRANS_OUT_URL", DEFAULT_TRANS_OUT_URL)?,
-            trans_in_url: env_http_url("TRANS_IN_URL", DEFAULT_TRANS_IN_URL)?,
-            stock_url: env_http_url("STOCK_URL", DEFAULT_STOCK_URL)?,
+            host: env_string("HOST", &d.host),
+            port: env_or("PORT", d.port)?,
+            dtm_url: env_http_url("DTM_URL", &d.dtm_url)?,
+            trans_out_url: env_http_url("TRANS_OUT_URL", &d.trans_out_url)?,
+            trans_in_url: env_http_url("TRANS_IN_URL", &d.trans_in_url)?,
+            stock_url: env_http_url("STOCK_URL", &d.stock_url)?,
             app_url: match env_string("APP_URL", "").as_str() {
                 "" => None,
                 _ => Some(env_http_url("APP_URL", "")?),
             },
-            json_limit: env_or("JSON_LIMIT", defaults.json_limit)?,
-            fault_injection: env_flag("FAULT_INJECTION", defaults.fault_injection)?,
-            baseline_endpoints: env_flag("BASELINE_ENDPOINTS", defaults.baseline_endpoints)?,
+            json_limit: env_or("JSON_LIMIT", d.json_limit)?,
+            fault_injection: env_flag("FAULT_INJECTION", d.fault_injection)?,
+            baseline_endpoints: env_flag("BASELINE_ENDPOINTS", d.baseline_endpoints)?,
             branch_signing_secret: SigningSecret::from_env(),
             fire_rate_limit: RateLimit {
-                per_second: env_or(
-                    "FIRE_RATE_LIMIT_PER_SECOND",
-                    defaults.fire_rate_limit.per_second,
-                )?,
-                burst: env_or("FIRE_RATE_LIMIT_BURST", defaults.fire_rate_limit.burst)?,
+                per_second: env_or("FIRE_RATE_LIMIT_PER_SECOND", d.fire_rate_limit.per_second)?,
+                burst: env_or("FIRE_RATE_LIMIT_BURST", d.fire_rate_limit.burst)?,
             },
         })
     }

@@ -3,7 +3,7 @@
 //! mapped once to an HTTP status and a JSON body.
 //!
 //! A global transaction that *rolled back* is not an error here: it is a normal outcome of
-//! TCC, answered `409` as [`crate::routes::fire::FireAnswer::RolledBack`].
+//! TCC, answered `409` as a [`crate::routes::fire::FireAnswer`] with a `reason`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -140,22 +140,6 @@ impl AppError {
         }
     }
 
-    /// The machine-readable `error` code of the JSON body.
-    pub fn code(&self) -> &'static str {
-        self.status_and_code().1
-    }
-
-    /// The parameter at fault, for 400s about one.
-    pub fn parameter(&self) -> Option<&str> {
-        match self {
-            AppError::InvalidParameter { parameter, .. }
-            | AppError::FaultInjectionDisabled { parameter } => Some(parameter),
-            AppError::UnknownProduct { .. } => Some("product_id"),
-            AppError::AmountOverflow { .. } => Some("quantity"),
-            _ => None,
-        }
-    }
-
     /// The gid of the global transaction the error happened in, if one was started.
     pub fn gid(&self) -> Option<&str> {
         match self {
@@ -166,44 +150,35 @@ impl AppError {
     }
 
     /// The message shown to the caller: the error itself for 4xx, a summary without upstream
-    /// detail for 5xx.
+    /// detail for 5xx. What the caller can make of a coordinator failure depends on how far the
+    /// transaction got: a refused `prepare` created nothing; after that (or when prepare's
+    /// answer was lost) the transaction may exist, and only the coordinator knows how it ends.
     fn public_message(&self) -> String {
-        match self {
-            AppError::StockUnavailable { product_id, .. } => format!(
-                "the stock service could not give the price of product {product_id}; try again"
+        let (gid, source) = match self {
+            AppError::StockUnavailable { product_id, .. } => {
+                return format!(
+                    "the stock service could not give the price of product {product_id}; try again"
+                )
+            }
+            AppError::Coordinator { gid, source } => (gid.as_deref(), source),
+            other => return other.to_string(),
+        };
+        let what = match source {
+            TccError::Transport { call, .. } => {
+                format!("the coordinator could not be reached ({call})")
+            }
+            TccError::Refused { call, status, .. } => {
+                format!("the coordinator refused {call} (HTTP {status})")
+            }
+            TccError::Protocol(_) => "the coordinator's answer could not be used".to_owned(),
+        };
+        match gid {
+            Some(gid) if !matches!(source, TccError::Refused { call: "prepare", .. }) => format!(
+                "{what}; the outcome of global transaction {gid} is not known here: the coordinator \
+                 finishes it, or cancels it once it times out while prepared; query it by gid"
             ),
-            AppError::Coordinator { gid, source } => coordinator_message(gid.as_deref(), source),
-            other => other.to_string(),
+            _ => format!("{what}; no global transaction was started"),
         }
-    }
-}
-
-/// What the caller can make of a coordinator failure depends on how far the transaction got.
-fn coordinator_message(gid: Option<&str>, source: &TccError) -> String {
-    let what = match source {
-        TccError::Transport { call, .. } => {
-            format!("the coordinator could not be reached ({call})")
-        }
-        TccError::Refused { call, status, .. } => {
-            format!("the coordinator refused {call} (HTTP {status})")
-        }
-        TccError::Protocol(_) => "the coordinator's answer could not be used".to_owned(),
-    };
-    // A refused `prepare` created nothing; after that (or when prepare's answer was lost) the
-    // transaction may exist, and only the coordinator knows how it ends.
-    let nothing_started = matches!(
-        source,
-        TccError::Refused {
-            call: "prepare",
-            ..
-        }
-    );
-    match gid {
-        Some(gid) if !nothing_started => format!(
-            "{what}; the outcome of global transaction {gid} is not known here: the coordinator \
-             finishes it, or cancels it once it times out while prepared; query it by gid"
-        ),
-        _ => format!("{what}; no global transaction was started"),
     }
 }
 
@@ -213,8 +188,16 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = json!({ "error": self.code(), "message": self.public_message() });
-        if let Some(parameter) = self.parameter() {
+        let code = self.status_and_code().1;
+        let mut body = json!({ "error": code, "message": self.public_message() });
+        let parameter = match self {
+            AppError::InvalidParameter { parameter, .. }
+            | AppError::FaultInjectionDisabled { parameter } => Some(parameter.as_str()),
+            AppError::UnknownProduct { .. } => Some("product_id"),
+            AppError::AmountOverflow { .. } => Some("quantity"),
+            _ => None,
+        };
+        if let Some(parameter) = parameter {
             body["parameter"] = parameter.into();
         }
         if let Some(gid) = self.gid() {

@@ -22,16 +22,10 @@ use service_kit::metrics::MetricsRegistry;
 
 use crate::scenario::Scenario;
 
-/// Counter `tcc_ap_global_transactions_total{scenario, outcome}`: fire requests answered, by
-/// scenario name and [`FireOutcome`] label.
-pub const GLOBAL_TRANSACTIONS: &str = "tcc_ap_global_transactions_total";
-/// Histogram `tcc_ap_fire_duration_seconds{scenario}`: seconds from a fire request to its answer
-/// (outcome `invalid` excluded), buckets [`FIRE_DURATION_BUCKETS`].
-pub const FIRE_DURATION: &str = "tcc_ap_fire_duration_seconds";
-/// Upper bounds of the fire-duration buckets, seconds: from a few milliseconds (a transfer on a
-/// local machine) to two minutes (injected delays reach 60 s, and a Confirm retried with backoff
-/// takes a while).
-pub const FIRE_DURATION_BUCKETS: &[f64] = &[
+/// Upper bounds of the `tcc_ap_fire_duration_seconds` buckets, seconds: from a few milliseconds
+/// (a transfer on a local machine) to two minutes (injected delays reach 60 s, and a Confirm
+/// retried with backoff takes a while).
+const FIRE_DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
@@ -90,26 +84,20 @@ impl std::fmt::Debug for AppMetrics {
     }
 }
 
+/// The metrics on a new registry; every `(scenario, outcome)` counter and every scenario's
+/// histogram start at 0, so a scrape shows them all before the first fire.
 impl Default for AppMetrics {
-    fn default() -> Self {
-        AppMetrics::new()
-    }
-}
-
-impl AppMetrics {
-    /// The metrics on a new registry; every `(scenario, outcome)` counter and
-    /// every scenario's histogram start at 0, so a scrape shows them all before the first fire.
-    pub fn new() -> AppMetrics {
+    fn default() -> AppMetrics {
         let registry = MetricsRegistry::new();
         let global_transactions = registry.int_counter_vec(
-            GLOBAL_TRANSACTIONS,
+            "tcc_ap_global_transactions_total",
             "Fire requests answered by the AP, by scenario and outcome: committed, rolled_back, \
              coordinator_error, stock_unavailable, invalid (refused before any global \
              transaction).",
             &["scenario", "outcome"],
         );
         let fire_duration = registry.histogram_vec(
-            FIRE_DURATION,
+            "tcc_ap_fire_duration_seconds",
             "Seconds from a fire request to its answer (both phases with wait_result), by \
              scenario; invalid requests excluded.",
             &["scenario"],
@@ -127,7 +115,9 @@ impl AppMetrics {
             fire_duration,
         }
     }
+}
 
+impl AppMetrics {
     /// Counts one answered fire request of `scenario` and, unless it was `invalid`, observes how
     /// long it took.
     pub fn record(&self, scenario: Scenario, outcome: FireOutcome, elapsed: Duration) {

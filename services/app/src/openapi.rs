@@ -3,36 +3,33 @@
 //! registered from ([`nested::ENDPOINTS`]).
 
 use utoipa::openapi::path::{
-    HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::{ContentBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, KnownFormat, OpenApi, OpenApiBuilder, PathsBuilder};
+use utoipa::openapi::{Required, SchemaFormat};
 
 use service_kit::openapi::{error_response, json_response, schemas_of};
 
-use crate::params::{ParamKind, ParamSpec};
+use crate::params::{Kind, Param};
 use crate::routes::fire::{FireAnswer, TransferRequest};
 use crate::routes::nested;
 use crate::scenario::{Scenario, CRASH_AFTER_TRY};
 
 /// The JSON schema of one parameter's values.
-fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
-    let integer = || {
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int64,
-            )))
-            .minimum(Some(1))
-    };
-    match spec.kind {
-        ParamKind::PositiveInt { default } => integer().default(Some(default.into())),
-        ParamKind::OptionalSecs { max } => integer().maximum(Some(max)),
-        ParamKind::Bool { default } => ObjectBuilder::new()
+fn value_schema(param: &Param) -> ObjectBuilder {
+    let integer = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1));
+    match param.kind {
+        Kind::Positive(default) => integer.default(Some(default.into())),
+        Kind::Secs(max) => integer.maximum(Some(max)),
+        Kind::Flag(default) => ObjectBuilder::new()
             .schema_type(Type::Boolean)
             .default(Some(default.into())),
-        ParamKind::Fault => ObjectBuilder::new().schema_type(Type::String).examples([
+        Kind::Fault(..) => ObjectBuilder::new().schema_type(Type::String).examples([
             "failure",
             "error:3",
             "delay:3000+error:1",
@@ -40,46 +37,21 @@ fn value_schema(spec: &ParamSpec) -> ObjectBuilder {
             "redirect:1",
         ]),
     }
-    .description(Some(spec.doc))
+    .description(Some(param.doc))
 }
 
-/// The parameters of `scenario` this AP accepts: with `FAULT_INJECTION=off` the fault parameters
-/// and `crash_after_try` are refused (400), so they are not described either.
-fn accepted(scenario: Scenario, fault_injection: bool) -> Vec<ParamSpec> {
-    scenario
-        .params()
-        .into_iter()
-        .filter(|spec| {
-            fault_injection || !(spec.kind == ParamKind::Fault || spec.name == CRASH_AFTER_TRY)
-        })
-        .collect()
-}
-
-/// The query parameters of a scenario.
-fn query_parameters(specs: &[ParamSpec]) -> Vec<Parameter> {
-    specs
-        .iter()
-        .map(|spec| {
-            ParameterBuilder::new()
-                .name(spec.name)
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(spec.doc))
-                .schema(Some(value_schema(spec)))
-                .build()
-        })
-        .collect()
-}
-
-/// One fire operation (`GET` takes the query string only; `POST` also a JSON object body with
-/// the same names, each name given once in all).
-fn fire_operation(
-    scenario: Scenario,
-    fault_injection: bool,
-    method: &str,
-    with_body: bool,
-) -> Operation {
-    let specs = accepted(scenario, fault_injection);
+/// One fire operation: `GET` takes `params` in the query string; `POST` also in a JSON object
+/// body, each name given once in all.
+fn fire_operation(scenario: Scenario, params: &[Param], method: &str) -> Operation {
+    let query = params.iter().map(|param| {
+        ParameterBuilder::new()
+            .name(param.name)
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(param.doc))
+            .schema(Some(value_schema(param)))
+            .build()
+    });
     let mut op = OperationBuilder::new()
         .operation_id(Some(format!("{method}{}", scenario.name())))
         .tag("fire")
@@ -88,20 +60,16 @@ fn fire_operation(
             "Starts one TCC global transaction over the RMs through the coordinator and answers \
              with its outcome. Fault parameters need FAULT_INJECTION=on.",
         ))
-        .parameters(Some(query_parameters(&specs)));
-    if with_body {
-        let mut body = ObjectBuilder::new().additional_properties(Some(
-            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
-        ));
-        for spec in &specs {
-            body = body.property(spec.name, value_schema(spec));
-        }
+        .parameters(Some(query.collect::<Vec<_>>()));
+    if method == "post" {
+        let body = params.iter().fold(
+            ObjectBuilder::new().additional_properties(Some(AdditionalProperties::FreeForm(false))),
+            |body, param| body.property(param.name, value_schema(param)),
+        );
+        let content = ContentBuilder::new().schema(Some(body)).build();
         op = op.request_body(Some(
             RequestBodyBuilder::new()
-                .content(
-                    "application/json",
-                    ContentBuilder::new().schema(Some(body)).build(),
-                )
+                .content("application/json", content)
                 .required(Some(Required::False))
                 .build(),
         ));
@@ -109,9 +77,9 @@ fn fire_operation(
     let op = op
         .response(
             "200",
-            json_response("Committed: every Try succeeded", "Committed"),
+            json_response("Committed: every Try succeeded", "FireAnswer"),
         )
-        .response("409", json_response(ROLLED_BACK, "RolledBack"));
+        .response("409", json_response(ROLLED_BACK, "FireAnswer"));
     FIRE_ERRORS
         .iter()
         .fold(op, |op, (status, text)| {
@@ -120,26 +88,19 @@ fn fire_operation(
         .build()
 }
 
-const ROLLED_BACK: &str = "Rolled back: a Try failed, every branch was cancelled";
+const ROLLED_BACK: &str =
+    "Rolled back: a Try failed, every branch was cancelled; `reason` says which and why";
 
 /// The error answers of a fire endpoint.
+#[rustfmt::skip]
 const FIRE_ERRORS: [(&str, &str); 6] = [
-    (
-        "400",
-        "A parameter is unknown, repeated, malformed or out of range",
-    ),
+    ("400", "A parameter is unknown, repeated, malformed or out of range"),
     ("413", "The body is larger than `JSON_LIMIT`"),
     ("415", "The body is not `application/json`"),
-    (
-        "429",
-        "`rate_limited`: too many requests from this client address \
-         (`FIRE_RATE_LIMIT_PER_SECOND`, `FIRE_RATE_LIMIT_BURST`); see `Retry-After`. Nothing \
-         was started",
-    ),
-    (
-        "502",
-        "The coordinator refused a call, or the stock service is down",
-    ),
+    ("429", "`rate_limited`: too many requests from this client address \
+             (`FIRE_RATE_LIMIT_PER_SECOND`, `FIRE_RATE_LIMIT_BURST`); see `Retry-After`. Nothing \
+             was started"),
+    ("502", "The coordinator refused a call, or the stock service is down"),
     ("503", "The coordinator is unreachable"),
 ];
 
@@ -148,11 +109,14 @@ const FIRE_ERRORS: [(&str, &str); 6] = [
 pub fn openapi(fault_injection: bool) -> OpenApi {
     let mut paths = PathsBuilder::new();
     for scenario in Scenario::ALL {
-        for (method, name, with_body) in [
-            (HttpMethod::Get, "get", false),
-            (HttpMethod::Post, "post", true),
-        ] {
-            let operation = fire_operation(scenario, fault_injection, name, with_body);
+        // With `FAULT_INJECTION=off` the fault parameters and `crash_after_try` are refused
+        // (400), so they are not described either.
+        let mut params = scenario.params();
+        params.retain(|p| {
+            fault_injection || !(matches!(p.kind, Kind::Fault(..)) || p.name == CRASH_AFTER_TRY)
+        });
+        for (method, name) in [(HttpMethod::Get, "get"), (HttpMethod::Post, "post")] {
+            let operation = fire_operation(scenario, &params, name);
             paths = paths.path(scenario.path(), PathItem::new(method, operation));
         }
     }

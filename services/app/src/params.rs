@@ -1,5 +1,6 @@
 //! Fire parameters: read from the query string and/or a JSON body, checked against the
-//! parameters a scenario declares ([`crate::scenario::Scenario::params`]). Pure (no I/O).
+//! parameters a scenario declares ([`crate::scenario::Scenario::params`]), and handed to the
+//! handler as a typed [`FireParams`]. Pure (no I/O).
 //!
 //! How the two sources combine: they are merged into one set, and **each parameter may be given
 //! once in all**. A name repeated in the query string (`?amount=1&amount=2`), or given both in the
@@ -12,10 +13,12 @@
 //! greater than 0 and fit an i64. Unknown names are refused, so a typo (`ammount=5`) cannot
 //! silently fall back to the default.
 
-use std::collections::BTreeMap;
-
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use service_kit::fault::{BranchFaults, Fault};
+use tcc::client::TransOptions;
+use tcc::protocol::Op;
 
 use crate::error::AppError;
 
@@ -27,110 +30,112 @@ pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 
 /// What values a parameter takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamKind {
-    /// A whole number greater than 0 (ids, quantities, amounts in minor units), with a default.
-    PositiveInt {
-        /// The value when the parameter is not given.
-        default: i64,
-    },
-    /// A whole number of seconds from 1 to `max`, or absent (a transaction option the
+pub enum Kind {
+    /// A whole number greater than 0 (ids, quantities, amounts in minor units), with its default.
+    Positive(i64),
+    /// A whole number of seconds from 1 to this maximum, or absent (a transaction option the
     /// coordinator defaults).
-    OptionalSecs {
-        /// The largest value accepted.
-        max: i64,
-    },
-    /// `true`/`false` (query: also `1`/`0`), with a default.
-    Bool {
-        /// The value when the parameter is not given.
-        default: bool,
-    },
-    /// A fault spec for one branch and op (`failure`, `error:3`, `delay:3000`, ...; see
-    /// `service_kit::fault`), or absent.
-    Fault,
+    Secs(i64),
+    /// `true`/`false` (query: also `1`/`0`), with its default.
+    Flag(bool),
+    /// A fault spec (`failure`, `error:3`, `delay:3000`, ...; see `service_kit::fault`) for this
+    /// op of the RM its name starts with (`trans_in_confirm`: `trans_in`), or absent: it rides in
+    /// that RM's branch data as `"fault": {"<op>": spec}` ([`Faults`]).
+    Fault(Op),
+}
+
+impl Kind {
+    /// What a value must be, for error messages.
+    fn expected(self) -> String {
+        match self {
+            Kind::Positive(_) => format!("a whole number from 1 to {}", i64::MAX),
+            Kind::Secs(max) => format!("a whole number from 1 to {max}"),
+            Kind::Flag(_) => "true or false".into(),
+            Kind::Fault(_) => "a fault spec string".into(),
+        }
+    }
 }
 
 /// One parameter a scenario accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParamSpec {
+pub struct Param {
     /// Its name in the query string and the JSON body.
     pub name: &'static str,
-    /// Its kind and default.
-    pub kind: ParamKind,
+    /// Its values and default.
+    pub kind: Kind,
     /// What it means, for humans (units included).
     pub doc: &'static str,
 }
 
-impl ParamSpec {
-    /// A whole number > 0 with a default.
-    pub const fn positive_int(name: &'static str, default: i64, doc: &'static str) -> Self {
-        let kind = ParamKind::PositiveInt { default };
-        ParamSpec { name, kind, doc }
-    }
-
-    /// A [`ParamKind::OptionalSecs`] parameter of at most `max` seconds.
-    pub const fn optional_secs(name: &'static str, max: i64, doc: &'static str) -> Self {
-        let kind = ParamKind::OptionalSecs { max };
-        ParamSpec { name, kind, doc }
-    }
-
-    /// A [`ParamKind::Bool`] parameter.
-    pub const fn boolean(name: &'static str, default: bool, doc: &'static str) -> Self {
-        let kind = ParamKind::Bool { default };
-        ParamSpec { name, kind, doc }
-    }
-
-    /// A [`ParamKind::Fault`] parameter.
-    pub const fn fault(name: &'static str, doc: &'static str) -> Self {
-        let kind = ParamKind::Fault;
-        ParamSpec { name, kind, doc }
-    }
-}
-
-/// A parameter's value as given: text from the query string (percent-decoded), or JSON from the
-/// body.
+/// A parameter's value as given: from the query string (always a JSON string there, read by
+/// its [`Kind`]) or from the JSON body.
 #[derive(Debug, Clone, PartialEq)]
-enum RawValue {
-    Query(String),
-    Body(Value),
+struct Given {
+    name: String,
+    in_query: bool,
+    value: Value,
 }
 
-impl RawValue {
-    /// Where it came from, for error messages.
-    fn source(&self) -> &'static str {
-        match self {
-            RawValue::Query(_) => "the query string",
-            RawValue::Body(_) => "the JSON body",
-        }
-    }
-
-    /// The value as the caller wrote it, shortened, for error messages.
-    fn shown(&self) -> String {
-        let text = match self {
-            RawValue::Query(s) => format!("{s:?}"),
-            RawValue::Body(v) => v.to_string(),
+impl Given {
+    /// `param`'s value checked against its kind, as JSON of the type [`FireParams`] reads.
+    fn check(&self, param: &Param) -> Result<Value, AppError> {
+        let name = param.name;
+        let number = match (&self.value, self.in_query) {
+            // Only digits: the one failure left is a number too large for i64.
+            (Value::String(s), true) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse::<i64>().ok()
+            }
+            (value, false) => value.as_i64(),
+            _ => None,
         };
-        match text.char_indices().nth(40) {
-            Some((end, _)) => format!("{}...", &text[..end]),
-            None => text,
-        }
+        let checked = match (param.kind, &self.value) {
+            (Kind::Positive(_), _) => number.filter(|n| *n > 0).map(Value::from),
+            (Kind::Secs(max), _) => number.filter(|n| (1..=max).contains(n)).map(Value::from),
+            (Kind::Flag(_), Value::Bool(b)) => Some(Value::Bool(*b)),
+            (Kind::Flag(_), Value::String(s)) if self.in_query => match s.as_str() {
+                "true" | "1" => Some(Value::Bool(true)),
+                "false" | "0" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            (Kind::Fault(_), Value::String(s)) => match s.parse::<Fault>() {
+                Ok(_) => Some(self.value.clone()),
+                Err(e) => return Err(invalid(name, format!("{name}: {e}"))),
+            },
+            _ => None,
+        };
+        checked.ok_or_else(|| {
+            let mut shown = self.value.to_string();
+            if let Some((end, _)) = shown.char_indices().nth(40) {
+                shown.replace_range(end.., "...");
+            }
+            let expected = param.kind.expected();
+            invalid(name, format!("{name} must be {expected}, not {shown}"))
+        })
     }
+}
+
+fn invalid(parameter: &str, message: String) -> AppError {
+    let parameter = parameter.to_owned();
+    AppError::InvalidParameter { parameter, message }
 }
 
 /// The parameters of one request, as given, in the order given.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RawParams {
-    entries: Vec<(String, RawValue)>,
-}
+pub struct RawParams(Vec<Given>);
 
 impl RawParams {
     /// The pairs of a query string (without the `?`), percent-decoded.
     pub fn from_query(query: &str) -> RawParams {
         let pairs = url::form_urlencoded::parse(query.as_bytes());
-        RawParams {
-            entries: pairs
-                .map(|(k, v)| (k.into_owned(), RawValue::Query(v.into_owned())))
+        RawParams(
+            pairs
+                .map(|(name, value)| Given {
+                    name: name.into_owned(),
+                    in_query: true,
+                    value: Value::String(value.into_owned()),
+                })
                 .collect(),
-        }
+        )
     }
 
     /// Adds the members of a JSON body, which must be an object (`{}` adds nothing). A member
@@ -145,42 +150,66 @@ impl RawParams {
             })
         })?;
         let members = members.0.into_iter();
-        self.entries
-            .extend(members.map(|(k, v)| (k, RawValue::Body(v))));
+        self.0.extend(members.map(|(name, value)| Given {
+            name,
+            in_query: false,
+            value,
+        }));
         Ok(())
     }
 
-    /// Checks every given parameter against `specs` (see the module docs for the rules) and
-    /// fills in defaults. The error names the first parameter at fault.
-    pub fn parse(&self, specs: &[ParamSpec]) -> Result<Params, AppError> {
-        let mut given: BTreeMap<&str, &RawValue> = BTreeMap::new();
-        let mut values = BTreeMap::new();
-        for (name, raw) in &self.entries {
-            let Some(spec) = specs.iter().find(|s| s.name == name) else {
-                let accepted: Vec<&str> = specs.iter().map(|s| s.name).collect();
+    /// Checks every given parameter against `params` (see the module docs for the rules), fills
+    /// in defaults and reads the result as `B`, the scenario's own parameters. The error names
+    /// the first parameter at fault.
+    pub fn parse<B: DeserializeOwned>(&self, params: &[Param]) -> Result<FireParams<B>, AppError> {
+        let mut checked = Map::new();
+        let mut faults = Map::new();
+        for (i, given) in self.0.iter().enumerate() {
+            let name = given.name.as_str();
+            let Some(param) = params.iter().find(|p| p.name == name) else {
+                let accepted: Vec<&str> = params.iter().map(|p| p.name).collect();
                 let accepted = accepted.join(", ");
                 let message = format!("unknown parameter {name:?}; accepted: {accepted}");
                 return Err(invalid(name, message));
             };
-            if let Some(first) = given.insert(spec.name, raw) {
-                let message = if first.source() == raw.source() {
-                    format!("{name} is given twice in {}", raw.source())
-                } else {
-                    format!("{name} is given both in the query string and in the JSON body; give it once")
+            if let Some(first) = self.0[..i].iter().find(|g| g.name == name) {
+                let message = match (first.in_query, given.in_query) {
+                    (true, true) => format!("{name} is given twice in the query string"),
+                    (false, false) => format!("{name} is given twice in the JSON body"),
+                    _ => format!("{name} is given both in the query string and in the JSON body; give it once"),
                 };
                 return Err(invalid(name, message));
             }
-            values.insert(spec.name, check(spec, raw)?);
+            let value = given.check(param)?;
+            match param.kind {
+                Kind::Fault(op) => {
+                    let rm = name.strip_suffix(op.as_str()).unwrap_or(name);
+                    let rm = faults.entry(rm.trim_end_matches('_'));
+                    rm.or_insert(Value::from(Map::new()))[op.as_str()] = value;
+                }
+                _ => drop(checked.insert(name.to_owned(), value)),
+            }
         }
-        for spec in specs {
-            let default = match spec.kind {
-                ParamKind::PositiveInt { default } => ParamValue::Int(default),
-                ParamKind::Bool { default } => ParamValue::Bool(default),
-                ParamKind::OptionalSecs { .. } | ParamKind::Fault => continue,
+        for param in params {
+            let default = match param.kind {
+                Kind::Positive(n) => Value::from(n),
+                Kind::Flag(b) => Value::from(b),
+                Kind::Secs(_) | Kind::Fault(_) => continue,
             };
-            values.entry(spec.name).or_insert(default);
+            checked.entry(param.name).or_insert(default);
         }
-        Ok(Params { values })
+        checked.insert("faults".into(), Value::from(faults));
+        let fire = serde_json::from_value(Value::from(checked));
+        Ok(fire.expect("checked parameters read as the scenario's FireParams"))
+    }
+
+    /// The first fault parameter given, if any (for `FAULT_INJECTION=off`).
+    pub fn first_fault<'a>(&'a self, params: &[Param]) -> Option<&'a str> {
+        let is_fault = |name: &str| {
+            let param = params.iter().find(|p| p.name == name);
+            param.is_some_and(|p| matches!(p.kind, Kind::Fault(_)))
+        };
+        self.0.iter().map(|g| g.name.as_str()).find(|n| is_fault(n))
     }
 }
 
@@ -210,165 +239,72 @@ impl<'de> serde::Deserialize<'de> for JsonMembers {
     }
 }
 
-fn invalid(parameter: &str, message: String) -> AppError {
-    let parameter = parameter.to_owned();
-    AppError::InvalidParameter { parameter, message }
+/// The checked parameters of a fire request: `B`, the scenario's own ([`Transfer`] or
+/// [`Purchase`]), and those every scenario takes ([`crate::scenario::COMMON_PARAMS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FireParams<B> {
+    /// The scenario's own parameters.
+    #[serde(flatten)]
+    pub business: B,
+    /// `timeout_to_fail`, seconds, or the coordinator's default.
+    pub timeout_to_fail: Option<u64>,
+    /// `retry_interval`, seconds, or the coordinator's default.
+    pub retry_interval: Option<u64>,
+    /// `request_timeout`, seconds, or the coordinator's default.
+    pub request_timeout: Option<u64>,
+    /// `wait_result`: answer once the second phase has finished.
+    pub wait_result: bool,
+    /// `crash_after_try`: the AP process exits after its Trys (test only).
+    pub crash_after_try: bool,
+    /// The fault parameters given, by RM.
+    pub faults: Faults,
 }
 
-/// `raw` checked against `spec`'s kind.
-fn check(spec: &ParamSpec, raw: &RawValue) -> Result<ParamValue, AppError> {
-    let name = spec.name;
-    let (value, expected) = match spec.kind {
-        ParamKind::PositiveInt { .. } | ParamKind::OptionalSecs { .. } => {
-            let max = match spec.kind {
-                ParamKind::OptionalSecs { max } => max,
-                _ => i64::MAX,
-            };
-            let number = match raw {
-                // Only digits: the one failure left is a number too large for i64.
-                RawValue::Query(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                    s.parse::<i64>().ok()
-                }
-                RawValue::Body(v) => v.as_i64(),
-                RawValue::Query(_) => None,
-            };
-            let value = number
-                .filter(|n| (1..=max).contains(n))
-                .map(ParamValue::Int);
-            (value, format!("a whole number from 1 to {max}"))
+impl<B> FireParams<B> {
+    /// The global transaction's options.
+    pub fn trans_options(&self) -> TransOptions {
+        TransOptions {
+            wait_result: self.wait_result,
+            timeout_to_fail: self.timeout_to_fail,
+            retry_interval: self.retry_interval,
+            request_timeout: self.request_timeout,
+            ..TransOptions::default()
         }
-        ParamKind::Bool { .. } => {
-            let value = match raw {
-                RawValue::Query(s) if s == "true" || s == "1" => Some(true),
-                RawValue::Query(s) if s == "false" || s == "0" => Some(false),
-                RawValue::Body(Value::Bool(b)) => Some(*b),
-                _ => None,
-            };
-            (value.map(ParamValue::Bool), "true or false".to_owned())
-        }
-        ParamKind::Fault => match raw {
-            RawValue::Query(s) | RawValue::Body(Value::String(s)) => {
-                let fault = s.parse::<Fault>();
-                return fault
-                    .map(ParamValue::Fault)
-                    .map_err(|e| invalid(name, format!("{name}: {e}")));
-            }
-            RawValue::Body(_) => (None, "a fault spec string".to_owned()),
-        },
-    };
-    value.ok_or_else(|| {
-        invalid(
-            name,
-            format!("{name} must be {expected}, not {}", raw.shown()),
-        )
-    })
-}
-
-/// A checked parameter value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ParamValue {
-    Int(i64),
-    Bool(bool),
-    Fault(Fault),
-}
-
-/// Checked parameters, every declared one present (given or defaulted).
-///
-/// The getters panic when the scenario did not declare the parameter they are asked for: the
-/// handler and its scenario's parameters disagree, a bug the first request shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
-    values: BTreeMap<&'static str, ParamValue>,
-}
-
-impl Params {
-    /// The value of the whole-number parameter `name`.
-    pub fn int(&self, name: &str) -> i64 {
-        match self.values.get(name) {
-            Some(ParamValue::Int(n)) => *n,
-            _ => panic!("whole-number parameter {name:?} is not declared by this scenario"),
-        }
-    }
-
-    /// The value of the [`ParamKind::OptionalSecs`] parameter `name`, if given.
-    pub fn optional_int(&self, name: &str) -> Option<i64> {
-        match self.values.get(name) {
-            Some(ParamValue::Int(n)) => Some(*n),
-            _ => None,
-        }
-    }
-
-    /// The value of the flag `name` (its default when not given).
-    pub fn flag(&self, name: &str) -> bool {
-        match self.values.get(name) {
-            Some(ParamValue::Bool(b)) => *b,
-            _ => panic!("flag {name:?} is not declared by this scenario"),
-        }
-    }
-
-    /// The fault given for `name` (`trans_in_confirm`, ...), if any.
-    pub fn fault(&self, name: &str) -> Option<Fault> {
-        match self.values.get(name) {
-            Some(ParamValue::Fault(f)) => Some(*f),
-            _ => None,
-        }
-    }
-
-    /// The faults given for `rm`'s Try, Confirm and Cancel (`trans_out_try`, ...): what its
-    /// branch data carries as `fault`.
-    pub fn faults(&self, rm: Rm) -> BranchFaults {
-        let [try_, confirm, cancel] = rm.fault_params();
-        BranchFaults {
-            try_: self.fault(try_.name),
-            confirm: self.fault(confirm.name),
-            cancel: self.fault(cancel.name),
-        }
-    }
-
-    /// The name of the first fault parameter given, if any.
-    pub fn first_fault_given(&self) -> Option<&'static str> {
-        let mut faults = self
-            .values
-            .iter()
-            .filter(|(_, v)| matches!(v, ParamValue::Fault(_)));
-        faults.next().map(|(name, _)| *name)
     }
 }
 
-/// An RM the AP calls, for its fault parameters `<rm>_try|confirm|cancel`: each value is a fault
-/// spec the AP puts into that RM's branch data (see `service_kit::fault`), where the RM reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rm {
-    /// Bank A (`TRANS_OUT_URL`).
-    TransOut,
-    /// Bank B (`TRANS_IN_URL`).
-    TransIn,
-    /// The stock service (`STOCK_URL`).
-    Stock,
+/// The faults given for each RM's Try, Confirm and Cancel: what its branch data carries as
+/// `fault` (`None`: no fault parameter for that RM).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Faults {
+    /// `trans_out_try|confirm|cancel`.
+    pub trans_out: Option<BranchFaults>,
+    /// `trans_in_try|confirm|cancel`.
+    pub trans_in: Option<BranchFaults>,
+    /// `stock_try|confirm|cancel`.
+    pub stock: Option<BranchFaults>,
 }
 
-impl Rm {
-    /// Its fault parameters, for Try, Confirm and Cancel in that order.
-    pub fn fault_params(self) -> &'static [ParamSpec; 3] {
-        const TRANS_OUT: [ParamSpec; 3] = [
-            ParamSpec::fault("trans_out_try", "TransOut's Try"),
-            ParamSpec::fault("trans_out_confirm", "TransOut's Confirm"),
-            ParamSpec::fault("trans_out_cancel", "TransOut's Cancel"),
-        ];
-        const TRANS_IN: [ParamSpec; 3] = [
-            ParamSpec::fault("trans_in_try", "TransIn's Try"),
-            ParamSpec::fault("trans_in_confirm", "TransIn's Confirm"),
-            ParamSpec::fault("trans_in_cancel", "TransIn's Cancel"),
-        ];
-        const STOCK: [ParamSpec; 3] = [
-            ParamSpec::fault("stock_try", "Stock's Try"),
-            ParamSpec::fault("stock_confirm", "Stock's Confirm"),
-            ParamSpec::fault("stock_cancel", "Stock's Cancel"),
-        ];
-        match self {
-            Rm::TransOut => &TRANS_OUT,
-            Rm::TransIn => &TRANS_IN,
-            Rm::Stock => &STOCK,
-        }
-    }
+/// The own parameters of a transfer (`fireTcc`, `fireTccRollback`, `fireTccNested`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Transfer {
+    /// Minor units to move.
+    pub amount: i64,
+    /// The account debited in bank A.
+    pub from: i64,
+    /// The account credited in bank B.
+    pub to: i64,
+}
+
+/// The own parameters of `firePurchase`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Purchase {
+    /// The product reserved in the stock service.
+    pub product_id: i64,
+    /// Units bought.
+    pub quantity: i64,
+    /// The account debited in bank A.
+    pub buyer: i64,
+    /// The account credited in bank B.
+    pub merchant: i64,
 }

@@ -13,60 +13,37 @@ use crate::error::AppError;
 /// stock service only delays the answer, and failing fast costs nothing.
 const PRICE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A handle on the stock service's `GET {STOCK_URL}/products/{id}`. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct StockPrices {
-    http: reqwest::Client,
-    stock_url: String,
-}
-
 #[derive(Deserialize)]
 struct Product {
     price: i64,
 }
 
-impl StockPrices {
-    /// Lookups through the shared `http` client against `stock_url` (the stock service's `.../api`).
-    pub fn new(http: reqwest::Client, stock_url: &str) -> Self {
-        StockPrices {
-            http,
-            stock_url: stock_url.trim_end_matches('/').to_owned(),
-        }
+/// The price of `product_id`, integer minor units, > 0, from `GET url` (the stock service's
+/// `{STOCK_URL}/products/{product_id}`) on the AP's shared `http` client.
+///
+/// Errors: [`AppError::UnknownProduct`] on a 404; [`AppError::StockUnavailable`] when the
+/// service cannot be reached, answers another non-200 status, or an answer without a positive
+/// integer `price` (a price of 0 would make an amount every bank refuses).
+pub async fn price(http: &reqwest::Client, url: &str, product_id: i64) -> Result<i64, AppError> {
+    let unavailable = |what: String| AppError::StockUnavailable {
+        product_id,
+        detail: format!("GET {url}: {what}"),
+    };
+    let response = (http.get(url).timeout(PRICE_TIMEOUT).send().await)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(AppError::UnknownProduct { product_id });
     }
-
-    /// The price of `product_id`, integer minor units, > 0.
-    ///
-    /// Errors: [`AppError::UnknownProduct`] on a 404; [`AppError::StockUnavailable`] when the
-    /// service cannot be reached, answers another non-200 status, or an answer without a positive
-    /// integer `price` (a price of 0 would make an amount every bank refuses).
-    pub async fn price(&self, product_id: i64) -> Result<i64, AppError> {
-        let unavailable = |detail: String| AppError::StockUnavailable { product_id, detail };
-        let url = format!("{}/products/{product_id}", self.stock_url);
-        let response = self
-            .http
-            .get(&url)
-            .timeout(PRICE_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("GET {url}: {e}")))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(AppError::UnknownProduct { product_id });
-        }
-        let text = response
-            .text()
-            .await
-            .map_err(|e| unavailable(format!("GET {url}: reading the body: {e}")))?;
-        if status != reqwest::StatusCode::OK {
-            let body: String = text.chars().take(200).collect();
-            return Err(unavailable(format!("GET {url}: HTTP {status}: {body}")));
-        }
-        match serde_json::from_str::<Product>(&text) {
-            Ok(Product { price }) if price > 0 => Ok(price),
-            Ok(Product { price }) => {
-                Err(unavailable(format!("GET {url}: price {price} is not > 0")))
-            }
-            Err(e) => Err(unavailable(format!("GET {url}: unreadable answer: {e}"))),
-        }
+    let text =
+        (response.text().await).map_err(|e| unavailable(format!("reading the body: {e}")))?;
+    if status != reqwest::StatusCode::OK {
+        let body: String = text.chars().take(200).collect();
+        return Err(unavailable(format!("HTTP {status}: {body}")));
+    }
+    match serde_json::from_str::<Product>(&text) {
+        Ok(Product { price }) if price > 0 => Ok(price),
+        Ok(Product { price }) => Err(unavailable(format!("price {price} is not > 0"))),
+        Err(e) => Err(unavailable(format!("unreadable answer: {e}"))),
     }
 }

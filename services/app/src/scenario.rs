@@ -2,7 +2,10 @@
 //! and the OpenAPI description share. What a scenario *does* is its handler in
 //! [`crate::routes::fire`]; see `docs/ARCHITECTURE.md#scenarios`.
 
-use crate::params::{ParamSpec, Rm, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
+use tcc::protocol::Op;
+
+use crate::params::Kind::{Fault, Flag, Positive, Secs};
+use crate::params::{Param, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
 
 /// One fire endpoint, `GET|POST /api/<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,36 +59,39 @@ impl Scenario {
         }
     }
 
-    /// Every parameter it accepts: its business parameters, the common ones, and the fault
-    /// parameters of each RM it calls (a fault for an RM it does not call is refused as unknown).
-    pub fn params(self) -> Vec<ParamSpec> {
-        let (business, rms): (&[ParamSpec], &[Rm]) = match self {
-            Scenario::FirePurchase => (PURCHASE_PARAMS, &[Rm::TransOut, Rm::TransIn, Rm::Stock]),
-            _ => (TRANSFER_PARAMS, &[Rm::TransOut, Rm::TransIn]),
+    /// Every parameter it accepts: its own, the common ones, and the fault parameters of each
+    /// RM it calls (a fault for an RM it does not call is refused as unknown).
+    pub fn params(self) -> Vec<Param> {
+        let (own, stock_faults) = match self {
+            Scenario::FirePurchase => (PURCHASE_PARAMS, STOCK_FAULTS),
+            _ => (TRANSFER_PARAMS, &[][..]),
         };
-        let faults = rms.iter().flat_map(|rm| rm.fault_params());
-        business
-            .iter()
-            .chain(COMMON_PARAMS)
-            .chain(faults)
-            .copied()
-            .collect()
+        [
+            own,
+            COMMON_PARAMS,
+            TRANS_OUT_FAULTS,
+            TRANS_IN_FAULTS,
+            stock_faults,
+        ]
+        .concat()
     }
 }
 
-/// The parameters of a transfer (`fireTcc`, `fireTccRollback`, `fireTccNested`).
-pub const TRANSFER_PARAMS: &[ParamSpec] = &[
-    ParamSpec::positive_int("amount", 30, "minor units to move"),
-    ParamSpec::positive_int("from", 1, "account debited in bank A (trans-out)"),
-    ParamSpec::positive_int("to", 1, "account credited in bank B (trans-in)"),
+/// The own parameters of a transfer ([`crate::params::Transfer`]).
+#[rustfmt::skip]
+pub const TRANSFER_PARAMS: &[Param] = &[
+    Param { name: "amount", kind: Positive(30), doc: "minor units to move" },
+    Param { name: "from", kind: Positive(1), doc: "account debited in bank A (trans-out)" },
+    Param { name: "to", kind: Positive(1), doc: "account credited in bank B (trans-in)" },
 ];
 
-/// The parameters of `firePurchase`.
-pub const PURCHASE_PARAMS: &[ParamSpec] = &[
-    ParamSpec::positive_int("product_id", 1, "product reserved in the stock service"),
-    ParamSpec::positive_int("quantity", 1, "units bought"),
-    ParamSpec::positive_int("buyer", 1, "account debited in bank A (trans-out)"),
-    ParamSpec::positive_int("merchant", 1, "account credited in bank B (trans-in)"),
+/// The own parameters of `firePurchase` ([`crate::params::Purchase`]).
+#[rustfmt::skip]
+pub const PURCHASE_PARAMS: &[Param] = &[
+    Param { name: "product_id", kind: Positive(1), doc: "product reserved in the stock service" },
+    Param { name: "quantity", kind: Positive(1), doc: "units bought" },
+    Param { name: "buyer", kind: Positive(1), doc: "account debited in bank A (trans-out)" },
+    Param { name: "merchant", kind: Positive(1), doc: "account credited in bank B (trans-in)" },
 ];
 
 /// The test-only parameter that makes the AP exit after its Trys (an AP crash). Like the fault
@@ -94,30 +100,41 @@ pub const CRASH_AFTER_TRY: &str = "crash_after_try";
 
 /// Parameters every scenario takes: the global transaction's options (seconds, see
 /// `docs/PROTOCOL.md`) and the test-only AP crash.
-pub const COMMON_PARAMS: &[ParamSpec] = &[
-    ParamSpec::optional_secs(
-        "timeout_to_fail",
-        MAX_OPTION_SECS,
-        "seconds before the coordinator aborts the transaction if it is still prepared",
-    ),
-    ParamSpec::optional_secs(
-        "retry_interval",
-        MAX_OPTION_SECS,
-        "seconds: base of the coordinator's exponential backoff between Confirm/Cancel attempts",
-    ),
-    ParamSpec::optional_secs(
-        "request_timeout",
-        MAX_REQUEST_TIMEOUT_SECS,
-        "seconds: timeout of each branch call, the AP's Try calls included",
-    ),
-    ParamSpec::boolean(
-        "wait_result",
-        true,
-        "answer once the second phase has finished (the final status), or at once after submit",
-    ),
-    ParamSpec::boolean(
-        CRASH_AFTER_TRY,
-        false,
-        "test only: the AP process exits after every Try succeeded, before submit (an AP crash)",
-    ),
+#[rustfmt::skip]
+pub const COMMON_PARAMS: &[Param] = &[
+    Param { name: "timeout_to_fail", kind: Secs(MAX_OPTION_SECS),
+        doc: "seconds before the coordinator aborts the transaction if it is still prepared" },
+    Param { name: "retry_interval", kind: Secs(MAX_OPTION_SECS),
+        doc: "seconds: base of the coordinator's exponential backoff between Confirm/Cancel attempts" },
+    Param { name: "request_timeout", kind: Secs(MAX_REQUEST_TIMEOUT_SECS),
+        doc: "seconds: timeout of each branch call, the AP's Try calls included" },
+    Param { name: "wait_result", kind: Flag(true),
+        doc: "answer once the second phase has finished (the final status), or at once after submit" },
+    Param { name: CRASH_AFTER_TRY, kind: Flag(false),
+        doc: "test only: the AP process exits after every Try succeeded, before submit (an AP crash)" },
+];
+
+/// The fault parameters of bank A, `trans_out_try|confirm|cancel`: each value is a fault spec
+/// the AP puts into that RM's branch data (see `service_kit::fault`), where the RM reads it.
+#[rustfmt::skip]
+pub const TRANS_OUT_FAULTS: &[Param] = &[
+    Param { name: "trans_out_try", kind: Fault(Op::Try), doc: "TransOut's Try" },
+    Param { name: "trans_out_confirm", kind: Fault(Op::Confirm), doc: "TransOut's Confirm" },
+    Param { name: "trans_out_cancel", kind: Fault(Op::Cancel), doc: "TransOut's Cancel" },
+];
+
+/// The fault parameters of bank B, as [`TRANS_OUT_FAULTS`].
+#[rustfmt::skip]
+pub const TRANS_IN_FAULTS: &[Param] = &[
+    Param { name: "trans_in_try", kind: Fault(Op::Try), doc: "TransIn's Try" },
+    Param { name: "trans_in_confirm", kind: Fault(Op::Confirm), doc: "TransIn's Confirm" },
+    Param { name: "trans_in_cancel", kind: Fault(Op::Cancel), doc: "TransIn's Cancel" },
+];
+
+/// The fault parameters of the stock service, as [`TRANS_OUT_FAULTS`].
+#[rustfmt::skip]
+pub const STOCK_FAULTS: &[Param] = &[
+    Param { name: "stock_try", kind: Fault(Op::Try), doc: "Stock's Try" },
+    Param { name: "stock_confirm", kind: Fault(Op::Confirm), doc: "Stock's Confirm" },
+    Param { name: "stock_cancel", kind: Fault(Op::Cancel), doc: "Stock's Cancel" },
 ];

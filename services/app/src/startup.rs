@@ -12,22 +12,6 @@ use crate::configuration::Settings;
 use crate::routes;
 use crate::state::AppState;
 
-/// The AP could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// `HOST:PORT` could not be bound (in use, or no such address).
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        /// `host:port` as configured.
-        address: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The HTTP server or client could not be set up.
-    #[error("cannot start the HTTP server: {0}")]
-    Server(#[from] std::io::Error),
-}
-
 /// The running AP: bound, serving once awaited.
 pub struct Application {
     port: u16,
@@ -39,11 +23,13 @@ impl Application {
     /// from the address bound ([`Settings::resolve_app_url`]) and prepares the server. The
     /// AP has no database, so there is nothing to migrate or seed, and nothing is contacted at
     /// start: the coordinator and RMs may come up later.
-    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+    ///
+    /// Errors: `HOST:PORT` cannot be bound (the message names it), or the HTTP server or client
+    /// cannot be set up.
+    pub async fn build(settings: Settings) -> std::io::Result<Application> {
         let address = format!("{}:{}", settings.host, settings.port);
-        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
-            address: address.clone(),
-            source,
+        let listener = TcpListener::bind(&address).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
         })?;
         let bound = listener.local_addr()?;
         let port = bound.port();

@@ -8,7 +8,6 @@ use tcc::signing::SigningSecret;
 
 use crate::configuration::{Settings, DEFAULT_APP_URL};
 use crate::metrics::AppMetrics;
-use crate::prices::StockPrices;
 
 /// Timeout of calls that set none of their own (`newGid`, `prepare`, `registerBranch`, Try).
 /// Longer than the longest injected delay (60 s, `service_kit::fault::MAX_DELAY_MS`), so that a
@@ -22,11 +21,9 @@ pub struct AppState {
     /// The coordinator client. Its `reqwest::Client` is the one shared by every outgoing call
     /// (coordinator, Try calls, price lookups), so connections are kept alive across requests.
     pub tcc: TccClient,
-    /// The same HTTP client, for calls that go through neither `tcc` nor `prices` (the
+    /// The same HTTP client, for calls that do not go through `tcc` (price lookups, the
     /// benchmark's `fireBaseline`).
     pub http: reqwest::Client,
-    /// Price lookups on the stock service.
-    pub prices: StockPrices,
     /// The branch URLs of the RMs and of the AP itself.
     pub urls: Arc<Urls>,
     /// `JSON_LIMIT`: the largest request body, bytes.
@@ -55,12 +52,11 @@ impl AppState {
         Ok(AppState {
             tcc: TccClient::with_http_client(http.clone(), &settings.dtm_url)
                 .with_gid_tokens(settings.branch_signing_secret.clone()),
-            prices: StockPrices::new(http.clone(), &settings.stock_url),
             http,
             urls: Arc::new(Urls::from_settings(settings)),
             json_limit: settings.json_limit,
             fault_injection: settings.fault_injection,
-            metrics: Arc::new(AppMetrics::new()),
+            metrics: Arc::new(AppMetrics::default()),
             branch_signing_secret: settings.branch_signing_secret.clone(),
         })
     }

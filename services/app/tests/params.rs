@@ -2,21 +2,24 @@
 //! values accepted, unknown and repeated names.
 
 use app::error::AppError;
-use app::params::{ParamSpec, Params, RawParams};
+use app::params::Param;
+use app::params::{FireParams, RawParams, Transfer};
+use app::scenario::{COMMON_PARAMS, TRANSFER_PARAMS};
 
-const SPECS: &[ParamSpec] = &[
-    ParamSpec::positive_int("amount", 30, "minor units"),
-    ParamSpec::positive_int("from", 1, "account"),
-];
+type Params = FireParams<Transfer>;
+
+fn specs() -> Vec<Param> {
+    [TRANSFER_PARAMS, COMMON_PARAMS].concat()
+}
 
 fn from_query(q: &str) -> Result<Params, AppError> {
-    RawParams::from_query(q).parse(SPECS)
+    RawParams::from_query(q).parse(&specs())
 }
 
 fn from_body(body: &str) -> Result<Params, AppError> {
     let mut raw = RawParams::default();
     raw.add_json_body(body.as_bytes())?;
-    raw.parse(SPECS)
+    raw.parse(&specs())
 }
 
 fn refused_parameter(result: Result<Params, AppError>) -> (String, String) {
@@ -29,22 +32,22 @@ fn refused_parameter(result: Result<Params, AppError>) -> (String, String) {
 #[test]
 fn absent_parameters_take_their_defaults() {
     let p = from_query("").unwrap();
-    assert_eq!((p.int("amount"), p.int("from")), (30, 1));
+    assert_eq!((p.business.amount, p.business.from), (30, 1));
     let p = from_body("{}").unwrap();
-    assert_eq!(p.int("amount"), 30);
+    assert_eq!(p.business.amount, 30);
 }
 
 #[test]
 fn query_and_body_values_are_read() {
     let p = from_query("amount=45&from=7").unwrap();
-    assert_eq!((p.int("amount"), p.int("from")), (45, 7));
+    assert_eq!((p.business.amount, p.business.from), (45, 7));
     let p = from_body(r#"{"amount": 45, "from": 7}"#).unwrap();
-    assert_eq!((p.int("amount"), p.int("from")), (45, 7));
+    assert_eq!((p.business.amount, p.business.from), (45, 7));
 
     let mut raw = RawParams::from_query("amount=5");
     raw.add_json_body(br#"{"from": 9}"#).unwrap();
-    let p = raw.parse(SPECS).unwrap();
-    assert_eq!((p.int("amount"), p.int("from")), (5, 9));
+    let p: Params = raw.parse(&specs()).unwrap();
+    assert_eq!((p.business.amount, p.business.from), (5, 9));
 }
 
 #[test]
@@ -87,7 +90,10 @@ fn body_values_must_be_json_integers_greater_than_zero() {
 fn unknown_parameters_are_refused_with_the_accepted_list() {
     let (parameter, message) = refused_parameter(from_query("ammount=5"));
     assert_eq!(parameter, "ammount");
-    assert!(message.contains("accepted: amount, from"), "{message}");
+    assert!(
+        message.contains("accepted: amount, from, to, timeout_to_fail"),
+        "{message}"
+    );
     let (parameter, _) = refused_parameter(from_body(r#"{"to_account": 2}"#));
     assert_eq!(parameter, "to_account");
 }
@@ -100,7 +106,7 @@ fn a_parameter_given_twice_is_refused_whatever_the_sources() {
 
     let mut raw = RawParams::from_query("amount=5");
     raw.add_json_body(br#"{"amount": 5}"#).unwrap();
-    let (parameter, message) = refused_parameter(raw.parse(SPECS));
+    let (parameter, message) = refused_parameter(raw.parse(&specs()));
     assert_eq!(parameter, "amount");
     assert!(message.contains("both in the query string and in the JSON body"));
 

@@ -1,9 +1,10 @@
-//! What each scenario accepts ([`app::scenario::Scenario::params`]), how fault parameters become
+//! What each scenario accepts ([`app::scenario::Scenario::params`], read as [`app::params::FireParams`]), how fault parameters become
 //! branch data, and the branch URLs: the pure parts of the fire handlers. What they register
 //! with the TM is proven against the real system in `crates/test-support/tests/app.rs`.
 
 use app::configuration::Settings;
-use app::params::{RawParams, Rm};
+use app::error::AppError;
+use app::params::{FireParams, Purchase, RawParams, Transfer};
 use app::routes::fire::TransferRequest;
 use app::scenario::Scenario;
 use app::state::Urls;
@@ -22,19 +23,32 @@ fn every_scenario_takes_its_defaults() {
         ]
     );
     for scenario in Scenario::ALL {
-        let params = RawParams::default().parse(&scenario.params()).unwrap();
-        assert!(params.flag("wait_result"), "{}", scenario.name());
-        assert_eq!(params.faults(Rm::TransIn), Default::default());
+        let raw = RawParams::default();
+        let (wait_result, faults) = match scenario {
+            Scenario::FirePurchase => {
+                let p: FireParams<Purchase> = raw.parse(&scenario.params()).unwrap();
+                assert_eq!((p.business.quantity, p.business.product_id), (1, 1));
+                (p.wait_result, p.faults)
+            }
+            _ => {
+                let p: FireParams<Transfer> = raw.parse(&scenario.params()).unwrap();
+                assert_eq!((p.business.amount, p.business.from), (30, 1));
+                (p.wait_result, p.faults)
+            }
+        };
+        assert!(wait_result, "{}", scenario.name());
+        assert_eq!(faults, Default::default());
     }
 }
 
 #[test]
 fn fault_parameters_travel_in_the_data_of_their_rms_branch() {
-    let params = RawParams::from_query("trans_in_confirm=error:3&trans_out_try=delay:3000")
-        .parse(&Scenario::FireTcc.params())
-        .unwrap();
-    let trans_out = TransferRequest::new(1, 30, params.faults(Rm::TransOut));
-    let trans_in = TransferRequest::new(1, 30, params.faults(Rm::TransIn));
+    let params: FireParams<Transfer> =
+        RawParams::from_query("trans_in_confirm=error:3&trans_out_try=delay:3000")
+            .parse(&Scenario::FireTcc.params())
+            .unwrap();
+    let trans_out = TransferRequest::new(1, 30, params.faults.trans_out.clone());
+    let trans_in = TransferRequest::new(1, 30, params.faults.trans_in.clone());
     assert_eq!(
         serde_json::to_value(trans_out).unwrap(),
         json!({"account_id": 1, "amount": 30, "fault": {"try": "delay:3000"}})
@@ -43,7 +57,7 @@ fn fault_parameters_travel_in_the_data_of_their_rms_branch() {
         serde_json::to_value(trans_in).unwrap(),
         json!({"account_id": 1, "amount": 30, "fault": {"confirm": "error:3"}})
     );
-    let plain = TransferRequest::new(4, 45, params.faults(Rm::Stock));
+    let plain = TransferRequest::new(4, 45, params.faults.stock.clone());
     assert_eq!(
         serde_json::to_value(plain).unwrap(),
         json!({"account_id": 4, "amount": 45})
@@ -59,32 +73,35 @@ fn faults_for_an_rm_the_scenario_does_not_call_or_malformed_specs_are_refused() 
             "trans_in_try=error:0",
         ] {
             let err = RawParams::from_query(query)
-                .parse(&scenario.params())
+                .parse::<Transfer>(&scenario.params())
                 .unwrap_err();
-            assert_eq!(err.code(), "invalid_parameter", "{query}");
+            assert!(matches!(err, AppError::InvalidParameter { .. }), "{query}");
         }
     }
-    assert!(RawParams::from_query("stock_try=failure")
+    let purchase: FireParams<Purchase> = RawParams::from_query("stock_try=failure")
         .parse(&Scenario::FirePurchase.params())
-        .is_ok());
+        .unwrap();
+    assert!(purchase.faults.stock.is_some());
 }
 
 #[test]
 fn transaction_options_are_optional_seconds_and_wait_result_a_flag() {
     let specs = Scenario::FireTcc.params();
-    let params = RawParams::from_query("timeout_to_fail=5&wait_result=false")
+    let params: FireParams<Transfer> = RawParams::from_query("timeout_to_fail=5&wait_result=false")
         .parse(&specs)
         .unwrap();
-    assert_eq!(params.optional_int("timeout_to_fail"), Some(5));
-    assert_eq!(params.optional_int("retry_interval"), None);
-    assert!(!params.flag("wait_result"));
+    assert_eq!(params.timeout_to_fail, Some(5));
+    assert_eq!(params.retry_interval, None);
+    assert!(!params.wait_result);
     for refused in [
         "wait_result=maybe",
         "request_timeout=0",
         "request_timeout=61",
     ] {
         assert!(
-            RawParams::from_query(refused).parse(&specs).is_err(),
+            RawParams::from_query(refused)
+                .parse::<Transfer>(&specs)
+                .is_err(),
             "{refused}"
         );
     }

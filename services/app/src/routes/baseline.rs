@@ -15,11 +15,11 @@
 //! what TCC costs; this endpoint measures the business work without it.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use service_kit::http::error_response;
 
-use crate::params::{ParamSpec, RawParams};
+use crate::params::{FireParams, RawParams, Transfer};
 use crate::scenario::{COMMON_PARAMS, TRANSFER_PARAMS};
 use crate::state::AppState;
 
@@ -37,18 +37,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The handler (see the module docs).
 pub async fn fire_baseline(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let specs: Vec<ParamSpec> = TRANSFER_PARAMS
-        .iter()
-        .chain(COMMON_PARAMS)
-        .cloned()
-        .collect();
-    let params = match RawParams::from_query(req.query_string()).parse(&specs) {
+    let specs = [TRANSFER_PARAMS, COMMON_PARAMS].concat();
+    let params: FireParams<Transfer> = match RawParams::from_query(req.query_string()).parse(&specs)
+    {
         Ok(params) => params,
-        Err(e) => return actix_web::ResponseError::error_response(&e),
+        Err(e) => return e.error_response(),
     };
-    let amount = params.int("amount");
-    let debit = json!({ "account_id": params.int("from"), "amount": amount });
-    let credit = json!({ "account_id": params.int("to"), "amount": amount });
+    let Transfer { amount, from, to } = params.business;
+    let debit = json!({ "account_id": from, "amount": amount });
+    let credit = json!({ "account_id": to, "amount": amount });
     match call(
         &state.http,
         &state.urls.trans_out("BaselineTransOut"),
@@ -72,11 +69,8 @@ pub async fn fire_baseline(req: HttpRequest, state: web::Data<AppState>) -> Http
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "done" })),
         Err((_, message)) => {
             log::error!("fireBaseline: credit failed after the debit committed: {message}");
-            error_response(
-                StatusCode::BAD_GATEWAY,
-                "credit_failed_after_debit",
-                message,
-            )
+            let code = "credit_failed_after_debit";
+            error_response(StatusCode::BAD_GATEWAY, code, message)
         }
     }
 }
@@ -88,19 +82,13 @@ async fn call(
     url: &str,
     body: &serde_json::Value,
 ) -> Result<(), (StatusCode, String)> {
-    let response = http
-        .post(url)
-        .json(body)
-        .send()
-        .await
+    let response = (http.post(url).json(body).send().await)
         .map_err(|e| (StatusCode::BAD_GATEWAY, format!("POST {url}: {e}")))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let text = response.text().await.unwrap_or_default();
-    Err((
-        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-        format!("POST {url}: HTTP {status}: {text}"),
-    ))
+    let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    Err((code, format!("POST {url}: HTTP {status}: {text}")))
 }

@@ -19,6 +19,7 @@ use std::time::Instant;
 use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, Responder};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use service_kit::fault::{BranchFaults, Fault, FaultAction};
 use tcc::client::{BranchError, GlobalOutcome, Tcc, TccError, TransOptions};
@@ -26,21 +27,24 @@ use tcc::protocol::GlobalStatus;
 
 use crate::error::AppError;
 use crate::metrics::FireOutcome;
-use crate::params::{Params, RawParams, Rm};
-use crate::scenario::{Scenario, CRASH_AFTER_TRY};
+use crate::params::{FireParams, Purchase, RawParams, Transfer};
+use crate::prices;
+use crate::scenario::Scenario;
 use crate::state::AppState;
 
 /// The exit status of the AP process after `crash_after_try`.
 pub const CRASH_EXIT_CODE: i32 = 86;
 
+/// What every fire handler is given and answers.
+type Fired = Result<FireAnswer, AppError>;
+
 /// `GET|POST /api/fireTcc`: TransOut debits `from` in bank A, TransIn credits `to` in bank B,
 /// `amount` minor units; both Trys succeed, the TM confirms both.
-pub async fn fire_tcc(params: Params, state: web::Data<AppState>) -> Result<FireAnswer, AppError> {
-    let amount = params.int("amount");
-    let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
-    let trans_in = TransferRequest::new(params.int("to"), amount, params.faults(Rm::TransIn));
-    let (gid, options) = new_global_transaction(Scenario::FireTcc, &state, &params).await?;
-    let crash_after_try = params.flag(CRASH_AFTER_TRY);
+pub async fn fire_tcc(p: FireParams<Transfer>, state: web::Data<AppState>) -> Fired {
+    let Transfer { amount, from, to } = p.business;
+    let trans_out = TransferRequest::new(from, amount, p.faults.trans_out.clone());
+    let trans_in = TransferRequest::new(to, amount, p.faults.trans_in.clone());
+    let (gid, options) = new_global_transaction(Scenario::FireTcc, &state, &p).await?;
     let urls = state.urls.clone();
     let outcome = state
         .tcc
@@ -59,8 +63,8 @@ pub async fn fire_tcc(params: Params, state: web::Data<AppState>) -> Result<Fire
                 &urls.trans_in("TransInCancel"),
             )
             .await?;
-            crash_if(crash_after_try, &tcc);
-            Ok::<(), BranchError>(())
+            crash_if(p.crash_after_try, &tcc);
+            Ok(())
         })
         .await;
     answer(gid, outcome)
@@ -69,20 +73,17 @@ pub async fn fire_tcc(params: Params, state: web::Data<AppState>) -> Result<Fire
 /// `GET|POST /api/fireTccRollback`: as `fireTcc`, but TransIn's branch data carries the fault
 /// `{"try": "failure"}`, so its Try is refused and the TM cancels both branches (TransIn's
 /// Cancel is an empty compensation). A `trans_in_try` parameter replaces that fault.
-pub async fn fire_tcc_rollback(
-    params: Params,
-    state: web::Data<AppState>,
-) -> Result<FireAnswer, AppError> {
-    let amount = params.int("amount");
-    let mut trans_in_faults = params.faults(Rm::TransIn);
-    trans_in_faults.try_.get_or_insert(Fault {
+pub async fn fire_tcc_rollback(p: FireParams<Transfer>, state: web::Data<AppState>) -> Fired {
+    let Transfer { amount, from, to } = p.business;
+    let mut trans_in_faults = p.faults.trans_in.clone().unwrap_or_default();
+    let refused = Fault {
         delay_ms: 0,
         action: FaultAction::Failure,
-    });
-    let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
-    let trans_in = TransferRequest::new(params.int("to"), amount, trans_in_faults);
-    let (gid, options) = new_global_transaction(Scenario::FireTccRollback, &state, &params).await?;
-    let crash_after_try = params.flag(CRASH_AFTER_TRY);
+    };
+    trans_in_faults.try_.get_or_insert(refused);
+    let trans_out = TransferRequest::new(from, amount, p.faults.trans_out.clone());
+    let trans_in = TransferRequest::new(to, amount, Some(trans_in_faults));
+    let (gid, options) = new_global_transaction(Scenario::FireTccRollback, &state, &p).await?;
     let urls = state.urls.clone();
     let outcome = state
         .tcc
@@ -101,8 +102,8 @@ pub async fn fire_tcc_rollback(
                 &urls.trans_in("TransInCancel"),
             )
             .await?;
-            crash_if(crash_after_try, &tcc);
-            Ok::<(), BranchError>(())
+            crash_if(p.crash_after_try, &tcc);
+            Ok(())
         })
         .await;
     answer(gid, outcome)
@@ -111,20 +112,27 @@ pub async fn fire_tcc_rollback(
 /// `GET|POST /api/firePurchase`: Stock reserves `quantity` of `product_id`, TransOut debits
 /// `buyer` and TransIn credits `merchant` `price * quantity` minor units, the price read from
 /// the stock service first (so both banks move exactly the same amount).
-pub async fn fire_purchase(
-    params: Params,
-    state: web::Data<AppState>,
-) -> Result<FireAnswer, AppError> {
-    let (product_id, quantity) = (params.int("product_id"), params.int("quantity"));
-    let price = state.prices.price(product_id).await?;
+pub async fn fire_purchase(p: FireParams<Purchase>, state: web::Data<AppState>) -> Fired {
+    let Purchase {
+        product_id,
+        quantity,
+        buyer,
+        merchant,
+    } = p.business;
+    let product_url = state.urls.stock(&format!("products/{product_id}"));
+    let price = prices::price(&state.http, &product_url, product_id).await?;
     let amount = price
         .checked_mul(quantity)
         .ok_or(AppError::AmountOverflow { price, quantity })?;
-    let stock = ReserveRequest::new(product_id, quantity, params.faults(Rm::Stock));
-    let trans_out = TransferRequest::new(params.int("buyer"), amount, params.faults(Rm::TransOut));
-    let trans_in = TransferRequest::new(params.int("merchant"), amount, params.faults(Rm::TransIn));
-    let (gid, options) = new_global_transaction(Scenario::FirePurchase, &state, &params).await?;
-    let crash_after_try = params.flag(CRASH_AFTER_TRY);
+    let fault = p.faults.stock.clone();
+    let stock = ReserveRequest {
+        product_id,
+        quantity,
+        fault,
+    };
+    let trans_out = TransferRequest::new(buyer, amount, p.faults.trans_out.clone());
+    let trans_in = TransferRequest::new(merchant, amount, p.faults.trans_in.clone());
+    let (gid, options) = new_global_transaction(Scenario::FirePurchase, &state, &p).await?;
     let urls = state.urls.clone();
     let outcome = state
         .tcc
@@ -150,8 +158,8 @@ pub async fn fire_purchase(
                 &urls.trans_in("TransInCancel"),
             )
             .await?;
-            crash_if(crash_after_try, &tcc);
-            Ok::<(), BranchError>(())
+            crash_if(p.crash_after_try, &tcc);
+            Ok(())
         })
         .await;
     answer(gid, outcome)
@@ -161,15 +169,11 @@ pub async fn fire_purchase(
 /// (`02`, [`super::nested`]), whose Try registers and tries the TransIn credit as child branch
 /// `0201` of the same global transaction; TransIn's faults ride in the nested branch's data,
 /// which it passes on to its child.
-pub async fn fire_tcc_nested(
-    params: Params,
-    state: web::Data<AppState>,
-) -> Result<FireAnswer, AppError> {
-    let amount = params.int("amount");
-    let trans_out = TransferRequest::new(params.int("from"), amount, params.faults(Rm::TransOut));
-    let trans_in = TransferRequest::new(params.int("to"), amount, params.faults(Rm::TransIn));
-    let (gid, options) = new_global_transaction(Scenario::FireTccNested, &state, &params).await?;
-    let crash_after_try = params.flag(CRASH_AFTER_TRY);
+pub async fn fire_tcc_nested(p: FireParams<Transfer>, state: web::Data<AppState>) -> Fired {
+    let Transfer { amount, from, to } = p.business;
+    let trans_out = TransferRequest::new(from, amount, p.faults.trans_out.clone());
+    let trans_in = TransferRequest::new(to, amount, p.faults.trans_in.clone());
+    let (gid, options) = new_global_transaction(Scenario::FireTccNested, &state, &p).await?;
     let urls = state.urls.clone();
     let outcome = state
         .tcc
@@ -188,8 +192,8 @@ pub async fn fire_tcc_nested(
                 &urls.app("TransInNestedCancel"),
             )
             .await?;
-            crash_if(crash_after_try, &tcc);
-            Ok::<(), BranchError>(())
+            crash_if(p.crash_after_try, &tcc);
+            Ok(())
         })
         .await;
     answer(gid, outcome)
@@ -213,9 +217,8 @@ pub struct TransferRequest {
 }
 
 impl TransferRequest {
-    /// `amount` minor units on `account_id`, with `faults` when any is set.
-    pub fn new(account_id: i64, amount: i64, faults: BranchFaults) -> Self {
-        let fault = (!faults.is_empty()).then_some(faults);
+    /// `amount` minor units on `account_id`, with `fault` if any.
+    pub fn new(account_id: i64, amount: i64, fault: Option<BranchFaults>) -> Self {
         TransferRequest {
             account_id,
             amount,
@@ -236,115 +239,68 @@ pub struct ReserveRequest {
     pub fault: Option<BranchFaults>,
 }
 
-impl ReserveRequest {
-    /// `quantity` units of `product_id`, with `faults` when any is set.
-    pub fn new(product_id: i64, quantity: i64, faults: BranchFaults) -> Self {
-        let fault = (!faults.is_empty()).then_some(faults);
-        ReserveRequest {
-            product_id,
-            quantity,
-            fault,
-        }
-    }
-}
-
-/// A gid from the TM (`newGid`) and the global transaction's options from the parameters
-/// (`wait_result`, and the optional `timeout_to_fail`, `retry_interval`, `request_timeout`).
-async fn new_global_transaction(
+/// A gid from the TM (`newGid`), and the global transaction's options from the parameters.
+async fn new_global_transaction<B>(
     scenario: Scenario,
     state: &AppState,
-    params: &Params,
+    p: &FireParams<B>,
 ) -> Result<(String, TransOptions), AppError> {
-    let gid = state
-        .tcc
-        .new_gid()
-        .await
+    let gid = (state.tcc.new_gid().await)
         .map_err(|source| AppError::Coordinator { gid: None, source })?;
     let scenario = scenario.name();
     log::info!("gid={gid} branch_id=- op=- scenario={scenario} starting");
-    let secs = |name| params.optional_int(name).map(|n| n as u64);
-    let options = TransOptions {
-        wait_result: params.flag("wait_result"),
-        timeout_to_fail: secs("timeout_to_fail"),
-        retry_interval: secs("retry_interval"),
-        request_timeout: secs("request_timeout"),
-        ..TransOptions::default()
-    };
-    Ok((gid, options))
+    Ok((gid, p.trans_options()))
 }
 
 /// With `crash_after_try`, the AP dies between its Trys and submit: the TM must abort the
 /// transaction once `timeout_to_fail` has passed, and cancel what the Trys reserved.
 fn crash_if(crash_after_try: bool, tcc: &Tcc) {
     if crash_after_try {
-        log::error!(
-            "gid={} branch_id=- op=- crash_after_try: the AP exits now, before submit",
-            tcc.gid()
-        );
+        let gid = tcc.gid();
+        log::error!("gid={gid} branch_id=- op=- crash_after_try: the AP exits now, before submit");
         std::process::exit(CRASH_EXIT_CODE);
     }
 }
 
 /// The answer for how global transaction `gid` ended.
-fn answer(
-    gid: String,
-    outcome: Result<GlobalOutcome<(), BranchError>, TccError>,
-) -> Result<FireAnswer, AppError> {
+fn answer(gid: String, outcome: Result<GlobalOutcome<(), BranchError>, TccError>) -> Fired {
     let outcome = outcome.map_err(|source| AppError::Coordinator {
         gid: Some(gid),
         source,
     })?;
+    let reason = outcome.result.err().map(|e| e.to_string());
     let (gid, status) = (outcome.gid, outcome.status);
-    Ok(match outcome.result {
-        Ok(()) => FireAnswer::Committed(Committed { gid, status }),
-        Err(reason) => FireAnswer::RolledBack(RolledBack {
-            gid,
-            status,
-            reason: reason.to_string(),
-        }),
+    Ok(FireAnswer {
+        gid,
+        status,
+        reason,
     })
 }
 
-/// How a fire request that ran a global transaction ended: its answer.
+/// How a fire request that ran a global transaction ended: `200 {"gid", "status": "succeed"}`
+/// when every Try succeeded and it was submitted; `409 {"gid", "status": "failed", "reason":
+/// "branch 02 Try refused: ..."}` when a Try did not and it was aborted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum FireAnswer {
-    /// Every Try succeeded and the transaction was submitted: `200`.
-    Committed(Committed),
-    /// A Try did not succeed and the transaction was aborted: `409`.
-    RolledBack(RolledBack),
-}
-
-/// `200 {"gid", "status": "succeed"}`. With this project's coordinator and `wait_result` the
-/// status is final; a DTM server answers without it, read as `submitted`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Committed {
+pub struct FireAnswer {
     /// The global transaction id.
     pub gid: String,
-    /// The status the coordinator reported after `submit`.
+    /// The status the coordinator reported after `submit` (with this project's coordinator and
+    /// `wait_result`, final; a DTM server answers without it, read as `submitted`) or `abort`
+    /// (`failed`, or `aborting`).
     pub status: GlobalStatus,
-}
-
-/// `409 {"gid", "status": "failed", "reason": "branch 02 Try refused: ..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RolledBack {
-    /// The global transaction id.
-    pub gid: String,
-    /// The status the coordinator reported after `abort` (`failed`, or `aborting`).
-    pub status: GlobalStatus,
-    /// The failed branch's error, also the rollback reason the coordinator recorded.
-    pub reason: String,
+    /// Rolled back only: the failed branch's error, also the rollback reason the coordinator
+    /// recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Responder for FireAnswer {
     type Body = BoxBody;
 
     fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
-        let status = match self {
-            FireAnswer::Committed(_) => StatusCode::OK,
-            FireAnswer::RolledBack(_) => StatusCode::CONFLICT,
+        let status = match self.reason {
+            None => StatusCode::OK,
+            Some(_) => StatusCode::CONFLICT,
         };
         HttpResponse::build(status).json(self)
     }
@@ -354,35 +310,42 @@ impl Responder for FireAnswer {
 /// [`Scenario::params`] (query string and/or JSON body, see [`crate::params`]), refuses fault
 /// parameters while fault injection is off, runs `handler`, and counts the answer in the AP's
 /// metrics ([`crate::metrics`]: by scenario and [`FireOutcome`], with its duration).
-pub async fn fire<F, Fut>(
+pub async fn fire<B: DeserializeOwned, Fut: Future<Output = Fired>>(
     scenario: Scenario,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-    handler: F,
-) -> Result<FireAnswer, AppError>
-where
-    F: FnOnce(Params, web::Data<AppState>) -> Fut,
-    Fut: Future<Output = Result<FireAnswer, AppError>>,
-{
+    handler: impl FnOnce(FireParams<B>, web::Data<AppState>) -> Fut,
+) -> Fired {
     let started = Instant::now();
     let result = match read_params(scenario, &req, body, &state).await {
         Ok(params) => handler(params, state.clone()).await,
         Err(e) => Err(e),
     };
-    let outcome = fire_outcome(&result);
+    let outcome = match &result {
+        Ok(FireAnswer { reason: None, .. }) => FireOutcome::Committed,
+        Ok(FireAnswer {
+            reason: Some(_), ..
+        }) => FireOutcome::RolledBack,
+        Err(AppError::Coordinator { .. }) => FireOutcome::CoordinatorError,
+        Err(AppError::StockUnavailable { .. }) => FireOutcome::StockUnavailable,
+        // Every other error is a 4xx about the request itself.
+        Err(_) => FireOutcome::Invalid,
+    };
     state.metrics.record(scenario, outcome, started.elapsed());
     let scenario = scenario.name();
     match &result {
-        Ok(FireAnswer::Committed(Committed { gid, status })) => {
-            log::info!("gid={gid} branch_id=- op=- scenario={scenario} committed, status={status}")
-        }
-        Ok(FireAnswer::RolledBack(RolledBack {
+        Ok(FireAnswer {
             gid,
             status,
             reason,
-        })) => log::info!(
-            "gid={gid} branch_id=- op=- scenario={scenario} rolled back, status={status}: {reason}"
+        }) => log::info!(
+            "gid={gid} branch_id=- op=- scenario={scenario} {}, status={status}{}",
+            outcome.as_str(),
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ),
         // The answer names no upstream detail (URL, body); the log does.
         Err(e) if outcome != FireOutcome::Invalid => log::error!(
@@ -395,32 +358,18 @@ where
     result
 }
 
-/// The metrics outcome of a fire request's result: every error other than the coordinator's
-/// and the stock service's is a 4xx about the request itself.
-fn fire_outcome(result: &Result<FireAnswer, AppError>) -> FireOutcome {
-    match result {
-        Ok(FireAnswer::Committed(_)) => FireOutcome::Committed,
-        Ok(FireAnswer::RolledBack(_)) => FireOutcome::RolledBack,
-        Err(AppError::Coordinator { .. }) => FireOutcome::CoordinatorError,
-        Err(AppError::StockUnavailable { .. }) => FireOutcome::StockUnavailable,
-        Err(_) => FireOutcome::Invalid,
-    }
-}
-
 /// The checked parameters of `scenario` from the query string, plus the body's when there is
 /// one: a body (anything but whitespace) must be `application/json` and at most `JSON_LIMIT`
 /// bytes. Fault parameters and `crash_after_try` need `FAULT_INJECTION=on`.
-async fn read_params(
+async fn read_params<B: DeserializeOwned>(
     scenario: Scenario,
     req: &HttpRequest,
     body: web::Payload,
     state: &AppState,
-) -> Result<Params, AppError> {
+) -> Result<FireParams<B>, AppError> {
     let mut raw = RawParams::from_query(req.query_string());
     let limit = state.json_limit;
-    let bytes = body
-        .to_bytes_limited(limit)
-        .await
+    let bytes = (body.to_bytes_limited(limit).await)
         .map_err(|_| AppError::BodyTooLarge { limit })?
         .map_err(|e| AppError::UnreadableBody(e.to_string()))?;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
@@ -429,14 +378,15 @@ async fn read_params(
         }
         raw.add_json_body(&bytes)?;
     }
-    let params = raw.parse(&scenario.params())?;
-    if !state.fault_injection {
-        let crash = params.flag(CRASH_AFTER_TRY).then_some(CRASH_AFTER_TRY);
-        if let Some(parameter) = params.first_fault_given().or(crash) {
-            return Err(AppError::FaultInjectionDisabled {
-                parameter: parameter.to_owned(),
-            });
-        }
+    let specs = scenario.params();
+    let params = raw.parse(&specs)?;
+    let crash = params
+        .crash_after_try
+        .then_some(crate::scenario::CRASH_AFTER_TRY);
+    match raw.first_fault(&specs).or(crash) {
+        Some(parameter) if !state.fault_injection => Err(AppError::FaultInjectionDisabled {
+            parameter: parameter.to_owned(),
+        }),
+        _ => Ok(params),
     }
-    Ok(params)
 }

@@ -5,20 +5,19 @@ pub mod baseline;
 pub mod fire;
 pub mod nested;
 
-pub use fire::CRASH_EXIT_CODE;
-
 use std::future::Future;
 
 use actix_web::http::header::{HeaderValue, ALLOW};
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
 use service_kit::http::error_response;
 use service_kit::rate_limit::limit_by_client;
 use tcc::protocol::Op;
 
 use crate::error::AppError;
-use crate::params::Params;
+use crate::params::FireParams;
 use crate::scenario::Scenario;
 use crate::state::AppState;
 use fire::FireAnswer;
@@ -53,9 +52,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, baseline_endpoints: bool) {
 }
 
 /// `GET|POST {scenario.path()}`, served by `handler` through [`fire::fire`].
-fn fire_endpoint<F, Fut>(cfg: &mut web::ServiceConfig, scenario: Scenario, handler: F)
+fn fire_endpoint<B, F, Fut>(cfg: &mut web::ServiceConfig, scenario: Scenario, handler: F)
 where
-    F: Fn(Params, web::Data<AppState>) -> Fut + Clone + 'static,
+    B: DeserializeOwned + 'static,
+    F: Fn(FireParams<B>, web::Data<AppState>) -> Fut + Clone + 'static,
     Fut: Future<Output = Result<FireAnswer, AppError>> + 'static,
 {
     let route = move |req: HttpRequest, body: web::Payload, state: web::Data<AppState>| {

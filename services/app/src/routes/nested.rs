@@ -27,17 +27,13 @@ use super::fire::TransferRequest;
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// The three endpoints' names, as registered under `/api/`.
-pub const TRY: &str = "TransInNestedTry";
-/// See [`TRY`].
-pub const CONFIRM: &str = "TransInNestedConfirm";
-/// See [`TRY`].
-pub const CANCEL: &str = "TransInNestedCancel";
-
-/// The three endpoints and their ops: the table the routes ([`crate::routes::configure`]) and
-/// their description ([`crate::openapi`]) are both built from.
-pub const ENDPOINTS: [(&str, Op); 3] =
-    [(TRY, Op::Try), (CONFIRM, Op::Confirm), (CANCEL, Op::Cancel)];
+/// The three endpoints (names under `/api/`) and their ops: the table the routes
+/// ([`crate::routes::configure`]) and their description ([`crate::openapi`]) are both built from.
+pub const ENDPOINTS: [(&str, Op); 3] = [
+    ("TransInNestedTry", Op::Try),
+    ("TransInNestedConfirm", Op::Confirm),
+    ("TransInNestedCancel", Op::Cancel),
+];
 
 /// `account_id` and `amount` must be > 0, and a `fault` needs fault injection on: a malformed
 /// body is the caller's 400, not a failed child Try.
@@ -102,15 +98,15 @@ pub async fn trans_in_nested_try(
             &urls.trans_in("TransInCancel"),
         )
         .await;
-    match &child {
-        Ok(reply) => log::info!(
-            "gid={gid} branch_id={parent} op=try child branch_id={} succeeded",
-            reply.branch_id
-        ),
-        Err(e) => log::warn!("gid={gid} branch_id={parent} op=try child did not succeed: {e}"),
+    if let Err(e) = &child {
+        log::warn!("gid={gid} branch_id={parent} op=try child did not succeed: {e}");
     }
     match child {
-        Ok(_) => Ok(BranchReply::Success),
+        Ok(reply) => {
+            let child = reply.branch_id;
+            log::info!("gid={gid} branch_id={parent} op=try child branch_id={child} succeeded");
+            Ok(BranchReply::Success)
+        }
         Err(e @ BranchError::Failure { .. }) => Ok(BranchReply::Failure(e.to_string())),
         Err(BranchError::Ongoing { .. }) => Ok(BranchReply::Ongoing),
         Err(BranchError::Transient { branch_id, .. }) => Err(AppError::ChildBranch {
@@ -162,7 +158,9 @@ fn check_gid_token(
         return Ok(());
     };
     let token = request.headers().get(GID_TOKEN_HEADER);
-    let token = token.ok_or(AppError::MissingGidToken)?;
-    verify_gid_token(secret, &query.gid, token.to_str().unwrap_or(""))?;
-    Ok(())
+    let token = token
+        .ok_or(AppError::MissingGidToken)?
+        .to_str()
+        .unwrap_or("");
+    Ok(verify_gid_token(secret, &query.gid, token)?)
 }
