@@ -177,9 +177,10 @@ async fn a_coordinator_killed_while_a_cancel_is_in_flight_finishes_the_rollback_
 #[tokio::test]
 async fn an_rm_that_is_down_during_the_second_phase_is_retried_until_it_is_back() {
     let mut sys = spawn_processes(&[]).await;
-    // TransOut's Confirm is slow, which leaves time to stop TransIn before its Confirm.
+    // The second phase calls TransIn's Confirm first (the last registered branch first); it is
+    // held for a second at TransIn, which is stopped meanwhile, so that call fails.
     let (status, answer) = sys
-        .fire("/api/fireTcc?trans_out_confirm=delay:1000&retry_interval=1&wait_result=false")
+        .fire("/api/fireTcc?trans_in_confirm=delay:1000&retry_interval=1&wait_result=false")
         .await
         .expect("the AP answers");
     assert_eq!(status, 200, "{answer}");
