@@ -1,7 +1,7 @@
 -- The coordinator's (TM's) durable state: global transactions, the Confirm and Cancel of each of
 -- their branches, the event log of each transaction, and the gids retention deleted. The second
 -- phase runs from these tables alone, so a restarted or replacement coordinator resumes it. Every
--- transition of these rows is Rust code in coordinator/src/store.rs (no stored functions); the
+-- transition of these rows is Rust code in coordinator/src/store/ (no stored functions); the
 -- rules below are what every row admits whoever writes it (docs/ARCHITECTURE.md#data-model-and-invariants).
 
 -- Single-column rules are domains, not table CHECK constraints: Postgres prepares a table's CHECK
