@@ -14,8 +14,9 @@
 //!   whose Try adds TransIn as child branch `0201` of the caller's global transaction.
 //! * [`routes::baseline`]: `fireBaseline`, the benchmark's floor without TCC.
 //! * [`routes`]: the route table, `GET /api/metrics`, JSON 404 and 405.
-//! * [`scenario`]: the scenarios' names and the parameters each accepts; [`params`]: reading and
-//!   checking them from the query string and/or a JSON body, fault parameters included.
+//! * [`scenario`]: the scenarios' names and the parameters each accepts, fault parameters
+//!   included; [`params`]: reading and checking them from the query string and/or a JSON body
+//!   into a typed [`params::FireParams`].
 //! * [`prices`]: a purchase's price, from the stock service (integer minor units).
 //! * [`error`]: [`error::AppError`], mapped once to a status and a JSON body.
 //! * [`metrics`]: the Prometheus metrics of fire requests, by scenario and outcome.

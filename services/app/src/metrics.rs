@@ -16,7 +16,6 @@
 
 use std::time::Duration;
 
-use actix_web::HttpResponse;
 use prometheus::{HistogramVec, IntCounterVec};
 use service_kit::metrics::MetricsRegistry;
 
@@ -72,16 +71,13 @@ impl FireOutcome {
 
 /// The AP's metrics (see the module docs), one set per application instance, in
 /// [`crate::state::AppState::metrics`].
+#[derive(Debug)]
 pub struct AppMetrics {
-    registry: MetricsRegistry,
+    /// The registry they are in: its `response()` answers a scrape, in the text exposition
+    /// format (`text/plain; version=0.0.4`).
+    pub registry: MetricsRegistry,
     global_transactions: IntCounterVec,
     fire_duration: HistogramVec,
-}
-
-impl std::fmt::Debug for AppMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppMetrics").finish_non_exhaustive()
-    }
 }
 
 /// The metrics on a new registry; every `(scenario, outcome)` counter and every scenario's
@@ -129,11 +125,5 @@ impl AppMetrics {
                 .with_label_values(&[scenario.name()])
                 .observe(elapsed.as_secs_f64());
         }
-    }
-
-    /// Every metric in the text exposition format, as the answer to a scrape
-    /// (`text/plain; version=0.0.4`).
-    pub fn response(&self) -> HttpResponse {
-        self.registry.response()
     }
 }

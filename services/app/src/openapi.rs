@@ -10,7 +10,9 @@ use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, KnownFormat, OpenApi, OpenApiBuilder, PathsBuilder};
 use utoipa::openapi::{Required, SchemaFormat};
 
-use service_kit::openapi::{error_response, json_response, schemas_of};
+use service_kit::openapi::{error_response, json_response};
+use tcc::protocol::{BranchQuery, Op};
+use utoipa::IntoParams;
 
 use crate::params::{Kind, Param};
 use crate::routes::fire::{FireAnswer, TransferRequest};
@@ -121,21 +123,18 @@ pub fn openapi(fault_injection: bool) -> OpenApi {
         }
     }
     for (name, op) in nested::ENDPOINTS {
-        let parameters = {
-            use utoipa::IntoParams;
-            tcc::protocol::BranchQuery::into_params(|| Some(ParameterIn::Query))
-        };
+        let parameters = BranchQuery::into_params(|| Some(ParameterIn::Query));
         let mut operation =
             service_kit::openapi::branch_operation(name, op, "TransferRequest", parameters);
         operation.description = Some(match op {
-            tcc::protocol::Op::Try => {
+            Op::Try => {
                 "The AP's own nested branch: its Try starts TransIn as child branch `0201` of the \
                  same global transaction (`dtm` must be this AP's coordinator). With \
                  `BRANCH_SIGNING_SECRET` set, the Try needs the gid's token in \
                  `X-Tcc-Gid-Token` (401 `missing_gid_token` / `bad_gid_token` otherwise, nothing \
                  registered); it never asks the coordinator instead, so it never answers 403."
             }
-            tcc::protocol::Op::Confirm | tcc::protocol::Op::Cancel => {
+            Op::Confirm | Op::Cancel => {
                 "The AP's own nested branch: nothing to do here (the TM confirms or cancels the \
                  child branch `0201` at TransIn itself), so it answers SUCCESS to any caller."
             }
@@ -146,19 +145,15 @@ pub fn openapi(fault_injection: bool) -> OpenApi {
             PathItem::new(HttpMethod::Post, operation),
         );
     }
-    let mut api = OpenApiBuilder::new()
-        .paths(paths)
-        .components(Some(
-            schemas_of::<FireAnswer>()
-                .schemas_from_iter(schemas_of::<TransferRequest>().build().schemas)
-                .build(),
-        ))
-        .build();
-    api.merge(<MetricsApi as utoipa::OpenApi>::openapi());
+    let mut api = OpenApiBuilder::new().paths(paths).build();
+    api.merge(<DerivedApi as utoipa::OpenApi>::openapi());
     api
 }
 
-/// `GET /api/metrics` of the AP.
+/// `GET /api/metrics` of the AP, and the schemas of the answers and bodies described above.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(crate::routes::metrics))]
-struct MetricsApi;
+#[openapi(
+    paths(crate::routes::metrics),
+    components(schemas(FireAnswer, TransferRequest))
+)]
+struct DerivedApi;

@@ -22,7 +22,7 @@ struct Product {
 /// `{STOCK_URL}/products/{product_id}`) on the AP's shared `http` client.
 ///
 /// Errors: [`AppError::UnknownProduct`] on a 404; [`AppError::StockUnavailable`] when the
-/// service cannot be reached, answers another non-200 status, or an answer without a positive
+/// service cannot be reached, answers another error status, or an answer without a positive
 /// integer `price` (a price of 0 would make an amount every bank refuses).
 pub async fn price(http: &reqwest::Client, url: &str, product_id: i64) -> Result<i64, AppError> {
     let unavailable = |what: String| AppError::StockUnavailable {
@@ -31,17 +31,13 @@ pub async fn price(http: &reqwest::Client, url: &str, product_id: i64) -> Result
     };
     let response = (http.get(url).timeout(PRICE_TIMEOUT).send().await)
         .map_err(|e| unavailable(e.to_string()))?;
-    let status = response.status();
-    if status == reqwest::StatusCode::NOT_FOUND {
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Err(AppError::UnknownProduct { product_id });
     }
-    let text =
-        (response.text().await).map_err(|e| unavailable(format!("reading the body: {e}")))?;
-    if status != reqwest::StatusCode::OK {
-        let body: String = text.chars().take(200).collect();
-        return Err(unavailable(format!("HTTP {status}: {body}")));
-    }
-    match serde_json::from_str::<Product>(&text) {
+    let response = response
+        .error_for_status()
+        .map_err(|e| unavailable(e.to_string()))?;
+    match response.json::<Product>().await {
         Ok(Product { price }) if price > 0 => Ok(price),
         Ok(Product { price }) => Err(unavailable(format!("price {price} is not > 0"))),
         Err(e) => Err(unavailable(format!("unreadable answer: {e}"))),

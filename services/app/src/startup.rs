@@ -36,10 +36,12 @@ impl Application {
         // Only now is the port known (PORT=0), so only now can APP_URL default to it.
         let settings = settings.resolve_app_url(bound);
         log::info!(
-            "app (AP) listening on http://{}:{port}, coordinator {}, own API base (APP_URL) {}",
+            "app (AP) listening on http://{}:{port}, coordinator {}, own API base (APP_URL) {}; \
+             fire endpoints' rate limit: {}",
             settings.host,
             settings.dtm_url,
-            settings.app_url.as_deref().unwrap_or_default()
+            settings.app_url.as_deref().unwrap_or_default(),
+            settings.fire_rate_limit
         );
         let server = serve(listener, &settings)?;
         Ok(Application { port, server })
@@ -71,7 +73,6 @@ fn serve(listener: TcpListener, settings: &Settings) -> std::io::Result<Server> 
     // Created here, outside the per-worker factory, so that all workers share one quota per
     // client address.
     let fire_limiter = web::Data::new(ClientLimiter::new(settings.fire_rate_limit));
-    log::info!("fire endpoints' rate limit: {}", settings.fire_rate_limit);
     let api = service_kit::openapi::describe(
         "app",
         "The AP of the TCC sample: each fire endpoint starts one TCC global transaction over the \

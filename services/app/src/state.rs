@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tcc::client::TccClient;
-use tcc::signing::SigningSecret;
 
 use crate::configuration::{Settings, DEFAULT_APP_URL};
 use crate::metrics::AppMetrics;
@@ -26,14 +25,10 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The branch URLs of the RMs and of the AP itself.
     pub urls: Arc<Urls>,
-    /// `JSON_LIMIT`: the largest request body, bytes.
-    pub json_limit: usize,
-    /// `FAULT_INJECTION`: whether fault parameters are accepted.
-    pub fault_injection: bool,
     /// This instance's metrics (its own registry: tests run several APs in one process).
     pub metrics: Arc<AppMetrics>,
-    /// `BRANCH_SIGNING_SECRET`: with it, the nested branch's Try requires its gid's token.
-    pub branch_signing_secret: Option<SigningSecret>,
+    /// The settings it was built from (`JSON_LIMIT`, `FAULT_INJECTION`, ...).
+    pub settings: Settings,
 }
 
 impl AppState {
@@ -54,10 +49,8 @@ impl AppState {
                 .with_gid_tokens(settings.branch_signing_secret.clone()),
             http,
             urls: Arc::new(Urls::from_settings(settings)),
-            json_limit: settings.json_limit,
-            fault_injection: settings.fault_injection,
             metrics: Arc::new(AppMetrics::default()),
-            branch_signing_secret: settings.branch_signing_secret.clone(),
+            settings: settings.clone(),
         })
     }
 }

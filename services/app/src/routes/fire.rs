@@ -368,7 +368,7 @@ async fn read_params<B: DeserializeOwned>(
     state: &AppState,
 ) -> Result<FireParams<B>, AppError> {
     let mut raw = RawParams::from_query(req.query_string());
-    let limit = state.json_limit;
+    let limit = state.settings.json_limit;
     let bytes = (body.to_bytes_limited(limit).await)
         .map_err(|_| AppError::BodyTooLarge { limit })?
         .map_err(|e| AppError::UnreadableBody(e.to_string()))?;
@@ -384,9 +384,11 @@ async fn read_params<B: DeserializeOwned>(
         .crash_after_try
         .then_some(crate::scenario::CRASH_AFTER_TRY);
     match raw.first_fault(&specs).or(crash) {
-        Some(parameter) if !state.fault_injection => Err(AppError::FaultInjectionDisabled {
-            parameter: parameter.to_owned(),
-        }),
+        Some(parameter) if !state.settings.fault_injection => {
+            Err(AppError::FaultInjectionDisabled {
+                parameter: parameter.to_owned(),
+            })
+        }
         _ => Ok(params),
     }
 }

@@ -75,7 +75,7 @@ where
     (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
 ))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.response()
+    state.metrics.registry.response()
 }
 
 /// The answer to a path no route matches: `404 {"error":"not_found"}`, JSON like every other

@@ -70,7 +70,7 @@ pub async fn trans_in_nested_try(
     state: web::Data<AppState>,
 ) -> Result<BranchReply, AppError> {
     let query = branch.query;
-    check_body(&body.0, state.fault_injection)?;
+    check_body(&body.0, state.settings.fault_injection)?;
     if let Some(dtm) = query.dtm.as_deref().filter(|d| !d.is_empty()) {
         if dtm.trim_end_matches('/') != state.tcc.dtm_url().trim_end_matches('/') {
             return Err(AppError::BadBranchQuery(
@@ -84,7 +84,7 @@ pub async fn trans_in_nested_try(
         .tcc_from_query(&query)
         .map_err(|e| AppError::BadBranchQuery(e.to_string()))?;
     // Before anything is registered: the checks above only read the request.
-    let secret = state.branch_signing_secret.as_ref();
+    let secret = state.settings.branch_signing_secret.as_ref();
     check_gid_token(&request, &query, secret).inspect_err(|e| {
         log::warn!("gid={gid} branch_id={parent} op=try nested Try refused: {e}")
     })?;
