@@ -160,7 +160,8 @@ impl RawParams {
 
     /// Checks every given parameter against `params` (see the module docs for the rules), fills
     /// in defaults and reads the result as `B`, the scenario's own parameters. The error names
-    /// the first parameter at fault.
+    /// the first parameter at fault. `params` must hold `B`'s and the common ones
+    /// ([`crate::scenario::COMMON_PARAMS`]): a table that does not match `B` is a bug, and panics.
     pub fn parse<B: DeserializeOwned>(&self, params: &[Param]) -> Result<FireParams<B>, AppError> {
         let mut checked = Map::new();
         let mut faults = Map::new();
