@@ -66,7 +66,9 @@ fn print_schema(crate_dir: &Path, db: &TestDb) -> String {
 }
 
 fn workspace_dir(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 /// Fails, with the command that regenerates it, when `crate_dir/src/schema.rs` is not what the
