@@ -4,9 +4,13 @@
 use std::time::Instant;
 
 use diesel::dsl::{case_when, exists, not};
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Text};
-use tcc::protocol::{GlobalStatus, Op};
+use diesel::query_builder::AstPass;
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+use tcc::protocol::GlobalStatus;
+
+use super::named_sql::{Named, NamedStatement};
 
 use super::second_phase::{announce_call, claim_one, phase_end, phase_ops, Pass};
 use super::{lease_end, lease_secs_i32, parse_status, seconds_from_now, status_of, TransGlobal};
@@ -143,74 +147,146 @@ pub enum RegisterOutcome {
     Mismatch,
 }
 
-/// A `trans_branch_op` row to insert.
-#[derive(Insertable)]
-#[diesel(table_name = trans_branch_op)]
-struct NewOp<'a> {
-    gid: &'a str,
-    branch_id: &'a str,
-    op: &'static str,
-    url: &'a str,
-    data: &'a str,
-    status: &'static str,
-    target: String,
+/// Records a branch's Confirm and Cancel while the transaction is `prepared`, with its
+/// `branch_registered` event, in one statement (`REGISTER_BRANCH`). Each op's service is named
+/// once here ([`events::service_name`] of its URL) for the events of its calls. The Try reports
+/// the registration carries are recorded first, whatever the answer: they describe earlier Trys.
+///
+/// When the ops were there already, a second read (a statement of its own, which sees what
+/// committed since) tells a retried registration from a mismatch; it writes nothing.
+pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<RegisterOutcome> {
+    let (confirm_target, cancel_target) = (
+        events::service_name(&b.confirm),
+        events::service_name(&b.cancel),
+    );
+    let reports = ReportColumns::of(&b.try_reports);
+    let registration = RegisterBranch {
+        b,
+        confirm_target: &confirm_target,
+        cancel_target: &cancel_target,
+        detail: format!("confirm {} | cancel {}", b.confirm, b.cancel),
+        reports: &reports,
+    };
+    let (status, inserted): (Option<String>, i64) = Named(registration).get_result(conn)?;
+    let Some(status) = status.as_deref().map(parse_status) else {
+        return Ok(RegisterOutcome::UnknownGid);
+    };
+    Ok(if status != GlobalStatus::Prepared {
+        RegisterOutcome::NotPrepared(status)
+    } else if inserted == 2 {
+        RegisterOutcome::Registered
+    } else if same_registration(conn, b)? {
+        RegisterOutcome::AlreadyRegistered
+    } else {
+        RegisterOutcome::Mismatch
+    })
 }
 
-/// Records a branch's Confirm and Cancel while the transaction is `prepared`, with its
-/// `branch_registered` event, in one database transaction. Each op's service is named once here
-/// ([`events::service_name`] of its URL) for the events of its calls. The Try reports the
-/// registration carries are recorded first, whatever the answer: they describe earlier Trys.
+/// `registerBranch` as one statement (so one round trip and no BEGIN/COMMIT; a data-modifying CTE,
+/// which Diesel's DSL cannot write):
 ///
-/// The transaction row is locked `FOR SHARE` so that a concurrent `submit`/`abort` (an `UPDATE`)
-/// waits: a branch is either registered before the second phase reads the branch list, or refused.
-pub fn register_branch(conn: &mut PgConnection, b: &NewBranch) -> QueryResult<RegisterOutcome> {
-    use trans_branch_op::dsl as o;
-    use trans_global::dsl as g;
-    conn.transaction(|conn| {
-        let status: Option<String> = g::trans_global
-            .filter(g::gid.eq(&b.gid))
-            .select(g::status)
-            .for_share()
-            .first(conn)
-            .optional()?;
-        let Some(status) = status.as_deref().map(parse_status) else {
-            return Ok(RegisterOutcome::UnknownGid);
-        };
-        let mut log = report_events(conn, &b.gid, &b.try_reports)?;
-        let outcome = if status != GlobalStatus::Prepared {
-            RegisterOutcome::NotPrepared(status)
-        } else {
-            let ops = [(Op::Confirm, &b.confirm), (Op::Cancel, &b.cancel)].map(|(op, url)| NewOp {
-                gid: &b.gid,
-                branch_id: &b.branch_id,
-                op: op.as_str(),
-                url,
-                data: &b.data,
-                status: "prepared",
-                target: events::service_name(url),
-            });
-            let inserted = diesel::insert_into(o::trans_branch_op)
-                .values(&ops)
-                .on_conflict((o::gid, o::branch_id, o::op))
-                .do_nothing()
-                .execute(conn)?;
-            if inserted == ops.len() {
-                log.push(NewEvent {
-                    branch_id: Some(b.branch_id.clone()),
-                    target: Some(events::service_name(&b.confirm)),
-                    detail: Some(format!("confirm {} | cancel {}", b.confirm, b.cancel)),
-                    ..NewEvent::new(&b.gid, EventKind::BranchRegistered, Actor::Ap)
-                });
-                RegisterOutcome::Registered
-            } else if same_registration(conn, b)? {
-                RegisterOutcome::AlreadyRegistered
-            } else {
-                RegisterOutcome::Mismatch
-            }
-        };
-        insert_events(conn, &log)?;
-        Ok(outcome)
-    })
+/// * `trans` locks the transaction's row `FOR SHARE`, so that a concurrent `submit`/`abort` (an
+///   `UPDATE`) waits for this commit, and reads its status after any update it waited for: a
+///   branch is either registered before the second phase reads the branch list, or refused;
+/// * `ops` inserts the Confirm and Cancel while it is `prepared` (none when the branch id is
+///   taken);
+/// * `log` writes, in this order, the `try_reported` events of the reports whose branch was
+///   registered before (none for an unknown gid), then `branch_registered` when both ops were
+///   inserted.
+///
+/// Answers the status (NULL: no such gid) and how many ops were inserted.
+const REGISTER_BRANCH: &str = "\
+WITH trans AS (
+    SELECT status FROM trans_global WHERE gid = $1 FOR SHARE
+), ops AS (
+    INSERT INTO trans_branch_op (gid, branch_id, op, url, data, status, target)
+    SELECT $1, $2, v.op, v.url, $3, 'prepared', v.target
+    FROM trans, (VALUES ('confirm', $4, $5), ('cancel', $6, $7)) AS v (op, url, target)
+    WHERE trans.status = 'prepared'
+    ON CONFLICT (gid, branch_id, op) DO NOTHING
+    RETURNING 1
+), log AS (
+    INSERT INTO trans_event
+        (gid, kind, actor, branch_id, op, target, url, outcome, http_status, latency_ms, detail)
+    SELECT $1, e.kind, 'ap', e.branch_id, e.op, e.target, e.url, e.outcome, e.http_status,
+        e.latency_ms, e.detail
+    FROM (
+        SELECT r.ord, 'try_reported' AS kind, r.branch_id, 'try' AS op, r.target, r.url,
+            r.outcome, r.http_status, r.latency_ms, r.detail
+        FROM unnest($9, $10, $11, $12, $13, $14, $15)
+            WITH ORDINALITY AS r (branch_id, target, url, outcome, http_status, latency_ms, detail, ord)
+        WHERE EXISTS (SELECT FROM trans)
+          AND EXISTS (SELECT FROM trans_branch_op o WHERE o.gid = $1 AND o.branch_id = r.branch_id)
+        UNION ALL
+        SELECT cardinality($9) + 1, 'branch_registered', $2, NULL, $5, NULL, NULL, NULL, NULL, $8
+        WHERE (SELECT count(*) FROM ops) = 2
+    ) AS e
+    ORDER BY e.ord
+)
+SELECT (SELECT status FROM trans), (SELECT count(*) FROM ops)";
+
+/// The parameters of [`REGISTER_BRANCH`].
+struct RegisterBranch<'a> {
+    b: &'a NewBranch,
+    confirm_target: &'a str,
+    cancel_target: &'a str,
+    detail: String,
+    reports: &'a ReportColumns,
+}
+
+impl NamedStatement for RegisterBranch<'_> {
+    type Id = RegisterBranch<'static>;
+    const SQL: &'static str = REGISTER_BRANCH;
+    type Row = (Nullable<Text>, BigInt);
+    fn push_bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let (b, r) = (self.b, self.reports);
+        match n {
+            1 => out.push_bind_param::<Text, _>(&b.gid),
+            2 => out.push_bind_param::<Text, _>(&b.branch_id),
+            3 => out.push_bind_param::<Text, _>(&b.data),
+            4 => out.push_bind_param::<Text, _>(&b.confirm),
+            5 => out.push_bind_param::<Text, _>(self.confirm_target),
+            6 => out.push_bind_param::<Text, _>(&b.cancel),
+            7 => out.push_bind_param::<Text, _>(self.cancel_target),
+            8 => out.push_bind_param::<Text, _>(&self.detail),
+            9 => out.push_bind_param::<Array<Text>, _>(&r.branch_id),
+            10 => out.push_bind_param::<Array<Text>, _>(&r.target),
+            11 => out.push_bind_param::<Array<Text>, _>(&r.url),
+            12 => out.push_bind_param::<Array<Text>, _>(&r.outcome),
+            13 => out.push_bind_param::<Array<Nullable<Integer>>, _>(&r.http_status),
+            14 => out.push_bind_param::<Array<Integer>, _>(&r.latency_ms),
+            15 => out.push_bind_param::<Array<Nullable<Text>>, _>(&r.detail),
+            _ => unreachable!("REGISTER_BRANCH has 15 parameters"),
+        }
+    }
+}
+
+/// Try reports as one array per column of their `try_reported` events, in order.
+#[derive(Default)]
+struct ReportColumns {
+    branch_id: Vec<String>,
+    target: Vec<String>,
+    url: Vec<String>,
+    outcome: Vec<String>,
+    http_status: Vec<Option<i32>>,
+    latency_ms: Vec<i32>,
+    detail: Vec<Option<String>>,
+}
+
+impl ReportColumns {
+    fn of(reports: &[TryReport]) -> ReportColumns {
+        let mut columns = ReportColumns::default();
+        for r in reports {
+            columns.branch_id.push(r.branch_id.clone());
+            columns.target.push(events::service_name(&r.url));
+            columns.url.push(r.url.clone());
+            columns.outcome.push(r.outcome.clone());
+            columns.http_status.push(r.http_status);
+            columns.latency_ms.push(r.latency_ms);
+            columns.detail.push(r.message.clone());
+        }
+        columns
+    }
 }
 
 /// Whether the Confirm and Cancel registered under `b`'s branch id have its URLs and data (a

@@ -2,8 +2,9 @@
 //! `service_kit::db::blocking`.
 //!
 //! Each step of the state machine (docs/ARCHITECTURE.md#state-machine) is one function and one
-//! database transaction (`conn.transaction`), so a step is applied whole or not at all, with the
-//! events that describe it (`trans_event`). Every status change is a compare-and-set on the old
+//! database transaction (`conn.transaction`, or a single statement, which Postgres commits on its
+//! own), so a step is applied whole or not at all, with the events that describe it
+//! (`trans_event`). Every status change is a compare-and-set on the old
 //! status (`UPDATE ... WHERE status = old`, the row count or `RETURNING` telling whether it won), so
 //! concurrent requests and replicas cannot both win a transition; work on the second phase also
 //! requires holding the transaction's lease
@@ -11,24 +12,31 @@
 //!
 //! * what the AP asks (`store/ap_steps.rs`): [`prepare`], [`register_branch`], [`record_try`], [`begin_second_phase`]
 //!   (`submit` and `abort`);
-//! * the second phase (`store/second_phase.rs`): [`claim_due`], [`claim_and_start`], [`start_pass`], [`record_calls`],
-//!   [`schedule_retry`], [`abort_timed_out`], [`release_own_leases`];
+//! * the second phase (`store/second_phase.rs`): [`claim_due`], [`claim_and_start`], [`start_pass`],
+//!   [`schedule_retry`], [`abort_timed_out`], [`release_own_leases`]; a pass's record
+//!   (`store/pass_record.rs`): [`record_calls`];
 //! * the operator's actions (`store/operator.rs`): [`retry_now`], [`force_stop`];
 //! * retention (`store/retention.rs`): [`delete_finished_before`], [`delete_tombstones_before`];
 //! * reads (here): [`find`], [`status_of`], [`is_deleted`], [`list`], [`unfinished_summary`].
 //!
-//! Every statement is Diesel's DSL (claims with `FOR UPDATE SKIP LOCKED`, `insert_into(...)
+//! Statements are Diesel's DSL (claims with `FOR UPDATE SKIP LOCKED`, `insert_into(...)
 //! .on_conflict(...)`, `.returning(...)`), which Diesel prepares once per connection, so that
 //! Postgres parses and plans each only once (a statement run with `sql_query` is planned again on
-//! every call).
+//! every call). The hot steps whose several writes the DSL cannot put in one statement (a
+//! data-modifying CTE) are a named `const` SQL string each (`store/named_sql.rs`), prepared once
+//! per connection too: one statement is one round trip and needs no BEGIN/COMMIT, and round
+//! trips, not Postgres' execution, are most of a step's cost.
 
 mod ap_steps;
+mod named_sql;
 mod operator;
+mod pass_record;
 mod retention;
 mod second_phase;
 
 pub use ap_steps::*;
 pub use operator::*;
+pub use pass_record::*;
 pub use retention::*;
 pub use second_phase::*;
 

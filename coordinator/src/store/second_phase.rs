@@ -5,21 +5,13 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use diesel::data_types::PgInterval;
-use diesel::dsl::AsExprOf;
-use diesel::dsl::{min, now as db_now};
+use diesel::dsl::now as db_now;
 use diesel::prelude::*;
-use diesel::sql_types::{Interval, Timestamptz};
 use tcc::protocol::{GlobalStatus, Op};
 
 use super::{lease_end, lease_secs_i32, BranchOp, TransGlobal, UNFINISHED};
 use crate::events::{self, Actor, EventKind, NewEvent};
-use crate::schema::{trans_branch_op, trans_event, trans_global};
-
-define_sql_function! {
-    /// Postgres' `clock_timestamp()`: the time now, not the database transaction's start.
-    fn clock_timestamp() -> diesel::sql_types::Timestamptz;
-}
+use crate::schema::{trans_branch_op, trans_global};
 
 /// The start of one second-phase pass: the ops still to call, in call order, with the lease
 /// renewed for the first of them (and its `branch_calling` event written).
@@ -321,7 +313,7 @@ pub fn claim_and_start(
     })
 }
 
-/// What [`record_calls`] does after recording the calls, in the same database transaction.
+/// What [`record_calls`](super::record_calls) does after recording the calls, in the same statement.
 #[derive(Debug, Clone)]
 pub enum AfterCalls {
     /// Nothing more (a call failed: the engine schedules its retry next).
@@ -338,7 +330,7 @@ pub enum AfterCalls {
     },
 }
 
-/// What [`record_calls`] did after recording the calls.
+/// What [`record_calls`](super::record_calls) did after recording the calls.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Continued {
     /// The calls were recorded and nothing more was asked ([`AfterCalls::Nothing`]).
@@ -353,7 +345,7 @@ pub enum Continued {
     NotFinished,
 }
 
-/// A transaction [`record_calls`] moved to its final status.
+/// A transaction [`record_calls`](super::record_calls) moved to its final status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
     /// Its `trans_type` (`tcc`).
@@ -363,7 +355,7 @@ pub struct Finished {
     pub second_phase_secs: Option<f64>,
 }
 
-/// One Confirm or Cancel call of a pass, as the engine saw it, for [`record_calls`].
+/// One Confirm or Cancel call of a pass, as the engine saw it, for [`record_calls`](super::record_calls).
 #[derive(Debug, Clone)]
 pub struct BranchCall {
     /// The op called (`trans_branch_op.id`).
@@ -393,271 +385,6 @@ pub struct BranchCall {
     pub unannounced_since: Option<Instant>,
     /// When its answer was read (or the call gave up).
     pub answered_at: Instant,
-}
-
-/// Records the calls of one pass in call order, then does `after`, in one database transaction,
-/// all only while `owner` holds the lease (its row stays locked until the commit, so the lease
-/// cannot be taken meanwhile). Each op gets attempts + 1 and its `last_result`, and becomes
-/// `succeed` if its call succeeded; each call gets its `branch_called` event (attempt number,
-/// HTTP status or error, latency) and, when it was not written before the call, its
-/// `branch_calling` event, both dated when they happened. Returns each op's attempts after its
-/// call, in call order (0 for a success of an op that had already succeeded), and what
-/// followed: [`Continued::LeaseLost`] with no attempts when the lease was lost before the
-/// record (nothing written; the pass that took over calls again).
-///
-/// Confirm and Cancel are idempotent (docs/ARCHITECTURE.md#the-sub-transaction-barrier), so
-/// calls that succeeded and were not recorded before a crash are only sent again by the next
-/// pass (DTM's `UpdateBranchSync` setting, when it writes branch statuses asynchronously, makes
-/// the same trade).
-pub fn record_calls(
-    conn: &mut PgConnection,
-    gid: &str,
-    calls: &[BranchCall],
-    owner: &str,
-    lease_secs: i64,
-    after: &AfterCalls,
-) -> QueryResult<(Vec<i32>, Continued)> {
-    // The events are dated by how long before this instant they happened, on this process's
-    // monotonic clock, so that the database's clock dates them (it dates every other event).
-    let now = Instant::now();
-    conn.transaction(|conn| {
-        if !calls.is_empty() && !lock_lease(conn, gid, owner)? {
-            return Ok((Vec::new(), Continued::LeaseLost));
-        }
-        let mut attempts = Vec::with_capacity(calls.len());
-        let mut events = Vec::with_capacity(2 * calls.len());
-        for call in calls {
-            let attempt = record_call(conn, gid, call, now)?;
-            attempts.push(attempt.unwrap_or(0));
-            events.extend(call_events(gid, call, attempt, now));
-        }
-        let continued = match after {
-            AfterCalls::Nothing => Continued::Recorded,
-            AfterCalls::Call(next) => match renew_lease(conn, gid, owner, lease_secs)? {
-                true => {
-                    events.push(DatedEvent::now(announce_call(next)));
-                    Continued::Leased
-                }
-                false => Continued::LeaseLost,
-            },
-            AfterCalls::Finish { from, to } => match finish(conn, gid, owner, *from, *to)? {
-                Some(finished) => {
-                    events.push(DatedEvent::now(final_event(gid, *to)));
-                    Continued::Finished(finished)
-                }
-                None => Continued::NotFinished,
-            },
-        };
-        // Every event of the step in one statement, in the order they happened.
-        insert_dated_events(conn, &events)?;
-        Ok((attempts, continued))
-    })
-}
-
-/// Whether `owner` holds the lease of `gid`, locking the row (`FOR UPDATE`) until the commit
-/// when it does.
-fn lock_lease(conn: &mut PgConnection, gid: &str, owner: &str) -> QueryResult<bool> {
-    use trans_global::dsl as g;
-    let held: Option<i64> = g::trans_global
-        .filter(g::gid.eq(gid))
-        .filter(g::owner.eq(owner))
-        .select(g::id)
-        .for_update()
-        .first(conn)
-        .optional()?;
-    Ok(held.is_some())
-}
-
-/// The database's `now()` (the start of the database transaction, right after
-/// [`record_calls`] measured `ago`) less `ago`: when something that happened `ago` before then
-/// happened, on the database's clock.
-#[diesel::dsl::auto_type(no_type_alias)]
-fn happened_ago(ago: PgInterval) -> _ {
-    let start: AsExprOf<db_now, Timestamptz> = db_now.into_sql::<Timestamptz>();
-    let ago: AsExprOf<PgInterval, Interval> = ago.into_sql::<Interval>();
-    start - ago
-}
-
-/// `at` as an interval before `now`.
-fn before(now: Instant, at: Instant) -> PgInterval {
-    let micros = now.saturating_duration_since(at).as_micros();
-    PgInterval::from_microseconds(i64::try_from(micros).unwrap_or(i64::MAX))
-}
-
-/// Records one call on its op: attempts + 1 and `last_result`, and `succeed` (finish_time: when
-/// the call answered) if the call succeeded and the op was still `prepared`. The op's attempts
-/// after it; `None` for a success of an op that had already succeeded (left as it was).
-fn record_call(
-    conn: &mut PgConnection,
-    gid: &str,
-    call: &BranchCall,
-    now: Instant,
-) -> QueryResult<Option<i32>> {
-    use trans_branch_op::dsl as o;
-    let op = o::trans_branch_op
-        .filter(o::id.eq(call.op_id))
-        .filter(o::gid.eq(gid));
-    if call.succeeded {
-        let answered = happened_ago(before(now, call.answered_at));
-        diesel::update(op.filter(o::status.eq("prepared")))
-            .set((
-                o::status.eq("succeed"),
-                o::finish_time.eq(answered.nullable()),
-                o::attempts.eq(o::attempts + 1),
-                o::last_result.eq(&call.result),
-                o::update_time.eq(db_now),
-            ))
-            .returning(o::attempts)
-            .get_result(conn)
-            .optional()
-    } else {
-        diesel::update(op)
-            .set((
-                o::attempts.eq(o::attempts + 1),
-                o::last_result.eq(&call.result),
-                o::update_time.eq(db_now),
-            ))
-            .returning(o::attempts)
-            .get_result(conn)
-            .optional()
-    }
-}
-
-/// An event and how long before now it happened.
-struct DatedEvent {
-    event: NewEvent,
-    ago: PgInterval,
-}
-
-impl DatedEvent {
-    /// `event`, happening now.
-    fn now(event: NewEvent) -> DatedEvent {
-        DatedEvent {
-            event,
-            ago: PgInterval::from_microseconds(0),
-        }
-    }
-}
-
-/// The event of a transaction's final status: `succeed` or `failed`.
-fn final_event(gid: &str, to: GlobalStatus) -> NewEvent {
-    let kind = match to {
-        GlobalStatus::Succeed => EventKind::Succeed,
-        _ => EventKind::Failed,
-    };
-    NewEvent {
-        status: Some(to.as_str().to_owned()),
-        ..NewEvent::new(gid, kind, Actor::Tm)
-    }
-}
-
-/// The events of one recorded call: its `branch_calling` (unless written before the call) and
-/// its `branch_called` with the op's attempt number.
-fn call_events(
-    gid: &str,
-    call: &BranchCall,
-    attempt: Option<i32>,
-    now: Instant,
-) -> Vec<DatedEvent> {
-    let about_the_call = |kind| NewEvent {
-        branch_id: Some(call.branch_id.clone()),
-        op: Some(call.op.as_str().to_owned()),
-        target: Some(call.target.clone()),
-        url: Some(call.url.clone()),
-        ..NewEvent::new(gid, kind, Actor::Tm)
-    };
-    let calling = call.unannounced_since.map(|sent_at| DatedEvent {
-        event: about_the_call(EventKind::BranchCalling),
-        ago: before(now, sent_at),
-    });
-    let called = DatedEvent {
-        event: NewEvent {
-            outcome: Some(call.outcome.to_owned()),
-            http_status: call.http_status.map(i32::from),
-            latency_ms: Some(i32::try_from(call.latency_ms).unwrap_or(i32::MAX)),
-            attempt,
-            detail: call.detail.clone(),
-            ..about_the_call(EventKind::BranchCalled)
-        },
-        ago: before(now, call.answered_at),
-    };
-    calling.into_iter().chain([called]).collect()
-}
-
-/// Inserts `events` in one statement, in order (their ids follow it), each dated when it
-/// happened; nothing when empty.
-fn insert_dated_events(conn: &mut PgConnection, events: &[DatedEvent]) -> QueryResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<_> = events
-        .iter()
-        .map(|e| (&e.event, trans_event::create_time.eq(happened_ago(e.ago))))
-        .collect();
-    diesel::insert_into(trans_event::table)
-        .values(rows)
-        .execute(conn)?;
-    Ok(())
-}
-
-/// What the final compare-and-set returns.
-#[derive(Queryable)]
-struct FinishedRow {
-    trans_type: String,
-    finish_time: Option<DateTime<Utc>>,
-    /// When its `submitted`/`aborting` event was recorded.
-    phase_began: Option<DateTime<Utc>>,
-}
-
-/// The compare-and-set `from -> to` (`submitted -> succeed`, `aborting -> failed`) by the lease
-/// holder `owner`, releasing the lease (the caller writes the final event). `None` when it did
-/// not fire.
-fn finish(
-    conn: &mut PgConnection,
-    gid: &str,
-    owner: &str,
-    from: GlobalStatus,
-    to: GlobalStatus,
-) -> QueryResult<Option<Finished>> {
-    use trans_event::dsl as e;
-    use trans_global::dsl as g;
-    // When the second phase began: its `submitted`/`aborting` event.
-    let phase_began = e::trans_event
-        .filter(e::gid.eq(gid))
-        .filter(e::kind.eq_any([EventKind::Submitted.as_str(), EventKind::Aborting.as_str()]))
-        .select(min(e::create_time))
-        .single_value();
-    let finished: Option<FinishedRow> = diesel::update(g::trans_global)
-        .filter(g::gid.eq(gid))
-        .filter(g::owner.eq(owner))
-        .filter(g::status.eq(from.as_str()))
-        .set((
-            g::status.eq(to.as_str()),
-            // The time now, as the calls' times: it finishes after its last answer.
-            g::finish_time.eq(clock_timestamp().nullable()),
-            g::update_time.eq(db_now),
-            g::owner.eq(None::<String>),
-            g::lease_expire.eq(None::<DateTime<Utc>>),
-        ))
-        .returning((g::trans_type, g::finish_time, phase_began))
-        .get_result(conn)
-        .optional()?;
-    let Some(FinishedRow {
-        trans_type,
-        finish_time,
-        phase_began,
-    }) = finished
-    else {
-        return Ok(None);
-    };
-    let second_phase_secs = match (phase_began, finish_time) {
-        (Some(began), Some(end)) => Some((end - began).as_seconds_f64().max(0.0)),
-        _ => None,
-    };
-    Ok(Some(Finished {
-        trans_type,
-        second_phase_secs,
-    }))
 }
 
 /// Schedules the next attempt at `next_time` with backoff step `next_interval` (seconds), and
