@@ -32,6 +32,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
+use service_kit::coordinator_check::DEFAULT_DTM_URL;
 
 /// Environment variables that point the AP at the other services: variable, target binary,
 /// path under the target's base URL. The app's own defaults must be these URLs on 127.0.0.1.
@@ -649,7 +650,11 @@ fn the_apps_service_urls_point_at_the_right_services_in_compose_and_up_sh() {
         let port = row(&table, target).port;
         // The app's own default, which the conventions fix.
         let default = format!("\"http://127.0.0.1:{port}{path}\"");
-        problems.check(app_code.contains(&default), || {
+        // The coordinator's default is the one every binary shares, a named constant.
+        let shared = var == "DTM_URL"
+            && app_code.contains("DEFAULT_DTM_URL")
+            && format!("\"{DEFAULT_DTM_URL}\"") == default;
+        problems.check(shared || app_code.contains(&default), || {
             format!("the app's source has no default {default} for {var}")
         });
         // Compose: http://<service running target>:<its PORT><path>.
