@@ -3,19 +3,20 @@
 
 use std::time::Instant;
 
-use diesel::dsl::{case_when, exists, not};
+use diesel::dsl::case_when;
+use diesel::dsl::{AsSelect, SqlTypeOf};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::AstPass;
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use tcc::protocol::GlobalStatus;
 
 use super::named_sql::{Named, NamedStatement};
 
-use super::second_phase::{announce_call, claim_one, phase_end, phase_ops, Pass};
-use super::{lease_end, lease_secs_i32, parse_status, seconds_from_now, status_of, TransGlobal};
+use super::second_phase::{claim_one, phase_end, phase_op, Pass};
+use super::{lease_end, lease_secs_i32, parse_status, status_of, BranchOp, TransGlobal};
 use crate::events::{self, Actor, EventKind, NewEvent, TryReport, TryReportRefusal};
-use crate::schema::{trans_branch_op, trans_event, trans_gid_tombstone, trans_global};
+use crate::schema::{trans_branch_op, trans_event, trans_global};
 
 /// What `prepare` needs to create a transaction; options already defaulted and validated.
 #[derive(Debug, Clone)]
@@ -47,72 +48,82 @@ pub enum PrepareOutcome {
 }
 
 /// Creates the transaction in `prepared`, due for a timeout check after `timeout_to_fail`, with
-/// its `prepared` event (detail: the options), in one database transaction.
+/// its `prepared` event (detail: the options), in one statement (`PREPARE`).
 ///
-/// The tombstone of a deleted transaction is looked up after the insert, in a statement of its
-/// own: a retention job deleting this gid's old row at that instant made the insert wait for its
-/// commit, and this later statement then sees the tombstone that job wrote.
+/// When the gid was taken by a transaction this statement could not see (a concurrent `prepare`
+/// of it committed meanwhile), a second read tells its status; a row deleted since reads as
+/// still prepared.
 pub fn prepare(conn: &mut PgConnection, new: &NewTrans) -> QueryResult<PrepareOutcome> {
-    use trans_global::dsl as g;
-    conn.transaction(|conn| {
-        let created: Option<i64> = diesel::insert_into(g::trans_global)
-            .values((
-                g::gid.eq(&new.gid),
-                g::status.eq(GlobalStatus::Prepared.as_str()),
-                g::timeout_to_fail.eq(new.timeout_to_fail),
-                g::retry_interval.eq(new.retry_interval),
-                g::request_timeout.eq(new.request_timeout),
-                g::branch_headers.eq(&new.branch_headers),
-                g::next_cron_interval.eq(new.retry_interval),
-                g::next_cron_time.eq(seconds_from_now(new.timeout_to_fail)),
-            ))
-            .on_conflict(g::gid)
-            .do_nothing()
-            .returning(g::id)
-            .get_result(conn)
-            .optional()?;
-        if created.is_none() {
-            // The gid is taken; a row deleted since the insert looked reads as still prepared.
-            return Ok(match status_of(conn, &new.gid)? {
-                None | Some(GlobalStatus::Prepared) => PrepareOutcome::AlreadyPrepared,
-                Some(other) => PrepareOutcome::Conflict(other),
-            });
-        }
-        if !record_prepared_unless_tombstoned(conn, new)? {
-            diesel::delete(g::trans_global.filter(g::gid.eq(&new.gid))).execute(conn)?;
-            return Ok(PrepareOutcome::Used);
-        }
-        Ok(PrepareOutcome::Created)
-    })
-}
-
-/// Writes the `prepared` event of the transaction just inserted (detail: its options), unless the
-/// gid has a tombstone: one `INSERT ... SELECT ... WHERE NOT EXISTS`. `false` when it has one
-/// (nothing written).
-fn record_prepared_unless_tombstoned(conn: &mut PgConnection, new: &NewTrans) -> QueryResult<bool> {
-    use trans_event::dsl as e;
-    use trans_gid_tombstone::dsl as t;
-    use trans_global::dsl as g;
     let options = format!(
         "timeout_to_fail={}s retry_interval={}s request_timeout={}s",
         new.timeout_to_fail, new.retry_interval, new.request_timeout
     );
-    let tombstoned = exists(t::trans_gid_tombstone.filter(t::gid.eq(&new.gid)));
-    let event = g::trans_global
-        .filter(g::gid.eq(&new.gid))
-        .filter(not(tombstoned))
-        .select((
-            g::gid,
-            EventKind::Prepared.as_str().into_sql::<Text>(),
-            Actor::Ap.as_str().into_sql::<Text>(),
-            Some(GlobalStatus::Prepared.as_str()).into_sql::<Nullable<Text>>(),
-            Some(options).into_sql::<Nullable<Text>>(),
-        ));
-    let written = diesel::insert_into(e::trans_event)
-        .values(event)
-        .into_columns((e::gid, e::kind, e::actor, e::status, e::detail))
-        .execute(conn)?;
-    Ok(written == 1)
+    let (created, existing, tombstoned): (bool, Option<String>, bool) =
+        Named(Prepare { new, options }).get_result(conn)?;
+    Ok(match (created, existing.as_deref().map(parse_status)) {
+        (true, _) => PrepareOutcome::Created,
+        (false, Some(GlobalStatus::Prepared)) => PrepareOutcome::AlreadyPrepared,
+        (false, Some(other)) => PrepareOutcome::Conflict(other),
+        (false, None) if tombstoned => PrepareOutcome::Used,
+        (false, None) => match status_of(conn, &new.gid)? {
+            None | Some(GlobalStatus::Prepared) => PrepareOutcome::AlreadyPrepared,
+            Some(other) => PrepareOutcome::Conflict(other),
+        },
+    })
+}
+
+/// `prepare` as one statement (one round trip, no BEGIN/COMMIT; a data-modifying CTE, which
+/// Diesel's DSL cannot write): `created` inserts the transaction, due `timeout_to_fail` seconds
+/// from now, only when no transaction with this gid is visible and the gid has no tombstone, and
+/// `log` writes its `prepared` event. Answers whether it was created, the status of the one seen
+/// instead, and whether a tombstone was seen.
+///
+/// The insert waits on no row it did not see first: a retention job deleting this gid's old row
+/// at this instant has not committed yet in this statement's snapshot, so the old row is seen
+/// (a 409); once it has committed, its tombstone is seen (a 409 too). `ON CONFLICT` only settles
+/// a race with a concurrent `prepare` of the same gid.
+const PREPARE: &str = "\
+WITH existing AS (
+    SELECT status FROM trans_global WHERE gid = $1
+), tombstone AS (
+    SELECT FROM trans_gid_tombstone WHERE gid = $1
+), created AS (
+    INSERT INTO trans_global (gid, status, timeout_to_fail, retry_interval, request_timeout,
+        branch_headers, next_cron_interval, next_cron_time)
+    SELECT $1, 'prepared', $2, $3, $4, $5, $3, now() + interval '1 second' * $2
+    WHERE NOT EXISTS (SELECT FROM existing) AND NOT EXISTS (SELECT FROM tombstone)
+    ON CONFLICT (gid) DO NOTHING
+    RETURNING gid
+), log AS (
+    INSERT INTO trans_event (gid, kind, actor, status, detail)
+    SELECT gid, 'prepared', 'ap', 'prepared', $6 FROM created
+)
+SELECT EXISTS (SELECT FROM created), (SELECT status FROM existing),
+    EXISTS (SELECT FROM tombstone)";
+
+/// The parameters of `PREPARE`.
+struct Prepare<'a> {
+    new: &'a NewTrans,
+    /// The detail of the `prepared` event.
+    options: String,
+}
+
+impl NamedStatement for Prepare<'_> {
+    type Id = Prepare<'static>;
+    const SQL: &'static str = PREPARE;
+    type Row = (Bool, Nullable<Text>, Bool);
+    fn push_bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let new = self.new;
+        match n {
+            1 => out.push_bind_param::<Text, _>(&new.gid),
+            2 => out.push_bind_param::<Integer, _>(&new.timeout_to_fail),
+            3 => out.push_bind_param::<Integer, _>(&new.retry_interval),
+            4 => out.push_bind_param::<Integer, _>(&new.request_timeout),
+            5 => out.push_bind_param::<Text, _>(&new.branch_headers),
+            6 => out.push_bind_param::<Text, _>(&self.options),
+            _ => unreachable!("PREPARE has 6 parameters"),
+        }
+    }
 }
 
 /// A branch registration, URLs already validated.
@@ -249,13 +260,7 @@ impl NamedStatement for RegisterBranch<'_> {
             6 => out.push_bind_param::<Text, _>(&b.cancel),
             7 => out.push_bind_param::<Text, _>(self.cancel_target),
             8 => out.push_bind_param::<Text, _>(&self.detail),
-            9 => out.push_bind_param::<Array<Text>, _>(&r.branch_id),
-            10 => out.push_bind_param::<Array<Text>, _>(&r.target),
-            11 => out.push_bind_param::<Array<Text>, _>(&r.url),
-            12 => out.push_bind_param::<Array<Text>, _>(&r.outcome),
-            13 => out.push_bind_param::<Array<Nullable<Integer>>, _>(&r.http_status),
-            14 => out.push_bind_param::<Array<Integer>, _>(&r.latency_ms),
-            15 => out.push_bind_param::<Array<Nullable<Text>>, _>(&r.detail),
+            9..=15 => r.push_bind(n - 8, out),
             _ => unreachable!("REGISTER_BRANCH has 15 parameters"),
         }
     }
@@ -274,6 +279,21 @@ struct ReportColumns {
 }
 
 impl ReportColumns {
+    /// Binds column `n` (from 1: branch_id, target, url, outcome, http_status, latency_ms,
+    /// detail), in this order of `unnest`.
+    fn push_bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match n {
+            1 => out.push_bind_param::<Array<Text>, _>(&self.branch_id),
+            2 => out.push_bind_param::<Array<Text>, _>(&self.target),
+            3 => out.push_bind_param::<Array<Text>, _>(&self.url),
+            4 => out.push_bind_param::<Array<Text>, _>(&self.outcome),
+            5 => out.push_bind_param::<Array<Nullable<Integer>>, _>(&self.http_status),
+            6 => out.push_bind_param::<Array<Integer>, _>(&self.latency_ms),
+            7 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.detail),
+            _ => unreachable!("a try report has 7 columns"),
+        }
+    }
+
     fn of(reports: &[TryReport]) -> ReportColumns {
         let mut columns = ReportColumns::default();
         for r in reports {
@@ -452,31 +472,19 @@ pub fn begin_second_phase(
             (false, s) if s == phase || Some(s) == phase_end(phase) => Transition::AlreadyThere(s),
             (false, s) => Transition::Refused(s),
         };
-        // The ops of the phase, when this call claimed it: the pass calls the pending ones, and
-        // they name every registered branch, which the Try reports are checked against.
-        let ops = match &claimed {
-            Some(trans) => Some(phase_ops(conn, trans)?),
-            None => None,
-        };
-        let mut log = match &ops {
-            Some(ops) => {
-                let registered: Vec<String> = ops.iter().map(|o| o.branch_id.clone()).collect();
-                events_of_registered(try_reports, &registered)
+        let entered = changed.is_some().then(|| phase_entered(gid, phase, reason));
+        let pass = match &claimed {
+            Some(trans) => {
+                let ops = start_claimed_pass(conn, trans, entered.as_ref(), try_reports)?;
+                Some(Pass::over_pending(ops, leased_at))
             }
-            None => report_events(conn, gid, try_reports)?,
+            None => {
+                let mut log = report_events(conn, gid, try_reports)?;
+                log.extend(entered);
+                insert_events(conn, &log)?;
+                None
+            }
         };
-        if changed.is_some() {
-            log.push(NewEvent {
-                status: Some(phase.as_str().to_owned()),
-                detail: (phase == GlobalStatus::Aborting).then(|| reason.to_owned()),
-                ..NewEvent::new(gid, phase_event(phase), Actor::Ap)
-            });
-        }
-        let pass = ops.map(|ops| Pass::over_pending(ops, leased_at));
-        if let Some(first) = pass.as_ref().and_then(|p| p.ops.first()) {
-            log.push(announce_call(first));
-        }
-        insert_events(conn, &log)?;
         Ok(SecondPhaseStart {
             transition,
             trans: Some(claimed.unwrap_or(trans)),
@@ -541,10 +549,101 @@ fn lock_row(conn: &mut PgConnection, gid: &str) -> QueryResult<Option<TransGloba
         .optional()
 }
 
-/// The event of entering `phase`: `submitted` or `aborting`.
-fn phase_event(phase: GlobalStatus) -> EventKind {
-    match phase {
+/// The event of entering `phase` (`submitted`, or `aborting` with the AP's `reason`).
+fn phase_entered(gid: &str, phase: GlobalStatus, reason: &str) -> NewEvent {
+    let kind = match phase {
         GlobalStatus::Submitted => EventKind::Submitted,
         _ => EventKind::Aborting,
+    };
+    NewEvent {
+        status: Some(phase.as_str().to_owned()),
+        detail: (phase == GlobalStatus::Aborting).then(|| reason.to_owned()),
+        ..NewEvent::new(gid, kind, Actor::Ap)
+    }
+}
+
+/// The start of the pass `submit`/`abort` claimed on `trans` (in its phase): the phase's ops in
+/// call order, and the step's events written, in one statement (`START_CLAIMED_PASS`). It runs
+/// after the compare-and-set, in the same database transaction: that `UPDATE` waited for any
+/// registration holding the row, and this later statement sees the branches it registered.
+fn start_claimed_pass(
+    conn: &mut PgConnection,
+    trans: &TransGlobal,
+    entered: Option<&NewEvent>,
+    try_reports: &[TryReport],
+) -> QueryResult<Vec<BranchOp>> {
+    let Some(op) = phase_op(trans.global_status()) else {
+        return Ok(Vec::new());
+    };
+    let reports = ReportColumns::of(try_reports);
+    let start = StartClaimedPass {
+        gid: &trans.gid,
+        op: op.as_str(),
+        reports: &reports,
+        entered_kind: entered.map(|e| e.kind.as_str()),
+        entered_status: entered.and_then(|e| e.status.as_deref()),
+        entered_detail: entered.and_then(|e| e.detail.as_deref()),
+    };
+    Named(start).load(conn)
+}
+
+/// The start of a claimed pass as one statement (a data-modifying CTE, which Diesel's DSL cannot
+/// write): `ops` reads the phase's ops (`$2`: confirm or cancel), and `log` writes, in this
+/// order, the `try_reported` events of the reports whose branch is registered, the event of
+/// entering the phase (when `$10` is set), and the `branch_calling` of the first pending op
+/// (the last registered first: DTM's order), written before its call. Answers the ops in call
+/// order.
+const START_CLAIMED_PASS: &str = "\
+WITH ops AS (
+    SELECT id, gid, branch_id, op, url, data, status, attempts, last_result, target,
+        create_time, update_time, finish_time
+    FROM trans_branch_op WHERE gid = $1 AND op = $2
+), log AS (
+    INSERT INTO trans_event (gid, kind, actor, status, branch_id, op, target, url, outcome,
+        http_status, latency_ms, detail)
+    SELECT $1, e.kind, e.actor, e.status, e.branch_id, e.op, e.target, e.url, e.outcome,
+        e.http_status, e.latency_ms, e.detail
+    FROM (
+        SELECT r.ord, 'try_reported' AS kind, 'ap' AS actor, NULL AS status, r.branch_id,
+            'try' AS op, r.target, r.url, r.outcome, r.http_status, r.latency_ms, r.detail
+        FROM unnest($3, $4, $5, $6, $7, $8, $9)
+            WITH ORDINALITY AS r (branch_id, target, url, outcome, http_status, latency_ms, detail, ord)
+        WHERE EXISTS (SELECT FROM ops WHERE ops.branch_id = r.branch_id)
+        UNION ALL
+        SELECT cardinality($3) + 1, $10, 'ap', $11, NULL, NULL, NULL, NULL, NULL, NULL, NULL, $12
+        WHERE $10 IS NOT NULL
+        UNION ALL
+        (SELECT cardinality($3) + 2, 'branch_calling', 'tm', NULL, ops.branch_id, ops.op,
+            ops.target, ops.url, NULL, NULL, NULL, NULL
+        FROM ops WHERE ops.status = 'prepared' ORDER BY ops.id DESC LIMIT 1)
+    ) AS e
+    ORDER BY e.ord
+)
+SELECT * FROM ops ORDER BY id DESC";
+
+/// The parameters of `START_CLAIMED_PASS`.
+struct StartClaimedPass<'a> {
+    gid: &'a str,
+    op: &'static str,
+    reports: &'a ReportColumns,
+    entered_kind: Option<&'a str>,
+    entered_status: Option<&'a str>,
+    entered_detail: Option<&'a str>,
+}
+
+impl NamedStatement for StartClaimedPass<'_> {
+    type Id = StartClaimedPass<'static>;
+    const SQL: &'static str = START_CLAIMED_PASS;
+    type Row = SqlTypeOf<AsSelect<BranchOp, Pg>>;
+    fn push_bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match n {
+            1 => out.push_bind_param::<Text, _>(self.gid),
+            2 => out.push_bind_param::<Text, _>(self.op),
+            3..=9 => self.reports.push_bind(n - 2, out),
+            10 => out.push_bind_param::<Nullable<Text>, _>(&self.entered_kind),
+            11 => out.push_bind_param::<Nullable<Text>, _>(&self.entered_status),
+            12 => out.push_bind_param::<Nullable<Text>, _>(&self.entered_detail),
+            _ => unreachable!("START_CLAIMED_PASS has 12 parameters"),
+        }
     }
 }

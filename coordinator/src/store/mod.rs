@@ -189,15 +189,6 @@ const ONE_SECOND: PgInterval = PgInterval {
     months: 0,
 };
 
-/// `now() + interval '1 second' * secs`: `secs` seconds after the database's now.
-#[diesel::dsl::auto_type(no_type_alias)]
-fn seconds_from_now(secs: i32) -> _ {
-    let db_now: AsExprOf<diesel::dsl::now, Timestamptz> =
-        diesel::dsl::now.into_sql::<Timestamptz>();
-    let second: AsExprOf<PgInterval, Interval> = ONE_SECOND.into_sql::<Interval>();
-    db_now + second * secs
-}
-
 /// The end of a lease taken now for a call of this transaction: `LEASE_SECONDS` (`lease_secs`)
 /// after the database's now, and at least its `request_timeout` plus 5 s, so that the lease
 /// outlasts the call it was taken for (the rule of [`lease_duration`]).
