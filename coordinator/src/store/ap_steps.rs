@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use diesel::dsl::case_when;
 use diesel::dsl::{AsSelect, SqlTypeOf};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -14,8 +13,8 @@ use tcc::protocol::GlobalStatus;
 use super::named_sql::{Named, NamedStatement};
 
 use super::second_phase::{claim_one, phase_end, phase_op, Pass};
-use super::{lease_end, lease_secs_i32, parse_status, status_of, BranchOp, TransGlobal};
-use crate::events::{self, Actor, EventKind, NewEvent, TryReport, TryReportRefusal};
+use super::{lease_secs_i32, parse_status, status_of, BranchOp, TransGlobal};
+use crate::events::{self, EventKind, NewEvent, TryReport, TryReportRefusal};
 use crate::schema::{trans_branch_op, trans_event, trans_global};
 
 /// What `prepare` needs to create a transaction; options already defaulted and validated.
@@ -449,7 +448,8 @@ pub fn begin_second_phase(
     // Before BEGIN is sent: the lease's clock starts no earlier than this.
     let leased_at = Instant::now();
     conn.transaction(|conn| {
-        let changed = enter_phase(conn, gid, phase, reason, owner, lease_secs)?;
+        let entering = EnterPhase::new(gid, phase, reason, owner, lease_secs, try_reports);
+        let changed = Named(entering).get_result(conn).optional()?;
         let claimed = match &changed {
             Some(trans) => (trans.owner.as_deref() == Some(owner)).then(|| trans.clone()),
             // A repeated submit/abort changes no status but still claims a free lease, so that
@@ -472,15 +472,15 @@ pub fn begin_second_phase(
             (false, s) if s == phase || Some(s) == phase_end(phase) => Transition::AlreadyThere(s),
             (false, s) => Transition::Refused(s),
         };
-        let entered = changed.is_some().then(|| phase_entered(gid, phase, reason));
+        // The compare-and-set wrote the reports with its event; otherwise they are written now.
+        let reports = if changed.is_some() { &[] } else { try_reports };
         let pass = match &claimed {
             Some(trans) => {
-                let ops = start_claimed_pass(conn, trans, entered.as_ref(), try_reports)?;
+                let ops = start_claimed_pass(conn, trans, reports)?;
                 Some(Pass::over_pending(ops, leased_at))
             }
             None => {
-                let mut log = report_events(conn, gid, try_reports)?;
-                log.extend(entered);
+                let log = report_events(conn, gid, reports)?;
                 insert_events(conn, &log)?;
                 None
             }
@@ -493,48 +493,105 @@ pub fn begin_second_phase(
     })
 }
 
-/// The compare-and-set `prepared -> phase`, due now with the backoff step reset to
-/// `retry_interval`, and in the same statement the claim of the second phase for `owner`, unless
-/// a worker holds a live lease (it is timing the prepared transaction out, and gives it back when
-/// it sees the new status). The row after it, or `None` when the transaction was not `prepared`.
-fn enter_phase(
-    conn: &mut PgConnection,
-    gid: &str,
-    phase: GlobalStatus,
-    reason: &str,
-    owner: &str,
-    lease_secs: i64,
-) -> QueryResult<Option<TransGlobal>> {
-    use trans_global::dsl as g;
-    let rollback_reason = (phase == GlobalStatus::Aborting).then_some(reason);
-    let lease_free = || {
-        g::lease_expire
-            .is_null()
-            .or(g::lease_expire.lt(diesel::dsl::now))
-    };
-    diesel::update(g::trans_global)
-        .filter(g::gid.eq(gid))
-        .filter(g::status.eq(GlobalStatus::Prepared.as_str()))
-        .set(
-            (
-                g::status.eq(phase.as_str()),
-                g::rollback_reason.eq(rollback_reason),
-                g::next_cron_time.eq(diesel::dsl::now),
-                g::next_cron_interval.eq(g::retry_interval),
-                g::update_time.eq(diesel::dsl::now),
-                g::owner
-                    .eq(case_when(lease_free(), owner.into_sql::<Nullable<Text>>())
-                        .otherwise(g::owner)),
-                g::lease_expire.eq(case_when(
-                    lease_free(),
-                    lease_end(lease_secs_i32(lease_secs)).nullable(),
-                )
-                .otherwise(g::lease_expire)),
-            ),
-        )
-        .returning(TransGlobal::as_returning())
-        .get_result(conn)
-        .optional()
+/// The compare-and-set `prepared -> phase` as one statement (a data-modifying CTE: the change
+/// and its events together; Diesel also never caches a DSL `UPDATE`, which Postgres would plan
+/// on every call):
+///
+/// * `entered` moves the transaction to `$2` (`rollback_reason` `$3`), due now with the backoff
+///   step reset to `retry_interval`, and claims its second phase for `$4` with a lease that
+///   outlasts the first call ([`super::lease_duration`]), unless a worker holds a live lease (it
+///   is timing the prepared transaction out, and gives it back when it sees the new status);
+/// * `log` writes, when it changed, the `try_reported` events of the reports whose branch is
+///   registered (those Trys came before the decision), then the `$13` event (`submitted` or
+///   `aborting`, the reason as detail when aborting).
+///
+/// Answers the row after it; none when the transaction was not `prepared`.
+const ENTER_PHASE: &str = "\
+WITH entered AS (
+    UPDATE trans_global SET status = $2, rollback_reason = $3, next_cron_time = now(),
+        next_cron_interval = retry_interval, update_time = now(),
+        owner = CASE WHEN lease_expire IS NULL OR lease_expire < now() THEN $4 ELSE owner END,
+        lease_expire = CASE WHEN lease_expire IS NULL OR lease_expire < now()
+            THEN now() + interval '1 second' * greatest($5, request_timeout + 5)
+            ELSE lease_expire END
+    WHERE gid = $1 AND status = 'prepared'
+    RETURNING id, gid, trans_type, status, timeout_to_fail, retry_interval, request_timeout,
+        branch_headers, rollback_reason, next_cron_interval, next_cron_time, owner, lease_expire,
+        create_time, update_time, finish_time
+), log AS (
+    INSERT INTO trans_event (gid, kind, actor, status, branch_id, op, target, url, outcome,
+        http_status, latency_ms, detail)
+    SELECT $1, e.kind, 'ap', e.status, e.branch_id, e.op, e.target, e.url, e.outcome,
+        e.http_status, e.latency_ms, e.detail
+    FROM (
+        SELECT r.ord, 'try_reported' AS kind, NULL AS status, r.branch_id, 'try' AS op,
+            r.target, r.url, r.outcome, r.http_status, r.latency_ms, r.detail
+        FROM unnest($6, $7, $8, $9, $10, $11, $12)
+            WITH ORDINALITY AS r (branch_id, target, url, outcome, http_status, latency_ms, detail, ord)
+        WHERE EXISTS (SELECT FROM entered)
+          AND EXISTS (SELECT FROM trans_branch_op o WHERE o.gid = $1 AND o.branch_id = r.branch_id)
+        UNION ALL
+        SELECT cardinality($6) + 1, $13, $2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, $3
+        FROM entered
+    ) AS e
+    ORDER BY e.ord
+)
+SELECT * FROM entered";
+
+/// The parameters of `ENTER_PHASE`.
+struct EnterPhase<'a> {
+    gid: &'a str,
+    phase: &'static str,
+    /// The AP's reason when aborting.
+    rollback_reason: Option<&'a str>,
+    owner: &'a str,
+    lease_secs: i32,
+    reports: ReportColumns,
+    /// `submitted` or `aborting`.
+    event: &'static str,
+}
+
+impl<'a> EnterPhase<'a> {
+    fn new(
+        gid: &'a str,
+        phase: GlobalStatus,
+        reason: &'a str,
+        owner: &'a str,
+        lease_secs: i64,
+        try_reports: &[TryReport],
+    ) -> EnterPhase<'a> {
+        let event = match phase {
+            GlobalStatus::Submitted => EventKind::Submitted,
+            _ => EventKind::Aborting,
+        };
+        EnterPhase {
+            gid,
+            phase: phase.as_str(),
+            rollback_reason: (phase == GlobalStatus::Aborting).then_some(reason),
+            owner,
+            lease_secs: lease_secs_i32(lease_secs),
+            reports: ReportColumns::of(try_reports),
+            event: event.as_str(),
+        }
+    }
+}
+
+impl NamedStatement for EnterPhase<'_> {
+    type Id = EnterPhase<'static>;
+    const SQL: &'static str = ENTER_PHASE;
+    type Row = SqlTypeOf<AsSelect<TransGlobal, Pg>>;
+    fn push_bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match n {
+            1 => out.push_bind_param::<Text, _>(self.gid),
+            2 => out.push_bind_param::<Text, _>(self.phase),
+            3 => out.push_bind_param::<Nullable<Text>, _>(&self.rollback_reason),
+            4 => out.push_bind_param::<Text, _>(self.owner),
+            5 => out.push_bind_param::<Integer, _>(&self.lease_secs),
+            6..=12 => self.reports.push_bind(n - 5, out),
+            13 => out.push_bind_param::<Text, _>(self.event),
+            _ => unreachable!("ENTER_PHASE has 13 parameters"),
+        }
+    }
 }
 
 /// Reads `gid` with its row locked `FOR KEY SHARE` (the lock a foreign key would take: retention
@@ -549,19 +606,6 @@ fn lock_row(conn: &mut PgConnection, gid: &str) -> QueryResult<Option<TransGloba
         .optional()
 }
 
-/// The event of entering `phase` (`submitted`, or `aborting` with the AP's `reason`).
-fn phase_entered(gid: &str, phase: GlobalStatus, reason: &str) -> NewEvent {
-    let kind = match phase {
-        GlobalStatus::Submitted => EventKind::Submitted,
-        _ => EventKind::Aborting,
-    };
-    NewEvent {
-        status: Some(phase.as_str().to_owned()),
-        detail: (phase == GlobalStatus::Aborting).then(|| reason.to_owned()),
-        ..NewEvent::new(gid, kind, Actor::Ap)
-    }
-}
-
 /// The start of the pass `submit`/`abort` claimed on `trans` (in its phase): the phase's ops in
 /// call order, and the step's events written, in one statement (`START_CLAIMED_PASS`). It runs
 /// after the compare-and-set, in the same database transaction: that `UPDATE` waited for any
@@ -569,7 +613,6 @@ fn phase_entered(gid: &str, phase: GlobalStatus, reason: &str) -> NewEvent {
 fn start_claimed_pass(
     conn: &mut PgConnection,
     trans: &TransGlobal,
-    entered: Option<&NewEvent>,
     try_reports: &[TryReport],
 ) -> QueryResult<Vec<BranchOp>> {
     let Some(op) = phase_op(trans.global_status()) else {
@@ -580,19 +623,15 @@ fn start_claimed_pass(
         gid: &trans.gid,
         op: op.as_str(),
         reports: &reports,
-        entered_kind: entered.map(|e| e.kind.as_str()),
-        entered_status: entered.and_then(|e| e.status.as_deref()),
-        entered_detail: entered.and_then(|e| e.detail.as_deref()),
     };
     Named(start).load(conn)
 }
 
 /// The start of a claimed pass as one statement (a data-modifying CTE, which Diesel's DSL cannot
 /// write): `ops` reads the phase's ops (`$2`: confirm or cancel), and `log` writes, in this
-/// order, the `try_reported` events of the reports whose branch is registered, the event of
-/// entering the phase (when `$10` is set), and the `branch_calling` of the first pending op
-/// (the last registered first: DTM's order), written before its call. Answers the ops in call
-/// order.
+/// order, the `try_reported` events of the reports whose branch is registered (a repeated
+/// `submit`/`abort` carries them here) and the `branch_calling` of the first pending op (the
+/// last registered first: DTM's order), written before its call. Answers the ops in call order.
 const START_CLAIMED_PASS: &str = "\
 WITH ops AS (
     SELECT id, gid, branch_id, op, url, data, status, attempts, last_result, target,
@@ -610,10 +649,7 @@ WITH ops AS (
             WITH ORDINALITY AS r (branch_id, target, url, outcome, http_status, latency_ms, detail, ord)
         WHERE EXISTS (SELECT FROM ops WHERE ops.branch_id = r.branch_id)
         UNION ALL
-        SELECT cardinality($3) + 1, $10, 'ap', $11, NULL, NULL, NULL, NULL, NULL, NULL, NULL, $12
-        WHERE $10 IS NOT NULL
-        UNION ALL
-        (SELECT cardinality($3) + 2, 'branch_calling', 'tm', NULL, ops.branch_id, ops.op,
+        (SELECT cardinality($3) + 1, 'branch_calling', 'tm', NULL, ops.branch_id, ops.op,
             ops.target, ops.url, NULL, NULL, NULL, NULL
         FROM ops WHERE ops.status = 'prepared' ORDER BY ops.id DESC LIMIT 1)
     ) AS e
@@ -626,9 +662,6 @@ struct StartClaimedPass<'a> {
     gid: &'a str,
     op: &'static str,
     reports: &'a ReportColumns,
-    entered_kind: Option<&'a str>,
-    entered_status: Option<&'a str>,
-    entered_detail: Option<&'a str>,
 }
 
 impl NamedStatement for StartClaimedPass<'_> {
@@ -640,10 +673,7 @@ impl NamedStatement for StartClaimedPass<'_> {
             1 => out.push_bind_param::<Text, _>(self.gid),
             2 => out.push_bind_param::<Text, _>(self.op),
             3..=9 => self.reports.push_bind(n - 2, out),
-            10 => out.push_bind_param::<Nullable<Text>, _>(&self.entered_kind),
-            11 => out.push_bind_param::<Nullable<Text>, _>(&self.entered_status),
-            12 => out.push_bind_param::<Nullable<Text>, _>(&self.entered_detail),
-            _ => unreachable!("START_CLAIMED_PASS has 12 parameters"),
+            _ => unreachable!("START_CLAIMED_PASS has 9 parameters"),
         }
     }
 }

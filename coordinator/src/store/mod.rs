@@ -20,12 +20,14 @@
 //! * reads (here): [`find`], [`status_of`], [`is_deleted`], [`list`], [`unfinished_summary`].
 //!
 //! Statements are Diesel's DSL (claims with `FOR UPDATE SKIP LOCKED`, `insert_into(...)
-//! .on_conflict(...)`, `.returning(...)`), which Diesel prepares once per connection, so that
-//! Postgres parses and plans each only once (a statement run with `sql_query` is planned again on
-//! every call). The hot steps whose several writes the DSL cannot put in one statement (a
-//! data-modifying CTE) are a named `const` SQL string each (`store/named_sql.rs`), prepared once
-//! per connection too: one statement is one round trip and needs no BEGIN/COMMIT, and round
-//! trips, not Postgres' execution, are most of a step's cost.
+//! .on_conflict(...)`, `.returning(...)`). Diesel prepares a `SELECT` once per connection, but
+//! never caches an `UPDATE`, a multi-row `INSERT` of a `Vec`, or an insert of optional values, so
+//! Postgres parses and plans those on every call (as it does a statement run with `sql_query`).
+//! The steps of a transaction's usual path (`prepare`, `registerBranch`, `submit`/`abort`, a
+//! pass's record) are instead a named `const` SQL string each, most a data-modifying CTE that
+//! writes the change and its events at once (`store/named_sql.rs`), prepared once per
+//! connection: one statement is one round trip and needs no BEGIN/COMMIT, and round trips, not
+//! Postgres' execution, are most of a step's cost.
 
 mod ap_steps;
 mod named_sql;
