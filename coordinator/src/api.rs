@@ -24,9 +24,10 @@ use service_kit::http::JsonObject;
 use service_kit::openapi::{ErrorBody, JsonBodyErrors};
 use tcc::protocol::{
     validate_branch_id, validate_gid, BranchOutcome, CoordinatorAnswer, GlobalStatus,
+    MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS,
 };
 
-use crate::configuration::{BranchHosts, TransDefaults, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
+use crate::configuration::{BranchHosts, TransDefaults};
 use crate::engine::{Engine, PassEnd};
 use crate::error::CoordinatorError;
 use crate::events::{self, TryReport, TryReportRefusal};

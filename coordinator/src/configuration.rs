@@ -3,17 +3,10 @@
 use std::time::Duration;
 
 use service_kit::settings::{env_or, env_string, SettingsError};
+use tcc::protocol::{MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
 use tcc::signing::SigningSecret;
 
 use subtle::ConstantTimeEq;
-
-/// Longest accepted transaction option, seconds (one day): longer timeouts are almost surely a
-/// unit mistake (milliseconds given as seconds).
-pub const MAX_OPTION_SECS: i64 = 86_400;
-/// Longest accepted `request_timeout`, seconds. A branch call may be held open this long, and a
-/// second-phase pass with it: one minute is more than any Confirm or Cancel should take, and
-/// bounds how long a slow RM holds one of the worker's pass slots.
-pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 
 /// Defaults for the per-transaction options an AP may leave unset in `prepare`
 /// (DTM's `TimeoutToFail`, `RetryInterval`, `RequestTimeout`; the same defaults).

@@ -26,6 +26,9 @@
 //! * [`metrics`]: Prometheus metrics at `GET /api/metrics`: a registry per application
 //!   instance, and the RMs' metrics (branch requests by op and outcome, counted by a middleware;
 //!   count and oldest age of tentative reservations, read at scrape time).
+//! * [`params`]: strict parameters of a public endpoint from the query string and/or a JSON
+//!   body, checked against a declared table (the [`params::Params`] extractor); the AP's fire
+//!   endpoints take theirs this way.
 //! * [`rate_limit`]: a per-client-address rate limit (429 with `Retry-After`), which the AP puts
 //!   on its public fire endpoints.
 //! * [`openapi`]: the OpenAPI description every binary serves at `GET /api/openapi.json` (with
@@ -44,6 +47,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
+pub mod params;
 pub mod rate_limit;
 pub mod reconcile;
 pub mod reservation;

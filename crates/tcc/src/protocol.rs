@@ -23,6 +23,14 @@ pub const ONGOING: &str = "ONGOING";
 pub const MAX_GID_LEN: usize = 128;
 /// Longest branch id accepted, in bytes. Nested branch ids grow by two digits per level.
 pub const MAX_BRANCH_ID_LEN: usize = 64;
+/// Longest transaction option a coordinator of this project accepts (`timeout_to_fail`,
+/// `retry_interval`), seconds (one day): longer is almost surely a unit mistake (milliseconds
+/// given as seconds). The AP bounds its parameters the same way.
+pub const MAX_OPTION_SECS: i64 = 86_400;
+/// Longest `request_timeout` a coordinator of this project accepts, seconds. A branch call may
+/// be held open this long, and a second-phase pass with it: one minute is more than any Confirm
+/// or Cancel should take, and bounds how long a slow RM holds one of the worker's pass slots.
+pub const MAX_REQUEST_TIMEOUT_SECS: i64 = 60;
 
 /// A protocol value that is not well formed. The message is safe to show to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,6 +8,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
+use service_kit::params::ParamsError;
 use tcc::client::TccError;
 use tcc::signing::{GidTokenError, GID_TOKEN_HEADER};
 
@@ -19,38 +20,11 @@ use tcc::signing::{GidTokenError, GID_TOKEN_HEADER};
 /// that is logged instead.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// A fault parameter (or `crash_after_try`) was given while `FAULT_INJECTION=off`.
-    /// `400 fault_injection_disabled`.
-    #[error("{parameter} is a fault-injection parameter, and fault injection is off (FAULT_INJECTION=off)")]
-    FaultInjectionDisabled {
-        /// The parameter given.
-        parameter: String,
-    },
-    /// A parameter is unknown, given twice, or not a whole number greater than 0.
-    /// `400 invalid_parameter`.
-    #[error("{message}")]
-    InvalidParameter {
-        /// The parameter's name as the caller spelt it.
-        parameter: String,
-        /// What is wrong with it, naming it.
-        message: String,
-    },
-    /// The request body is not a JSON object. `400 invalid_json`.
-    #[error("{0}")]
-    InvalidBody(String),
-    /// A non-empty body came without `Content-Type: application/json`.
-    /// `415 unsupported_content_type`.
-    #[error("a request body must be JSON (Content-Type: application/json)")]
-    UnsupportedContentType,
-    /// The body is larger than `JSON_LIMIT`. `413 body_too_large`.
-    #[error("the request body is larger than {limit} bytes")]
-    BodyTooLarge {
-        /// The configured limit, bytes.
-        limit: usize,
-    },
-    /// The body could not be read (the client went away). `400 invalid_body`.
-    #[error("the request body could not be read: {0}")]
-    UnreadableBody(String),
+    /// The request's parameters or body were refused ([`ParamsError`]: `400
+    /// invalid_parameter`, `fault_injection_disabled`, `invalid_json`, `invalid_body`, `413`,
+    /// `415`), answered as [`ParamsError`] answers.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
     /// The stock service has no product with this id, so there is no price to charge.
     /// `400 invalid_parameter` naming `product_id`.
     #[error("product_id {product_id}: the stock service has no such product")]
@@ -117,17 +91,11 @@ impl AppError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         use StatusCode as S;
         match self {
-            AppError::InvalidParameter { .. }
-            | AppError::UnknownProduct { .. }
-            | AppError::AmountOverflow { .. } => (S::BAD_REQUEST, "invalid_parameter"),
-            AppError::FaultInjectionDisabled { .. } => (S::BAD_REQUEST, "fault_injection_disabled"),
-            AppError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_json"),
-            AppError::UnreadableBody(_) => (S::BAD_REQUEST, "invalid_body"),
-            AppError::BadBranchQuery(_) => (S::BAD_REQUEST, "bad_branch_query"),
-            AppError::UnsupportedContentType => {
-                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type")
+            AppError::Params(e) => (e.status_code(), e.code()),
+            AppError::UnknownProduct { .. } | AppError::AmountOverflow { .. } => {
+                (S::BAD_REQUEST, "invalid_parameter")
             }
-            AppError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            AppError::BadBranchQuery(_) => (S::BAD_REQUEST, "bad_branch_query"),
             AppError::MissingGidToken => (S::UNAUTHORIZED, "missing_gid_token"),
             AppError::BadGidToken(e) => (S::UNAUTHORIZED, e.code()),
             AppError::StockUnavailable { .. } => (S::BAD_GATEWAY, "stock_unavailable"),
@@ -188,11 +156,12 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let AppError::Params(e) = self {
+            return e.error_response();
+        }
         let code = self.status_and_code().1;
         let mut body = json!({ "error": code, "message": self.public_message() });
         let parameter = match self {
-            AppError::InvalidParameter { parameter, .. }
-            | AppError::FaultInjectionDisabled { parameter } => Some(parameter.as_str()),
             AppError::UnknownProduct { .. } => Some("product_id"),
             AppError::AmountOverflow { .. } => Some("quantity"),
             _ => None,

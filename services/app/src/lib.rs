@@ -7,16 +7,14 @@
 //!
 //! * [`routes::fire`]: one handler per scenario, each a global transaction written out with its
 //!   `call_branch` lines: [`routes::fire::fire_tcc`], [`routes::fire::fire_tcc_rollback`],
-//!   [`routes::fire::fire_purchase`], [`routes::fire::fire_tcc_nested`]; and
-//!   [`routes::fire::fire`], which checks a request's parameters and counts its answer around
-//!   them.
+//!   [`routes::fire::fire_purchase`], [`routes::fire::fire_tcc_nested`].
 //! * [`routes::nested`]: the AP's own nested branch (`POST /api/TransInNestedTry|Confirm|Cancel`),
 //!   whose Try adds TransIn as child branch `0201` of the caller's global transaction.
 //! * [`routes::baseline`]: `fireBaseline`, the benchmark's floor without TCC.
-//! * [`routes`]: the route table, `GET /api/metrics`, JSON 404 and 405.
+//! * [`routes`]: the route table, the middlewares around each fire handler (rate limit, metrics
+//!   and log), `GET /api/metrics`, JSON 404 and 405.
 //! * [`scenario`]: the scenarios' names and the parameters each accepts, fault parameters
-//!   included; [`params`]: reading and checking them from the query string and/or a JSON body
-//!   into a typed [`params::FireParams`].
+//!   included (checked by [`service_kit::params`]), read into a typed [`scenario::FireParams`].
 //! * [`prices`]: a purchase's price, from the stock service (integer minor units).
 //! * [`error`]: [`error::AppError`], mapped once to a status and a JSON body.
 //! * [`metrics`]: the Prometheus metrics of fire requests, by scenario and outcome.
@@ -26,7 +24,7 @@
 //!   and serving ([`startup::Application`]).
 //!
 //! Each module imports only modules before it in this order: `configuration`, `error`,
-//! `params`, `scenario`, `prices`, `metrics`, `state`, `routes`, `openapi`, `startup`.
+//! `scenario`, `prices`, `metrics`, `state`, `routes`, `openapi`, `startup`.
 //!
 //! Answers of a fire endpoint:
 //!
@@ -46,7 +44,6 @@ pub mod configuration;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
-pub mod params;
 pub mod prices;
 pub mod routes;
 pub mod scenario;

@@ -16,9 +16,11 @@
 
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use prometheus::{HistogramVec, IntCounterVec};
 use service_kit::metrics::MetricsRegistry;
 
+use crate::error::AppError;
 use crate::scenario::Scenario;
 
 /// Upper bounds of the `tcc_ap_fire_duration_seconds` buckets, seconds: from a few milliseconds
@@ -47,6 +49,19 @@ pub enum FireOutcome {
 }
 
 impl FireOutcome {
+    /// How a fire request answered `status` ended; `error`, the [`AppError`] it answered, if
+    /// any, tells a coordinator failure from the stock service's and from a refused request.
+    pub fn of(status: StatusCode, error: Option<&AppError>) -> FireOutcome {
+        match (status, error) {
+            (StatusCode::OK, _) => FireOutcome::Committed,
+            (StatusCode::CONFLICT, _) => FireOutcome::RolledBack,
+            (_, Some(AppError::Coordinator { .. })) => FireOutcome::CoordinatorError,
+            (_, Some(AppError::StockUnavailable { .. })) => FireOutcome::StockUnavailable,
+            // Every other answer is a 4xx about the request itself.
+            _ => FireOutcome::Invalid,
+        }
+    }
+
     /// Every outcome.
     pub const ALL: [FireOutcome; 5] = [
         FireOutcome::Committed,

@@ -2,58 +2,20 @@
 //! parameters are checked against ([`Scenario::params`]) and the nested branch's routes are
 //! registered from ([`nested::ENDPOINTS`]).
 
-use utoipa::openapi::path::{
-    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
-};
-use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
-use utoipa::openapi::{ContentBuilder, KnownFormat, OpenApi, OpenApiBuilder, PathsBuilder};
-use utoipa::openapi::{Required, SchemaFormat};
-
 use service_kit::openapi::{error_response, json_response};
+use service_kit::params::{json_body, query_parameters, Param};
 use tcc::protocol::{BranchQuery, Op};
+use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterIn, PathItem};
+use utoipa::openapi::{OpenApi, OpenApiBuilder, PathsBuilder};
 use utoipa::IntoParams;
 
-use crate::params::{Kind, Param};
 use crate::routes::fire::{FireAnswer, TransferRequest};
 use crate::routes::nested;
-use crate::scenario::{Scenario, CRASH_AFTER_TRY};
-
-/// The JSON schema of one parameter's values.
-fn value_schema(param: &Param) -> ObjectBuilder {
-    let integer = ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-        .minimum(Some(1));
-    match param.kind {
-        Kind::Positive(default) => integer.default(Some(default.into())),
-        Kind::Secs(max) => integer.maximum(Some(max)),
-        Kind::Flag(default) => ObjectBuilder::new()
-            .schema_type(Type::Boolean)
-            .default(Some(default.into())),
-        Kind::Fault(..) => ObjectBuilder::new().schema_type(Type::String).examples([
-            "failure",
-            "error:3",
-            "delay:3000+error:1",
-            "accepted:2",
-            "redirect:1",
-        ]),
-    }
-    .description(Some(param.doc))
-}
+use crate::scenario::Scenario;
 
 /// One fire operation: `GET` takes `params` in the query string; `POST` also in a JSON object
 /// body, each name given once in all.
 fn fire_operation(scenario: Scenario, params: &[Param], method: &str) -> Operation {
-    let query = params.iter().map(|param| {
-        ParameterBuilder::new()
-            .name(param.name)
-            .parameter_in(ParameterIn::Query)
-            .required(Required::False)
-            .description(Some(param.doc))
-            .schema(Some(value_schema(param)))
-            .build()
-    });
     let mut op = OperationBuilder::new()
         .operation_id(Some(format!("{method}{}", scenario.name())))
         .tag("fire")
@@ -62,19 +24,9 @@ fn fire_operation(scenario: Scenario, params: &[Param], method: &str) -> Operati
             "Starts one TCC global transaction over the RMs through the coordinator and answers \
              with its outcome. Fault parameters need FAULT_INJECTION=on.",
         ))
-        .parameters(Some(query.collect::<Vec<_>>()));
+        .parameters(Some(query_parameters(params)));
     if method == "post" {
-        let body = params.iter().fold(
-            ObjectBuilder::new().additional_properties(Some(AdditionalProperties::FreeForm(false))),
-            |body, param| body.property(param.name, value_schema(param)),
-        );
-        let content = ContentBuilder::new().schema(Some(body)).build();
-        op = op.request_body(Some(
-            RequestBodyBuilder::new()
-                .content("application/json", content)
-                .required(Some(Required::False))
-                .build(),
-        ));
+        op = op.request_body(Some(json_body(params)));
     }
     let op = op
         .response(
@@ -114,9 +66,7 @@ pub fn openapi(fault_injection: bool) -> OpenApi {
         // With `FAULT_INJECTION=off` the fault parameters and `crash_after_try` are refused
         // (400), so they are not described either.
         let mut params = scenario.params();
-        params.retain(|p| {
-            fault_injection || !(matches!(p.kind, Kind::Fault(..)) || p.name == CRASH_AFTER_TRY)
-        });
+        params.retain(|p| fault_injection || !p.kind.needs_fault_injection());
         for (method, name) in [(HttpMethod::Get, "get"), (HttpMethod::Post, "post")] {
             let operation = fire_operation(scenario, &params, name);
             paths = paths.path(scenario.path(), PathItem::new(method, operation));

@@ -1,11 +1,14 @@
-//! The AP's scenarios by name, and the parameters each accepts: what the routes, the metrics
-//! and the OpenAPI description share. What a scenario *does* is its handler in
+//! The AP's scenarios by name, the parameters each accepts (a table checked by
+//! [`service_kit::params`]) and the typed [`FireParams`] they are read into: what the routes,
+//! the metrics and the OpenAPI description share. What a scenario *does* is its handler in
 //! [`crate::routes::fire`]; see `docs/ARCHITECTURE.md#scenarios`.
 
-use tcc::protocol::Op;
-
-use crate::params::Kind::{Fault, Flag, Positive, Secs};
-use crate::params::{Param, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
+use serde::Deserialize;
+use service_kit::fault::BranchFaults;
+use service_kit::params::Kind::{Fault, Flag, Positive, Secs, TestFlag};
+use service_kit::params::{Param, ParamTable};
+use tcc::client::TransOptions;
+use tcc::protocol::{Op, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
 
 /// One fire endpoint, `GET|POST /api/<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,9 +78,19 @@ impl Scenario {
         ]
         .concat()
     }
+
+    /// Its [`ParamTable`], with the body limit and fault injection of the AP's settings.
+    pub fn table(self, json_limit: usize, fault_injection: bool) -> ParamTable {
+        let params = self.params();
+        ParamTable {
+            params,
+            json_limit,
+            fault_injection,
+        }
+    }
 }
 
-/// The own parameters of a transfer ([`crate::params::Transfer`]).
+/// The own parameters of a transfer ([`Transfer`]).
 #[rustfmt::skip]
 pub const TRANSFER_PARAMS: &[Param] = &[
     Param { name: "amount", kind: Positive(30), doc: "minor units to move" },
@@ -85,7 +98,7 @@ pub const TRANSFER_PARAMS: &[Param] = &[
     Param { name: "to", kind: Positive(1), doc: "account credited in bank B (trans-in)" },
 ];
 
-/// The own parameters of `firePurchase` ([`crate::params::Purchase`]).
+/// The own parameters of `firePurchase` ([`Purchase`]).
 #[rustfmt::skip]
 pub const PURCHASE_PARAMS: &[Param] = &[
     Param { name: "product_id", kind: Positive(1), doc: "product reserved in the stock service" },
@@ -94,12 +107,9 @@ pub const PURCHASE_PARAMS: &[Param] = &[
     Param { name: "merchant", kind: Positive(1), doc: "account credited in bank B (trans-in)" },
 ];
 
-/// The test-only parameter that makes the AP exit after its Trys (an AP crash). Like the fault
-/// parameters, it needs `FAULT_INJECTION=on`.
-pub const CRASH_AFTER_TRY: &str = "crash_after_try";
-
 /// Parameters every scenario takes: the global transaction's options (seconds, see
-/// `docs/PROTOCOL.md`) and the test-only AP crash.
+/// `docs/PROTOCOL.md`) and the test-only AP crash (which, like the fault parameters, needs
+/// `FAULT_INJECTION=on`).
 #[rustfmt::skip]
 pub const COMMON_PARAMS: &[Param] = &[
     Param { name: "timeout_to_fail", kind: Secs(MAX_OPTION_SECS),
@@ -110,12 +120,12 @@ pub const COMMON_PARAMS: &[Param] = &[
         doc: "seconds: timeout of each branch call, the AP's Try calls included" },
     Param { name: "wait_result", kind: Flag(true),
         doc: "answer once the second phase has finished (the final status), or at once after submit" },
-    Param { name: CRASH_AFTER_TRY, kind: Flag(false),
+    Param { name: "crash_after_try", kind: TestFlag,
         doc: "test only: the AP process exits after every Try succeeded, before submit (an AP crash)" },
 ];
 
 /// The fault parameters of bank A, `trans_out_try|confirm|cancel`: each value is a fault spec
-/// the AP puts into that RM's branch data (see `service_kit::fault`), where the RM reads it.
+/// the AP puts into that RM's branch data ([`Faults`]), where the RM reads it.
 #[rustfmt::skip]
 pub const TRANS_OUT_FAULTS: &[Param] = &[
     Param { name: "trans_out_try", kind: Fault(Op::Try), doc: "TransOut's Try" },
@@ -138,3 +148,73 @@ pub const STOCK_FAULTS: &[Param] = &[
     Param { name: "stock_confirm", kind: Fault(Op::Confirm), doc: "Stock's Confirm" },
     Param { name: "stock_cancel", kind: Fault(Op::Cancel), doc: "Stock's Cancel" },
 ];
+
+/// The checked parameters of a fire request: `B`, the scenario's own ([`Transfer`] or
+/// [`Purchase`]), and those every scenario takes ([`COMMON_PARAMS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FireParams<B> {
+    /// The scenario's own parameters.
+    #[serde(flatten)]
+    pub business: B,
+    /// `timeout_to_fail`, seconds, or the coordinator's default.
+    pub timeout_to_fail: Option<u64>,
+    /// `retry_interval`, seconds, or the coordinator's default.
+    pub retry_interval: Option<u64>,
+    /// `request_timeout`, seconds, or the coordinator's default.
+    pub request_timeout: Option<u64>,
+    /// `wait_result`: answer once the second phase has finished.
+    pub wait_result: bool,
+    /// `crash_after_try`: the AP process exits after its Trys (test only).
+    pub crash_after_try: bool,
+    /// The fault parameters given, by RM.
+    pub faults: Faults,
+}
+
+impl<B> FireParams<B> {
+    /// The global transaction's options.
+    pub fn trans_options(&self) -> TransOptions {
+        TransOptions {
+            wait_result: self.wait_result,
+            timeout_to_fail: self.timeout_to_fail,
+            retry_interval: self.retry_interval,
+            request_timeout: self.request_timeout,
+            ..TransOptions::default()
+        }
+    }
+}
+
+/// The faults given for each RM's Try, Confirm and Cancel: what its branch data carries as
+/// `fault` (`None`: no fault parameter for that RM).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Faults {
+    /// `trans_out_try|confirm|cancel`.
+    pub trans_out: Option<BranchFaults>,
+    /// `trans_in_try|confirm|cancel`.
+    pub trans_in: Option<BranchFaults>,
+    /// `stock_try|confirm|cancel`.
+    pub stock: Option<BranchFaults>,
+}
+
+/// The own parameters of a transfer (`fireTcc`, `fireTccRollback`, `fireTccNested`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Transfer {
+    /// Minor units to move.
+    pub amount: i64,
+    /// The account debited in bank A.
+    pub from: i64,
+    /// The account credited in bank B.
+    pub to: i64,
+}
+
+/// The own parameters of `firePurchase`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Purchase {
+    /// The product reserved in the stock service.
+    pub product_id: i64,
+    /// Units bought.
+    pub quantity: i64,
+    /// The account debited in bank A.
+    pub buyer: i64,
+    /// The account credited in bank B.
+    pub merchant: i64,
+}

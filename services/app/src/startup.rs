@@ -69,7 +69,7 @@ impl Application {
 /// the OpenAPI description and Swagger UI, JSON 404s.
 fn serve(listener: TcpListener, settings: &Settings) -> std::io::Result<Server> {
     let state = web::Data::new(AppState::new(settings)?);
-    let (json_limit, baseline_endpoints) = (settings.json_limit, settings.baseline_endpoints);
+    let json_limit = settings.json_limit;
     // Created here, outside the per-worker factory, so that all workers share one quota per
     // client address.
     let fire_limiter = web::Data::new(ClientLimiter::new(settings.fire_rate_limit));
@@ -91,7 +91,7 @@ fn serve(listener: TcpListener, settings: &Settings) -> std::io::Result<Server> 
             .app_data(fire_limiter.clone())
             // Extractors answer malformed input with 4xx JSON; ping and health.
             .configure(|cfg| configure_common(cfg, json_limit, health.clone()))
-            .configure(|cfg| routes::configure(cfg, baseline_endpoints))
+            .configure(|cfg| routes::configure(cfg, &state.settings))
             .configure(|cfg| service_kit::openapi::configure_docs(cfg, api))
             .default_service(web::to(routes::not_found))
     })

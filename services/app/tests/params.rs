@@ -1,10 +1,8 @@
-//! The parameter rules of the fire endpoints ([`app::params`]): defaults, the two sources, the
-//! values accepted, unknown and repeated names.
+//! The parameter rules of the fire endpoints ([`service_kit::params`] over the AP's tables):
+//! defaults, the two sources, the values accepted, unknown and repeated names.
 
-use app::error::AppError;
-use app::params::Param;
-use app::params::{FireParams, RawParams, Transfer};
-use app::scenario::{COMMON_PARAMS, TRANSFER_PARAMS};
+use app::scenario::{FireParams, Transfer, COMMON_PARAMS, TRANSFER_PARAMS};
+use service_kit::params::{Param, ParamsError, RawParams};
 
 type Params = FireParams<Transfer>;
 
@@ -12,19 +10,19 @@ fn specs() -> Vec<Param> {
     [TRANSFER_PARAMS, COMMON_PARAMS].concat()
 }
 
-fn from_query(q: &str) -> Result<Params, AppError> {
+fn from_query(q: &str) -> Result<Params, ParamsError> {
     RawParams::from_query(q).parse(&specs())
 }
 
-fn from_body(body: &str) -> Result<Params, AppError> {
+fn from_body(body: &str) -> Result<Params, ParamsError> {
     let mut raw = RawParams::default();
     raw.add_json_body(body.as_bytes())?;
     raw.parse(&specs())
 }
 
-fn refused_parameter(result: Result<Params, AppError>) -> (String, String) {
+fn refused_parameter(result: Result<Params, ParamsError>) -> (String, String) {
     match result {
-        Err(AppError::InvalidParameter { parameter, message }) => (parameter, message),
+        Err(ParamsError::InvalidParameter { parameter, message }) => (parameter, message),
         other => panic!("expected InvalidParameter, got {other:?}"),
     }
 }
@@ -120,10 +118,10 @@ fn a_body_that_is_not_a_json_object_is_refused() {
     let mut raw = RawParams::default();
     assert!(matches!(
         raw.add_json_body(b"[1, 2]"),
-        Err(AppError::InvalidBody(_))
+        Err(ParamsError::InvalidBody(_))
     ));
     assert!(matches!(
         raw.add_json_body(b"{\"amount\": "),
-        Err(AppError::InvalidBody(_))
+        Err(ParamsError::InvalidBody(_))
     ));
 }

@@ -1,14 +1,13 @@
-//! What each scenario accepts ([`app::scenario::Scenario::params`], read as [`app::params::FireParams`]), how fault parameters become
+//! What each scenario accepts ([`app::scenario::Scenario::params`], read as [`app::scenario::FireParams`]), how fault parameters become
 //! branch data, and the branch URLs: the pure parts of the fire handlers. What they register
 //! with the TM is proven against the real system in `crates/test-support/tests/app.rs`.
 
 use app::configuration::Settings;
-use app::error::AppError;
-use app::params::{FireParams, Purchase, RawParams, Transfer};
 use app::routes::fire::TransferRequest;
-use app::scenario::Scenario;
+use app::scenario::{FireParams, Purchase, Scenario, Transfer};
 use app::state::Urls;
 use serde_json::json;
+use service_kit::params::{ParamsError, RawParams};
 
 #[test]
 fn every_scenario_takes_its_defaults() {
@@ -75,7 +74,10 @@ fn faults_for_an_rm_the_scenario_does_not_call_or_malformed_specs_are_refused() 
             let err = RawParams::from_query(query)
                 .parse::<Transfer>(&scenario.params())
                 .unwrap_err();
-            assert!(matches!(err, AppError::InvalidParameter { .. }), "{query}");
+            assert!(
+                matches!(err, ParamsError::InvalidParameter { .. }),
+                "{query}"
+            );
         }
     }
     let purchase: FireParams<Purchase> = RawParams::from_query("stock_try=failure")

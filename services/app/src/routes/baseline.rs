@@ -18,9 +18,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use service_kit::http::error_response;
+use service_kit::params::RawParams;
 
-use crate::params::{FireParams, RawParams, Transfer};
-use crate::scenario::{COMMON_PARAMS, TRANSFER_PARAMS};
+use crate::scenario::{FireParams, Transfer, COMMON_PARAMS, TRANSFER_PARAMS};
 use crate::state::AppState;
 
 /// The endpoint's name, under `/api/`.

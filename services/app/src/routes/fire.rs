@@ -8,28 +8,25 @@
 //! Faults never shape this code: a fault parameter (`trans_in_try=failure`, ...) rides in the
 //! data of its RM's branch as `"fault"`, where the RM reads it for Try, Confirm and Cancel.
 //!
-//! Before the gid is asked for, the parameters are checked ([`fire`]) and a purchase's price is
-//! read, so a bad request never creates a global transaction.
+//! Before the gid is asked for, the parameters are checked (the [`Params`] extractor, against the
+//! scenario's table) and a purchase's price is read, so a bad request never creates a global
+//! transaction. Each answer is counted and logged by [`crate::metrics::count_fire`], a
+//! middleware around the handler.
 //!
 //! [`TccClient::tcc_global_transaction`]: tcc::client::TccClient::tcc_global_transaction
 
-use std::future::Future;
-use std::time::Instant;
-
 use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, Responder};
-use serde::de::DeserializeOwned;
+use actix_web::{web, HttpRequest, HttpResponse, Responder};
 use serde::{Deserialize, Serialize};
 use service_kit::fault::{BranchFaults, Fault, FaultAction};
+use service_kit::params::Params;
 use tcc::client::{BranchError, GlobalOutcome, Tcc, TccError, TransOptions};
 use tcc::protocol::GlobalStatus;
 
 use crate::error::AppError;
-use crate::metrics::FireOutcome;
-use crate::params::{FireParams, Purchase, RawParams, Transfer};
 use crate::prices;
-use crate::scenario::Scenario;
+use crate::scenario::{FireParams, Purchase, Scenario, Transfer};
 use crate::state::AppState;
 
 /// The exit status of the AP process after `crash_after_try`.
@@ -40,7 +37,10 @@ type Fired = Result<FireAnswer, AppError>;
 
 /// `GET|POST /api/fireTcc`: TransOut debits `from` in bank A, TransIn credits `to` in bank B,
 /// `amount` minor units; both Trys succeed, the TM confirms both.
-pub async fn fire_tcc(p: FireParams<Transfer>, state: web::Data<AppState>) -> Fired {
+pub async fn fire_tcc(
+    Params(p): Params<FireParams<Transfer>>,
+    state: web::Data<AppState>,
+) -> Fired {
     let Transfer { amount, from, to } = p.business;
     let trans_out = TransferRequest::new(from, amount, p.faults.trans_out.clone());
     let trans_in = TransferRequest::new(to, amount, p.faults.trans_in.clone());
@@ -73,7 +73,10 @@ pub async fn fire_tcc(p: FireParams<Transfer>, state: web::Data<AppState>) -> Fi
 /// `GET|POST /api/fireTccRollback`: as `fireTcc`, but TransIn's branch data carries the fault
 /// `{"try": "failure"}`, so its Try is refused and the TM cancels both branches (TransIn's
 /// Cancel is an empty compensation). A `trans_in_try` parameter replaces that fault.
-pub async fn fire_tcc_rollback(p: FireParams<Transfer>, state: web::Data<AppState>) -> Fired {
+pub async fn fire_tcc_rollback(
+    Params(p): Params<FireParams<Transfer>>,
+    state: web::Data<AppState>,
+) -> Fired {
     let Transfer { amount, from, to } = p.business;
     let mut trans_in_faults = p.faults.trans_in.clone().unwrap_or_default();
     let refused = Fault {
@@ -112,7 +115,10 @@ pub async fn fire_tcc_rollback(p: FireParams<Transfer>, state: web::Data<AppStat
 /// `GET|POST /api/firePurchase`: Stock reserves `quantity` of `product_id`, TransOut debits
 /// `buyer` and TransIn credits `merchant` `price * quantity` minor units, the price read from
 /// the stock service first (so both banks move exactly the same amount).
-pub async fn fire_purchase(p: FireParams<Purchase>, state: web::Data<AppState>) -> Fired {
+pub async fn fire_purchase(
+    Params(p): Params<FireParams<Purchase>>,
+    state: web::Data<AppState>,
+) -> Fired {
     let Purchase {
         product_id,
         quantity,
@@ -169,7 +175,10 @@ pub async fn fire_purchase(p: FireParams<Purchase>, state: web::Data<AppState>) 
 /// (`02`, [`super::nested`]), whose Try registers and tries the TransIn credit as child branch
 /// `0201` of the same global transaction; TransIn's faults ride in the nested branch's data,
 /// which it passes on to its child.
-pub async fn fire_tcc_nested(p: FireParams<Transfer>, state: web::Data<AppState>) -> Fired {
+pub async fn fire_tcc_nested(
+    Params(p): Params<FireParams<Transfer>>,
+    state: web::Data<AppState>,
+) -> Fired {
     let Transfer { amount, from, to } = p.business;
     let trans_out = TransferRequest::new(from, amount, p.faults.trans_out.clone());
     let trans_in = TransferRequest::new(to, amount, p.faults.trans_in.clone());
@@ -297,98 +306,15 @@ pub struct FireAnswer {
 impl Responder for FireAnswer {
     type Body = BoxBody;
 
+    /// `200` or `409` with the answer as JSON; the answer also rides in the response's
+    /// extensions, where [`super::count_fire`] reads it.
     fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
         let status = match self.reason {
             None => StatusCode::OK,
             Some(_) => StatusCode::CONFLICT,
         };
-        HttpResponse::build(status).json(self)
-    }
-}
-
-/// Serves `scenario` with its `handler`: reads and checks the request's parameters against
-/// [`Scenario::params`] (query string and/or JSON body, see [`crate::params`]), refuses fault
-/// parameters while fault injection is off, runs `handler`, and counts the answer in the AP's
-/// metrics ([`crate::metrics`]: by scenario and [`FireOutcome`], with its duration).
-pub async fn fire<B: DeserializeOwned, Fut: Future<Output = Fired>>(
-    scenario: Scenario,
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-    handler: impl FnOnce(FireParams<B>, web::Data<AppState>) -> Fut,
-) -> Fired {
-    let started = Instant::now();
-    let result = match read_params(scenario, &req, body, &state).await {
-        Ok(params) => handler(params, state.clone()).await,
-        Err(e) => Err(e),
-    };
-    let outcome = match &result {
-        Ok(FireAnswer { reason: None, .. }) => FireOutcome::Committed,
-        Ok(FireAnswer {
-            reason: Some(_), ..
-        }) => FireOutcome::RolledBack,
-        Err(AppError::Coordinator { .. }) => FireOutcome::CoordinatorError,
-        Err(AppError::StockUnavailable { .. }) => FireOutcome::StockUnavailable,
-        // Every other error is a 4xx about the request itself.
-        Err(_) => FireOutcome::Invalid,
-    };
-    state.metrics.record(scenario, outcome, started.elapsed());
-    let scenario = scenario.name();
-    match &result {
-        Ok(FireAnswer {
-            gid,
-            status,
-            reason,
-        }) => log::info!(
-            "gid={gid} branch_id=- op=- scenario={scenario} {}, status={status}{}",
-            outcome.as_str(),
-            reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        ),
-        // The answer names no upstream detail (URL, body); the log does.
-        Err(e) if outcome != FireOutcome::Invalid => log::error!(
-            "gid={} branch_id=- op=- scenario={scenario} {}: {e}",
-            e.gid().unwrap_or("-"),
-            outcome.as_str()
-        ),
-        Err(_) => {}
-    }
-    result
-}
-
-/// The checked parameters of `scenario` from the query string, plus the body's when there is
-/// one: a body (anything but whitespace) must be `application/json` and at most `JSON_LIMIT`
-/// bytes. Fault parameters and `crash_after_try` need `FAULT_INJECTION=on`.
-async fn read_params<B: DeserializeOwned>(
-    scenario: Scenario,
-    req: &HttpRequest,
-    body: web::Payload,
-    state: &AppState,
-) -> Result<FireParams<B>, AppError> {
-    let mut raw = RawParams::from_query(req.query_string());
-    let limit = state.settings.json_limit;
-    let bytes = (body.to_bytes_limited(limit).await)
-        .map_err(|_| AppError::BodyTooLarge { limit })?
-        .map_err(|e| AppError::UnreadableBody(e.to_string()))?;
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        if !req.content_type().eq_ignore_ascii_case("application/json") {
-            return Err(AppError::UnsupportedContentType);
-        }
-        raw.add_json_body(&bytes)?;
-    }
-    let specs = scenario.params();
-    let params = raw.parse(&specs)?;
-    let crash = params
-        .crash_after_try
-        .then_some(crate::scenario::CRASH_AFTER_TRY);
-    match raw.first_fault(&specs).or(crash) {
-        Some(parameter) if !state.settings.fault_injection => {
-            Err(AppError::FaultInjectionDisabled {
-                parameter: parameter.to_owned(),
-            })
-        }
-        _ => Ok(params),
+        let mut response = HttpResponse::build(status).json(&self);
+        response.extensions_mut().insert(self);
+        response
     }
 }

@@ -18,6 +18,7 @@
 //! their choosing registered and tried under a freshly minted token.
 
 use actix_web::{web, HttpRequest};
+use service_kit::params::ParamsError;
 use tcc::actix::{CancelBranch, ConfirmBranch, TryBranch};
 use tcc::client::{BranchError, TccError};
 use tcc::protocol::{BranchQuery, BranchReply, Op};
@@ -40,15 +41,13 @@ pub const ENDPOINTS: [(&str, Op); 3] = [
 fn check_body(body: &TransferRequest, fault_injection: bool) -> Result<(), AppError> {
     for (name, value) in [("account_id", body.account_id), ("amount", body.amount)] {
         if value <= 0 {
-            return Err(AppError::InvalidBody(format!(
-                "{name} must be a whole number greater than 0, got {value}"
-            )));
+            let message = format!("{name} must be a whole number greater than 0, got {value}");
+            return Err(ParamsError::InvalidBody(message).into());
         }
     }
     if body.fault.is_some() && !fault_injection {
-        return Err(AppError::FaultInjectionDisabled {
-            parameter: "fault".into(),
-        });
+        let parameter = "fault".into();
+        return Err(ParamsError::FaultInjectionDisabled { parameter }.into());
     }
     Ok(())
 }
