@@ -10,7 +10,7 @@
 //!
 //! Before the gid is asked for, the parameters are checked (the [`Params`] extractor, against the
 //! scenario's table) and a purchase's price is read, so a bad request never creates a global
-//! transaction. Each answer is counted and logged by [`crate::metrics::count_fire`], a
+//! transaction. Each answer is counted and logged by [`super::count_fire`], a
 //! middleware around the handler.
 //!
 //! [`TccClient::tcc_global_transaction`]: tcc::client::TccClient::tcc_global_transaction

@@ -92,7 +92,7 @@ fn fire_endpoint<F, Args>(
 /// Middleware around a fire handler: counts its answer in the AP's metrics
 /// ([`crate::metrics`]: by scenario and [`FireOutcome`], with its duration) and logs how it
 /// ended: the [`FireAnswer`] of a global transaction, or an error other than a refused request.
-async fn count_fire(
+pub async fn count_fire(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
