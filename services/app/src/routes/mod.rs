@@ -92,6 +92,7 @@ fn fire_endpoint<F, Args>(
 /// Middleware around a fire handler: counts its answer in the AP's metrics
 /// ([`crate::metrics`]: by scenario and [`FireOutcome`], with its duration) and logs how it
 /// ended: the [`FireAnswer`] of a global transaction, or an error other than a refused request.
+/// A `405` (another method than `GET`/`POST`) is neither counted nor logged.
 pub async fn count_fire(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -106,6 +107,9 @@ pub async fn count_fire(
     let started = Instant::now();
     let res = next.call(req).await?;
     let response = res.response();
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        return Ok(res); // not a fire request: a method this endpoint does not take
+    }
     let error = response.error().and_then(|e| e.as_error::<AppError>());
     let outcome = FireOutcome::of(response.status(), error);
     state.metrics.record(scenario, outcome, started.elapsed());
