@@ -12,6 +12,8 @@
 #   2. shellcheck (when installed), cargo fmt --check, cargo clippy -D warnings, cargo deny
 #      (when installed; deny.toml; advisories only when their database can be fetched from GitHub),
 #      cargo test, cargo doc with -D warnings;
+#   2b. crates/tcc copied alone outside the workspace, built and tested there as a service that
+#      copies it would (scripts/tcc_alone.sh). TEST_TCC_ALONE=0 skips it.
 #   3. the DTM-client compatibility check (scripts/dtmcli_check.sh: Python dtmcli 1.7.7.0
 #      from PyPI against a private copy of the system, debug build). TEST_DTMCLI=0 skips it.
 #   3b. the check behind another DTM-compatible coordinator (scripts/dtmrs_check.sh: the AP and
@@ -92,6 +94,11 @@ cargo test --workspace "$@"
 
 step "cargo doc --workspace --no-deps (RUSTDOCFLAGS=-Dwarnings)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
+
+if [[ ${TEST_TCC_ALONE:-1} != 0 ]]; then
+  step "scripts/tcc_alone.sh (crates/tcc built and tested outside the workspace)"
+  "$ROOT/scripts/tcc_alone.sh"
+fi
 
 if [[ ${TEST_DTMCLI:-1} != 0 ]]; then
   step "scripts/dtmcli_check.sh (Python dtmcli against the coordinator and the banks)"

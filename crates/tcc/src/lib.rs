@@ -33,8 +33,3 @@ pub mod actix;
 pub mod barrier;
 #[cfg(feature = "client")]
 pub mod client;
-
-/// `docs/ADOPTING.md`, whose code blocks run as doctests so that what readers copy compiles.
-#[cfg(doctest)]
-#[doc = include_str!("../../../docs/ADOPTING.md")]
-pub struct AdoptingGuide;

@@ -11,6 +11,9 @@
 //! * [`process`]: the binaries as real OS processes, for tests that kill (`SIGKILL`) and restart
 //!   them.
 //! * [`stub`]: a scripted stand-in for a misbehaving RM (a redirect, a 202, a call held open).
+//!
+//! It also runs the code blocks of `docs/ADOPTING.md` as doctests, so that what readers copy
+//! compiles; here rather than in `tcc`, which must build and test when copied alone.
 
 pub mod db;
 pub mod metrics;
@@ -20,3 +23,8 @@ pub mod spawn;
 pub mod stub;
 
 pub use db::{pg_url, TestDb};
+
+/// `docs/ADOPTING.md`, whose code blocks run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/ADOPTING.md")]
+pub struct AdoptingGuide;
