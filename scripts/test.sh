@@ -14,6 +14,9 @@
 #      cargo test, cargo doc with -D warnings;
 #   2b. crates/tcc copied alone outside the workspace, built and tested there as a service that
 #      copies it would (scripts/tcc_alone.sh). TEST_TCC_ALONE=0 skips it.
+#   2c. docs/ADOPTING.md followed from its code blocks alone (scripts/adoption_check.sh): a project
+#      outside the workspace with a copy of crates/tcc, two of its banks behind a private
+#      coordinator: a commit, a rollback, a Try refusing another op. TEST_ADOPTION=0 skips it.
 #   3. the DTM-client compatibility check (scripts/dtmcli_check.sh: Python dtmcli 1.7.7.0
 #      from PyPI against a private copy of the system, debug build). TEST_DTMCLI=0 skips it.
 #   3b. the check behind another DTM-compatible coordinator (scripts/dtmrs_check.sh: the AP and
@@ -98,6 +101,11 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
 if [[ ${TEST_TCC_ALONE:-1} != 0 ]]; then
   step "scripts/tcc_alone.sh (crates/tcc built and tested outside the workspace)"
   "$ROOT/scripts/tcc_alone.sh"
+fi
+
+if [[ ${TEST_ADOPTION:-1} != 0 ]]; then
+  step "scripts/adoption_check.sh (docs/ADOPTING.md's code, built outside the workspace, against the coordinator)"
+  PROFILE=dev "$ROOT/scripts/adoption_check.sh"
 fi
 
 if [[ ${TEST_DTMCLI:-1} != 0 ]]; then
