@@ -13,8 +13,11 @@
 #      arrived at bank B, nothing frozen, both holds confirmed;
 #   2. a transfer whose credit is refused (no account 999 at bank B) rolls back: `committed:
 #      false`, bank A's debit cancelled, nothing moved or frozen;
-#   3. the Try endpoint called with op=confirm or op=cancel is refused (400 op_mismatch) and
-#      changes nothing: no barrier row, no hold, nothing frozen.
+#   3. calls the banks must refuse change nothing (no barrier row, no hold, nothing frozen): a
+#      Try without its gid's token and a Confirm without the coordinator's signature (401), and
+#      the Try endpoint called with op=confirm or op=cancel, with or without the gid's token
+#      (401 without it, 400 op_mismatch with it).
+# One BRANCH_SIGNING_SECRET, made for the run, is shared by the coordinator, the banks and the AP.
 # Everything it started is stopped and its databases dropped on exit (KEEP=1 leaves them).
 # Build directory: target/adoption/, kept between runs. Environment: PROFILE (of the
 # coordinator's build, default dev, as scripts/test.sh runs it).
@@ -70,7 +73,9 @@ build_started=$SECONDS
 bin="$ROOT/target/adoption/debug"
 say "built in $((SECONDS - build_started))s"
 
-# 2. A private coordinator and two banks.
+# 2. A private coordinator and two banks, sharing one secret.
+BRANCH_SIGNING_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+export BRANCH_SIGNING_SECRET
 svc_load
 "$ROOT/scripts/down.sh" >/dev/null
 svc_pick_port_offset
@@ -144,17 +149,34 @@ expect "bank A after the rollback" "$(q a "$account")" "970|0"
 expect "bank B after the rollback" "$(q b "$account")" "1030|0"
 expect "bank A's holds after the rollback" "$(q a "$holds")" "cancelled,confirmed"
 
-# 5. The Try endpoint refuses another op, and nothing changes.
-for op in confirm cancel; do
-  answer=$(curl -s -w ' %{http_code}' -X POST -H 'Content-Type: application/json' \
+# 5. What the banks must refuse, and that it changes nothing.
+gid_token() {
+  python3 -c 'import hashlib, hmac, sys
+key, gid = sys.argv[1].encode(), sys.argv[2].encode()
+print("v1=" + hmac.new(key, b"tcc-gid-token\n" + gid, hashlib.sha256).hexdigest())' \
+    "$BRANCH_SIGNING_SECRET" "$1"
+}
+refused() { # what, want (status and code), endpoint, op, headers...
+  local what=$1 want=$2 endpoint=$3 op=$4 gid="adoption-refused-$4" answer
+  shift 4
+  answer=$(curl -s -w ' %{http_code}' -X POST -H 'Content-Type: application/json' "$@" \
     -d '{"account_id": 1, "amount": 30}' \
-    "${bank_url[a]}/TransOutTry?gid=adoption-op-$op&trans_type=tcc&branch_id=01&op=$op")
-  [[ $answer == *op_mismatch*" 400" ]] || fail "TransOutTry with op=$op answered: $answer"
-  say "ok: TransOutTry with op=$op is refused (400 op_mismatch)"
+    "${bank_url[a]}/$endpoint?gid=$gid&trans_type=tcc&branch_id=01&op=$op")
+  [[ $answer == *"\"${want#* }\""*" ${want%% *}" ]] || fail "$what answered: $answer (want $want)"
+  say "ok: $what is refused ($want)"
+}
+refused "a Try without its gid's token" "401 missing_gid_token" TransOutTry try
+refused "a Try with another gid's token" "401 bad_gid_token" TransOutTry try \
+  -H "X-Tcc-Gid-Token: $(gid_token some-other-gid)"
+refused "a Confirm without the coordinator's signature" "401 missing_signature" TransOutConfirm confirm
+for op in confirm cancel; do
+  refused "TransOutTry with op=$op" "401 missing_signature" TransOutTry "$op"
+  refused "TransOutTry with op=$op and the gid's token" "400 op_mismatch" TransOutTry "$op" \
+    -H "X-Tcc-Gid-Token: $(gid_token "adoption-refused-$op")"
 done
 expect "barrier rows of the refused calls" \
-  "$(q a "SELECT count(*) FROM dtm_barrier.barrier WHERE gid LIKE 'adoption-op-%'")" "0"
+  "$(q a "SELECT count(*) FROM dtm_barrier.barrier WHERE gid LIKE 'adoption-refused-%'")" "0"
 expect "bank A after the refused calls" "$(q a "$account")" "970|0"
 expect "bank A's holds after the refused calls" "$(q a "$holds")" "cancelled,confirmed"
 
-say "passed in $((SECONDS - started))s: the guide's bank and AP commit, roll back and refuse a wrong op"
+say "passed in $((SECONDS - started))s: the guide's bank and AP commit, roll back, and refuse unproven callers and a wrong op"

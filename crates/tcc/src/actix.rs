@@ -51,15 +51,17 @@
 //!   middleware, [`raw_body`] reads the body and puts it back for the handler, and
 //!   [`settle_caller`] (Confirm, Cancel) and [`try_caller`] (Try) check the coordinator's
 //!   signature and the gid token ([`crate::signing`]); a refusal is `401` ([`CallerError`]).
+//!   [`signed_callers_only`] is that middleware for an RM that trusts only its secret.
 //! * [`error_response`]: the JSON error body `{"error": "<code>", "message": "..."}` of every
 //!   refusal above.
 
 use std::future::{ready, Ready};
 use std::marker::PhantomData;
 
-use actix_web::body::BoxBody;
-use actix_web::dev::{Payload, ServiceRequest};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder, ResponseError};
 use serde_json::json;
@@ -266,6 +268,13 @@ pub enum CallerError {
     /// A gid token that is not the query's gid's: `bad_gid_token`.
     #[error(transparent)]
     GidToken(GidTokenError),
+    /// A Try without a gid token, at an RM that requires one ([`signed_callers_only`]):
+    /// `missing_gid_token`.
+    #[error(
+        "this Try carries no gid token (header X-Tcc-Gid-Token): the AP sends its gid's token \
+         when it shares this RM's secret"
+    )]
+    MissingGidToken,
 }
 
 impl CallerError {
@@ -274,6 +283,7 @@ impl CallerError {
         match self {
             CallerError::Signature(e) => e.code(),
             CallerError::GidToken(e) => e.code(),
+            CallerError::MissingGidToken => "missing_gid_token",
         }
     }
 }
@@ -285,6 +295,59 @@ impl ResponseError for CallerError {
 
     fn error_response(&self) -> HttpResponse {
         error_response(self.status_code(), self.code(), self.to_string())
+    }
+}
+
+/// Middleware for the branch endpoints of an RM that trusts only the secret it shares with its
+/// AP and its TM, the app data's `web::Data<SigningSecret>`: each call must prove who sent it
+/// before the handler reads anything, so a refused call writes nothing (no barrier row):
+///
+/// * a Try: its gid's token (`X-Tcc-Gid-Token`, which the AP sends with
+///   `TccClient::with_gid_tokens`), else `401 missing_gid_token` or `bad_gid_token`
+///   ([`try_caller`]);
+/// * a Confirm or Cancel: the coordinator's signature over method, path, query and raw body, or
+///   the gid token (which the AP put into `branch_headers`, for a TM that cannot sign), else `401
+///   missing_signature`, `bad_signature`, `stale_signature` or `bad_gid_token`
+///   ([`settle_caller`]).
+///
+/// The op is the query's; the endpoint's op extractor ([`TryBranch`], ...) refuses a query that
+/// names another op, and answers a query that does not parse with `400`. No secret in the app
+/// data: `500`, never an unchecked call. Mount it around the branch routes:
+/// `web::scope("/api").wrap(actix_web::middleware::from_fn(tcc::actix::signed_callers_only))`.
+///
+/// This sample's RMs use [`try_caller`] and [`settle_caller`] in a middleware of their own that
+/// may also accept a call carrying neither header when their coordinator vouches for it
+/// (`service_kit::callers`); with `TRY_VERIFICATION=token` it decides as this one does.
+pub async fn signed_callers_only(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(secret) = req
+        .app_data::<actix_web::web::Data<SigningSecret>>()
+        .cloned()
+    else {
+        let e = actix_web::error::ErrorInternalServerError("no SigningSecret in the app data");
+        return Ok(req.error_response(e));
+    };
+    let body = raw_body(&mut req).await?;
+    let Ok(query) = parse_branch_query(req.query_string()) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let caller = match query.op {
+        Op::Try => try_caller(&secret, req.request(), &query.gid).map_err(CallerError::GidToken),
+        Op::Confirm | Op::Cancel => settle_caller(&secret, req.request(), &body, Some(&query.gid)),
+    };
+    match caller {
+        Ok(Caller::Coordinator | Caller::GidTokenHolder) => {
+            Ok(next.call(req).await?.map_into_boxed_body())
+        }
+        Ok(Caller::Anonymous) if query.op == Op::Try => {
+            Ok(req.error_response(CallerError::MissingGidToken))
+        }
+        Ok(Caller::Anonymous) => {
+            Ok(req.error_response(CallerError::Signature(signing::SignatureError::Missing)))
+        }
+        Err(refused) => Ok(req.error_response(refused)),
     }
 }
 
@@ -415,6 +478,78 @@ mod tests {
                 query: Op::Confirm
             }
         );
+    }
+
+    /// A service whose every branch endpoint answers 200 behind [`signed_callers_only`], with
+    /// the secret (if any) in its app data, and the count of the calls that reached it.
+    macro_rules! behind_signed_callers_only {
+        ($secret:expr) => {{
+            use actix_web::{middleware::from_fn, web, App};
+            let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = reached.clone();
+            let mut app = App::new();
+            if let Some(secret) = $secret {
+                app = app.app_data(web::Data::new(SigningSecret::clone(secret)));
+            }
+            let handler = web::to(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { HttpResponse::Ok().finish() }
+            });
+            let scope = web::scope("/api").wrap(from_fn(signed_callers_only));
+            let app = app.service(scope.default_service(handler));
+            (actix_web::test::init_service(app).await, reached)
+        }};
+    }
+
+    #[actix_web::test]
+    async fn signed_callers_only_lets_through_only_what_the_secret_proves() {
+        use actix_web::test::call_service;
+        let secret = SigningSecret::new("s");
+        let (app, reached) = behind_signed_callers_only!(Some(&secret));
+        let try_uri = "/api/TransOutTry?gid=g1&trans_type=tcc&branch_id=01&op=try";
+        let confirm_uri = "/api/TransOutConfirm?gid=g1&trans_type=tcc&branch_id=01&op=confirm";
+        let answer = |resp: ServiceResponse<_>| resp.status().as_u16();
+
+        let anonymous_try = TestRequest::post()
+            .uri(try_uri)
+            .set_payload("{}")
+            .to_request();
+        let body = actix_web::test::call_and_read_body(&app, anonymous_try).await;
+        assert!(String::from_utf8_lossy(&body).contains("missing_gid_token"));
+        let other_gid = TestRequest::post()
+            .uri(try_uri)
+            .insert_header((signing::GID_TOKEN_HEADER, signing::gid_token(&secret, "g2")))
+            .to_request();
+        assert_eq!(answer(call_service(&app, other_gid).await), 401);
+        let unsigned_confirm = TestRequest::post().uri(confirm_uri).to_request();
+        assert_eq!(answer(call_service(&app, unsigned_confirm).await), 401);
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        let with_token = TestRequest::post()
+            .uri(try_uri)
+            .insert_header((signing::GID_TOKEN_HEADER, signing::gid_token(&secret, "g1")))
+            .set_payload("{}")
+            .to_request();
+        assert_eq!(answer(call_service(&app, with_token).await), 200);
+        let (ts, sig) = signing::sign(&secret, "POST", confirm_uri, b"{}", signing::now_unix());
+        let signed = TestRequest::post()
+            .uri(confirm_uri)
+            .insert_header((signing::TIMESTAMP_HEADER, ts))
+            .insert_header((signing::SIGNATURE_HEADER, sig))
+            .set_payload("{}")
+            .to_request();
+        assert_eq!(answer(call_service(&app, signed).await), 200);
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[actix_web::test]
+    async fn signed_callers_only_without_a_secret_refuses_everything() {
+        let (app, reached) = behind_signed_callers_only!(None::<&SigningSecret>);
+        let uri = "/api/TransOutCancel?gid=g1&trans_type=tcc&branch_id=01&op=cancel";
+        let req = TestRequest::post().uri(uri).to_request();
+        let resp = actix_web::test::call_service(&app, req).await;
+        assert_eq!(resp.status().as_u16(), 500);
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]
