@@ -5,8 +5,8 @@
 # temporary directory outside this workspace, with a copy of crates/tcc under crates/tcc (step 1),
 # the dependencies of step 1's `toml` block, step 4's bank (an RM: TransOut and TransIn through
 # the barrier) as `src/bin/bank.rs` and step 5's AP as `src/bin/transfer.rs`, built with
-# warnings as errors. Two banks run on their own databases (the barrier migration of
-# crates/tcc and step 3's `sql` block, one account seeded), behind this repository's
+# warnings as errors. Two banks run on their own databases (step 3's `sql` block applied with
+# psql, one account seeded; each bank runs the barrier migration itself), behind this repository's
 # coordinator (a private one: scripts/up.sh with its own run directory, ports and database).
 # Checked, through the banks' databases:
 #   1. a transfer commits: `transfer 30 1 1` prints `committed: true`, 30 left bank A and
@@ -98,15 +98,13 @@ mkdir -p "$RUN_DIR"
 }
 dtm_url="http://127.0.0.1:$(svc_port coordinator)/api/dtmsvr"
 
-barrier_sql=("$ROOT"/crates/tcc/migrations/*/up.sql)
 port=$(($(svc_port coordinator) + 100))
 declare -A bank_url
 for bank in a b; do
   db=adoption_bank_$bank
   pg_create_databases "$db"
-  for sql in "${barrier_sql[@]}" "$work/bank.sql"; do
-    psql "$PG_URL/$db" -Xq -v ON_ERROR_STOP=1 -f "$sql" >/dev/null
-  done
+  # The business schema with psql ("any tool"); the bank creates its barrier table itself.
+  psql "$PG_URL/$db" -Xq -v ON_ERROR_STOP=1 -f "$work/bank.sql" >/dev/null
   psql "$PG_URL/$db" -Xq -c "INSERT INTO accounts (id, balance) VALUES (1, 1000)"
   port=$(pg_free_port $((port + 1)))
   DATABASE_URL="$PG_URL/$db" PORT=$port RUST_LOG=info "$bin/bank" >"$RUN_DIR/bank-$bank.log" 2>&1 &
