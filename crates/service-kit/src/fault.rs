@@ -16,6 +16,8 @@
 //! | `accepted:N` | `202 {"dtm_result":"SUCCESS"}` on the first N calls, nothing done, then normal |
 //! | `redirect:N` | `307` to [`REDIRECT_LOCATION`] on the first N calls, nothing done, then normal |
 //! | `delay:MS+error:N` | both: wait, then `error:N` (likewise `delay:MS+accepted:N`, `delay:MS+redirect:N`) |
+//! | `pause` | hold the call before the work until `POST /api/paused/resume` ([`crate::pause`]) |
+//! | `pause-after` | do the work, then hold the answer until resumed |
 //!
 //! A delay applies to every call of that phase, before the barrier: a Confirm or Cancel delayed
 //! beyond the transaction's `request_timeout` times out on every attempt and never succeeds.
@@ -53,6 +55,7 @@ use tcc::protocol::{BranchQuery, BranchReply, Op};
 
 use crate::db::{blocking, BlockingError, DbPool};
 use crate::http::{error_response, is_json_object, payload_error};
+use crate::pause::{PauseBoard, PauseStage, Resumed};
 
 /// The `fault_counters` table's migration; RMs run it beside their own.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -87,6 +90,8 @@ diesel::table! {
 pub enum FaultAction {
     /// Only the delay.
     None,
+    /// Hold the call (`pause`) or its answer (`pause-after`) until resumed ([`crate::pause`]).
+    Pause(PauseStage),
     /// A business refusal (409).
     Failure,
     /// 425 ONGOING for the first `Some(n)` calls, or for every call with `None`.
@@ -110,7 +115,7 @@ pub struct Fault {
 
 /// A fault spec that does not parse; the message says which forms are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid fault {spec:?}: {reason}; expected failure, ongoing, ongoing:N, error, error:N, accepted:N, redirect:N, delay:MS or delay:MS+ one of error:N, accepted:N, redirect:N")]
+#[error("invalid fault {spec:?}: {reason}; expected failure, ongoing, ongoing:N, error, error:N, accepted:N, redirect:N, pause, pause-after, delay:MS or delay:MS+ one of error:N, accepted:N, redirect:N")]
 pub struct FaultParseError {
     /// The spec as given.
     pub spec: String,
@@ -145,6 +150,8 @@ impl FromStr for Fault {
             Some("failure") if delay_ms == 0 => FaultAction::Failure,
             Some("ongoing") if delay_ms == 0 => FaultAction::Ongoing(None),
             Some("error") if delay_ms == 0 => FaultAction::Error(None),
+            Some("pause") if delay_ms == 0 => FaultAction::Pause(PauseStage::BeforeWork),
+            Some("pause-after") if delay_ms == 0 => FaultAction::Pause(PauseStage::AfterWork),
             Some(other) => {
                 let count = |n: &str, form: &str| -> Result<u32, FaultParseError> {
                     match n.parse::<u32>() {
@@ -181,6 +188,8 @@ impl fmt::Display for Fault {
             FaultAction::Error(Some(n)) => Some(format!("error:{n}")),
             FaultAction::Accepted(n) => Some(format!("accepted:{n}")),
             FaultAction::Redirect(n) => Some(format!("redirect:{n}")),
+            FaultAction::Pause(PauseStage::BeforeWork) => Some("pause".to_owned()),
+            FaultAction::Pause(PauseStage::AfterWork) => Some("pause-after".to_owned()),
         };
         match (self.delay_ms, action) {
             (0, Some(a)) => f.write_str(&a),
@@ -290,6 +299,7 @@ pub async fn inject_faults(
     };
     let fault = match inject(&pool, &query, Some(&faults)).await {
         Ok(Injected::Proceed) => return Ok(next.call(req).await?.map_into_boxed_body()),
+        Ok(Injected::Pause(stage)) => return paused(query, stage, req, next).await,
         Ok(Injected::Ongoing) => return Ok(req.into_response(BranchReply::Ongoing.to_response())),
         Ok(Injected::Refuse) => InjectedFault::Failure,
         Ok(Injected::Error) => InjectedFault::Error,
@@ -298,6 +308,41 @@ pub async fn inject_faults(
         Err(e) => InjectedFault::Uncounted(e),
     };
     Ok(req.error_response(fault))
+}
+
+/// A `pause` or `pause-after` call: held on the app data's [`PauseBoard`] before the handler
+/// runs, or after it answered.
+async fn paused(
+    query: BranchQuery,
+    stage: PauseStage,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(board) = req.app_data::<web::Data<PauseBoard>>().cloned() else {
+        let e = actix_web::error::ErrorInternalServerError("no PauseBoard in the app data");
+        return Ok(req.error_response(e));
+    };
+    let (gid, branch_id, op) = (&query.gid, &query.branch_id, query.op);
+    let hold = || async {
+        let resume = format!("POST /api/paused/resume?gid={gid}");
+        log::info!("gid={gid} branch_id={branch_id} op={op} paused {stage}: {resume}");
+        let how = match board.hold(&query, stage).await {
+            Resumed::OnRequest => "on request",
+            Resumed::ByItself => "by itself",
+        };
+        log::info!("gid={gid} branch_id={branch_id} op={op} resumed {how}");
+    };
+    match stage {
+        PauseStage::BeforeWork => {
+            hold().await;
+            Ok(next.call(req).await?.map_into_boxed_body())
+        }
+        PauseStage::AfterWork => {
+            let answered = next.call(req).await?.map_into_boxed_body();
+            hold().await;
+            Ok(answered)
+        }
+    }
 }
 
 /// What a fault answers instead of the handler ([`inject_faults`]). Nothing was done for it.
@@ -382,6 +427,8 @@ pub enum Injected {
     Accepted,
     /// Answer `307` to [`REDIRECT_LOCATION`] without doing anything.
     Redirect,
+    /// Hold the call, before or after the work, on the [`PauseBoard`].
+    Pause(PauseStage),
 }
 
 /// Runs the fault for this call, if any: waits its delay, counts the calls of the `:N` forms in
@@ -407,6 +454,7 @@ pub async fn inject(
     }
     Ok(match fault.action {
         FaultAction::None => Injected::Proceed,
+        FaultAction::Pause(stage) => Injected::Pause(stage),
         FaultAction::Failure => Injected::Refuse,
         FaultAction::Ongoing(None) => Injected::Ongoing,
         FaultAction::Error(None) => Injected::Error,
@@ -467,6 +515,8 @@ mod tests {
             "redirect:1",
             "delay:200+accepted:3",
             "delay:200+redirect:1",
+            "pause",
+            "pause-after",
         ] {
             let fault: Fault = spec.parse().unwrap();
             assert_eq!(fault.to_string(), spec);
@@ -513,6 +563,9 @@ mod tests {
             "redirect:0",
             "redirect:-2",
             "accepted:1+redirect:1",
+            "delay:10+pause",
+            "pause:1",
+            "pause-before",
         ] {
             let err = spec.parse::<Fault>().unwrap_err();
             assert!(

@@ -13,6 +13,10 @@
 //!   neither, the RM's coordinator ([`coordinator_check`]).
 //! * [`fault`]: the demo fault injector of the RMs (`docs/ARCHITECTURE.md#scenarios`): a
 //!   branch's data may carry `{"fault": {"try": "failure", "confirm": "error:3", ...}}`.
+//! * [`gid_view`]: `GET /api/branches/{gid}`, an RM's reservations and barrier rows for one
+//!   global transaction, read in one snapshot.
+//! * [`pause`]: the board of the `pause` and `pause-after` faults, calls held until
+//!   `POST /api/paused/resume`, so a demo can stop between two protocol steps.
 //! * [`coordinator_check`]: what the RM's coordinator (`DTM_URL`) says about a gid: the check of
 //!   a call that carries no gid token, and the verdicts of the reconciliation.
 //! * [`reservation`]: [`reservation::ReservationState`], the state of what a Try reserved.
@@ -43,11 +47,13 @@ pub mod callers;
 pub mod coordinator_check;
 pub mod db;
 pub mod fault;
+pub mod gid_view;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod pause;
 pub mod rate_limit;
 pub mod reconcile;
 pub mod reservation;

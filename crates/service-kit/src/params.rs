@@ -36,6 +36,9 @@ use utoipa::openapi::{ContentBuilder, KnownFormat, Required, SchemaFormat};
 
 use crate::fault::Fault;
 
+/// The longest [`Kind::Label`].
+pub const MAX_LABEL_LEN: usize = 32;
+
 /// What values a parameter takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -48,6 +51,9 @@ pub enum Kind {
     Flag(bool),
     /// A test-only flag, default `false`, refused while fault injection is off.
     TestFlag,
+    /// A short label, or absent: 1 to [`MAX_LABEL_LEN`] ASCII letters, digits, `-` and `_`
+    /// (safe inside a gid, a URL and a log line).
+    Label,
     /// A fault spec (`failure`, `error:3`, `delay:3000`, ...; see [`crate::fault`]) for this op
     /// of the RM its name starts with (`trans_in_confirm`: `trans_in`), or absent; refused while
     /// fault injection is off.
@@ -62,6 +68,9 @@ impl Kind {
             Kind::Secs(max) => format!("a whole number from 1 to {max}"),
             Kind::Flag(_) | Kind::TestFlag => "true or false".into(),
             Kind::Fault(_) => "a fault spec string".into(),
+            Kind::Label => {
+                format!("1 to {MAX_LABEL_LEN} ASCII letters, digits, '-' or '_'")
+            }
         }
     }
 
@@ -189,6 +198,13 @@ impl Given {
                     _ => None,
                 }
             }
+            (Kind::Label, Value::String(s)) => Some(s)
+                .filter(|s| (1..=MAX_LABEL_LEN).contains(&s.len()))
+                .filter(|s| {
+                    s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                })
+                .map(|_| self.value.clone()),
             (Kind::Fault(_), Value::String(s)) => match s.parse::<Fault>() {
                 Ok(_) => Some(self.value.clone()),
                 Err(e) => return Err(ParamsError::invalid(name, format!("{name}: {e}"))),
@@ -280,7 +296,7 @@ impl RawParams {
                 Kind::Positive(n) => Value::from(n),
                 Kind::Flag(b) => Value::from(b),
                 Kind::TestFlag => Value::from(false),
-                Kind::Secs(_) | Kind::Fault(_) => continue,
+                Kind::Secs(_) | Kind::Fault(_) | Kind::Label => continue,
             };
             checked.entry(param.name).or_insert(default);
         }
@@ -391,12 +407,17 @@ fn value_schema(param: &Param) -> ObjectBuilder {
         Kind::Secs(max) => integer.maximum(Some(max)),
         Kind::Flag(default) => boolean.default(Some(default.into())),
         Kind::TestFlag => boolean.default(Some(false.into())),
+        Kind::Label => ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^[A-Za-z0-9_-]{{1,{MAX_LABEL_LEN}}}$")))
+            .examples(["ana"]),
         Kind::Fault(_) => ObjectBuilder::new().schema_type(Type::String).examples([
             "failure",
             "error:3",
             "delay:3000+error:1",
             "accepted:2",
             "redirect:1",
+            "pause",
         ]),
     }
     .description(Some(param.doc))

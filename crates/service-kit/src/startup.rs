@@ -13,7 +13,8 @@
 //!    `GET /api/health`), `web::Data<DbPool>` and `web::Data<Settings>` for the handlers, the
 //!    RM's metrics (`web::Data<RmMetrics>`, a registry of this instance's own, served at
 //!    `GET /api/metrics`: [`crate::metrics`]), who may call the branch endpoints
-//!    (`web::Data<BranchCallers>`: [`crate::callers`]), the RM's routes, and a JSON 404
+//!    (`web::Data<BranchCallers>`: [`crate::callers`]), the calls held by a `pause` fault and
+//!    their routes ([`crate::pause`]), the RM's routes, and a JSON 404
 //!    ([`crate::http::not_found`]) for any other path;
 //! 4. [`RmApplication::run_until_stopped`] serves, and runs the barrier retention job
 //!    ([`crate::retention`]) beside the server until the server stops.
@@ -33,6 +34,7 @@ use crate::db::{
 use crate::http::HealthCheck;
 use crate::http::{configure_health, json_config, not_found, path_config, query_config};
 use crate::metrics::{self, RmMetrics};
+use crate::pause::PauseBoard;
 use crate::retention::{self, BarrierRetention};
 use crate::settings::RmCommonSettings;
 
@@ -271,11 +273,13 @@ pub fn run<S: RmSettings>(
          sub-transaction barrier, called by the AP (Try) and the TM (Confirm, Cancel).",
         [
             <crate::openapi::RmMetricsApi as utoipa::OpenApi>::openapi(),
+            <crate::pause::PauseApi as utoipa::OpenApi>::openapi(),
             settings.openapi(),
         ],
     );
     let pool = web::Data::new(pool);
     let settings = web::Data::new(settings);
+    let pauses = web::Data::new(PauseBoard::default());
     let server = HttpServer::new(move || {
         let health = health.clone();
         let routes = settings.clone();
@@ -287,6 +291,7 @@ pub fn run<S: RmSettings>(
             .app_data(callers.clone())
             .configure(|cfg| configure_common(cfg, json_limit, health))
             .route(metrics::PATH, web::get().to(metrics::rm_metrics))
+            .configure(|cfg| crate::pause::configure(cfg, pauses.clone()))
             .configure(|cfg| routes.routes(cfg))
             .configure(|cfg| crate::openapi::configure_docs(cfg, api))
             .default_service(web::to(not_found))

@@ -31,4 +31,5 @@ mod retention;
 mod schema_drift;
 mod signing;
 mod state_machine_props;
+mod steps;
 mod stock;

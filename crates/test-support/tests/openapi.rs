@@ -147,6 +147,9 @@ async fn every_binary_describes_every_route_it_serves() {
             .collect();
         let mut expected: Vec<(&str, &str)> = paths.iter().map(|p| ("POST", p.as_str())).collect();
         expected.push(("GET", view));
+        expected.push(("GET", "/api/branches/{gid}"));
+        expected.push(("GET", "/api/paused"));
+        expected.push(("POST", "/api/paused/resume"));
         assert_has(&api, binary.name, &expected);
         // Every branch call may be refused for who sent it: Confirm and Cancel for their
         // signature or gid token (401), Try for its gid token (401) or by the Try gate (403).

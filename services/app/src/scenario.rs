@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use service_kit::fault::BranchFaults;
-use service_kit::params::Kind::{Fault, Flag, Positive, Secs, TestFlag};
+use service_kit::params::Kind::{Fault, Flag, Label, Positive, Secs, TestFlag};
 use service_kit::params::{Param, ParamTable};
 use tcc::client::TransOptions;
 use tcc::protocol::{Op, MAX_OPTION_SECS, MAX_REQUEST_TIMEOUT_SECS};
@@ -122,6 +122,8 @@ pub const COMMON_PARAMS: &[Param] = &[
         doc: "answer once the second phase has finished (the final status), or at once after submit" },
     Param { name: "crash_after_try", kind: TestFlag,
         doc: "test only: the AP process exits after every Try succeeded, before submit (an AP crash)" },
+    Param { name: "gid_prefix", kind: Label,
+        doc: "put in front of the gid (`<prefix>-<newGid>`), so a participant finds their own transactions" },
 ];
 
 /// The fault parameters of bank A, `trans_out_try|confirm|cancel`: each value is a fault spec
@@ -166,6 +168,8 @@ pub struct FireParams<B> {
     pub wait_result: bool,
     /// `crash_after_try`: the AP process exits after its Trys (test only).
     pub crash_after_try: bool,
+    /// `gid_prefix`: the gid becomes `<prefix>-<newGid>`.
+    pub gid_prefix: Option<String>,
     /// The fault parameters given, by RM.
     pub faults: Faults,
 }

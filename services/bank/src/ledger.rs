@@ -15,6 +15,7 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 use serde::{Deserialize, Serialize};
 use service_kit::fault::BranchFaults;
+use service_kit::gid_view::{barrier_rows, BarrierRow};
 use service_kit::reservation::ReservationState;
 use tcc::protocol::BranchQuery;
 
@@ -252,6 +253,53 @@ pub fn account_view(conn: &mut PgConnection, id: i64) -> Result<Option<AccountVi
         pending_in,
         updated_at: account.updated_at,
     }))
+}
+
+/// One hold as `GET /api/branches/{gid}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable, utoipa::ToSchema)]
+#[diesel(table_name = holds, check_for_backend(diesel::pg::Pg))]
+pub struct HoldView {
+    /// The branch that placed it.
+    pub branch_id: String,
+    /// The account it moves money on.
+    pub account_id: i64,
+    /// Minor units.
+    pub amount: i64,
+    /// `out` (funds frozen) or `in` (a credit promised).
+    pub direction: String,
+    /// `tentative` (Try done), `confirmed` or `cancelled`.
+    pub state: String,
+    /// When the Try placed it.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed (its Confirm or Cancel).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/branches/{gid}` at a bank: what it holds for one global transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BankBranchesView {
+    /// The global transaction id.
+    pub gid: String,
+    /// The gid's holds, oldest first.
+    pub holds: Vec<HoldView>,
+    /// The rows the barrier wrote for the gid, in order.
+    pub barrier: Vec<BarrierRow>,
+}
+
+/// The bank's holds and barrier rows for `gid` (the route runs it in one snapshot).
+pub fn branches_view(conn: &mut PgConnection, gid: &str) -> QueryResult<BankBranchesView> {
+    let holds = holds::table
+        .filter(holds::gid.eq(gid))
+        .order(holds::id)
+        .select(HoldView::as_select())
+        .load(conn)?;
+    let barrier = barrier_rows(conn, gid)?;
+    let gid = gid.to_owned();
+    Ok(BankBranchesView {
+        gid,
+        holds,
+        barrier,
+    })
 }
 
 /// Creates accounts `1..=count` with `balance` each, in one statement, only when the table is

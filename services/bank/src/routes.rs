@@ -8,12 +8,15 @@
 //!   The handlers are [`crate::handlers`]'; [`service_kit::branch::register`] wraps them in the
 //!   caller check, the demo faults and the metrics.
 //! * `GET /api/accounts/{id}`: an [`crate::ledger::AccountView`], 404 for an unknown account.
+//! * `GET /api/branches/{gid}`: a [`crate::ledger::BankBranchesView`], the gid's holds and
+//!   barrier rows ([`service_kit::gid_view`]).
 //! * `GET /api/metrics` (registered by [`service_kit::startup::run`]): Prometheus text,
 //!   `tcc_rm_branch_requests_total{op, outcome}` and the tentative holds gauges
 //!   ([`service_kit::metrics`]).
 
 use actix_web::web;
 use service_kit::branch::{self, BranchEndpoint};
+use service_kit::gid_view;
 use service_kit::http::view_route;
 use tcc::protocol::Op;
 
@@ -68,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
         ACCOUNT_VIEW,
         view_route(ledger::account_view, BankError::AccountNotFound),
     );
+    cfg.route(gid_view::PATH, gid_view::route(ledger::branches_view));
     if settings.common.baseline_endpoints {
         crate::baseline::configure(cfg, settings);
     }
@@ -79,6 +83,9 @@ pub fn openapi(role: Role) -> utoipa::openapi::OpenApi {
     api.merge(service_kit::openapi::view_openapi::<ledger::AccountView>(
         ACCOUNT_VIEW,
         "An account: balance, frozen funds (trading_balance) and tentative holds",
+    ));
+    api.merge(gid_view::openapi::<ledger::BankBranchesView>(
+        "One global transaction at this bank: its holds and barrier rows",
     ));
     api
 }

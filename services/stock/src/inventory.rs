@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use service_kit::fault::BranchFaults;
+use service_kit::gid_view::{barrier_rows, BarrierRow};
 use service_kit::reservation::ReservationState;
 use tcc::protocol::BranchQuery;
 
@@ -93,6 +94,52 @@ struct Inventory {
     id: i64,
     stock: i64,
     reserved: i64,
+}
+
+/// One reservation as `GET /api/branches/{gid}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable, utoipa::ToSchema)]
+#[diesel(table_name = reservations, check_for_backend(diesel::pg::Pg))]
+pub struct ReservationView {
+    /// The branch that placed it.
+    pub branch_id: String,
+    /// The product reserved.
+    pub product_id: i64,
+    /// Units reserved.
+    pub quantity: i64,
+    /// `tentative` (Try done), `confirmed` or `cancelled`.
+    pub state: String,
+    /// When the Try placed it.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed (its Confirm or Cancel).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/branches/{gid}` at the stock service: what it holds for one global transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StockBranchesView {
+    /// The global transaction id.
+    pub gid: String,
+    /// The gid's reservations, oldest first.
+    pub reservations: Vec<ReservationView>,
+    /// The rows the barrier wrote for the gid, in order.
+    pub barrier: Vec<BarrierRow>,
+}
+
+/// The stock service's reservations and barrier rows for `gid` (the route runs it in one
+/// snapshot).
+pub fn branches_view(conn: &mut PgConnection, gid: &str) -> QueryResult<StockBranchesView> {
+    let reservations = reservations::table
+        .filter(reservations::gid.eq(gid))
+        .order(reservations::id)
+        .select(ReservationView::as_select())
+        .load(conn)?;
+    let barrier = barrier_rows(conn, gid)?;
+    let gid = gid.to_owned();
+    Ok(StockBranchesView {
+        gid,
+        reservations,
+        barrier,
+    })
 }
 
 /// One reservation row, the fields settling it needs.

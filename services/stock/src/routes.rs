@@ -8,12 +8,15 @@
 //!   [`service_kit::branch::register`] wraps them in the caller check, the demo faults and the
 //!   metrics.
 //! * `GET /api/products/{id}`: a [`crate::inventory::ProductView`], 404 for an unknown product.
+//! * `GET /api/branches/{gid}`: a [`crate::inventory::StockBranchesView`], the gid's
+//!   reservations and barrier rows ([`service_kit::gid_view`]).
 //! * `GET /api/metrics` (registered by [`service_kit::startup::run`]): Prometheus text,
 //!   `tcc_rm_branch_requests_total{op, outcome}` and the tentative reservations gauges
 //!   ([`service_kit::metrics`]).
 
 use actix_web::web;
 use service_kit::branch::{self, BranchEndpoint};
+use service_kit::gid_view;
 use service_kit::http::view_route;
 use tcc::protocol::Op;
 
@@ -53,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
         PRODUCT_VIEW,
         view_route(inventory::product_view, StockError::ProductNotFound),
     );
+    cfg.route(gid_view::PATH, gid_view::route(inventory::branches_view));
 }
 
 /// The OpenAPI description of [`configure`]'s routes.
@@ -64,5 +68,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             "A product: stock on hand, reserved units and price (minor units)",
         ),
     );
+    api.merge(gid_view::openapi::<inventory::StockBranchesView>(
+        "One global transaction at the stock service: its reservations and barrier rows",
+    ));
     api
 }

@@ -248,7 +248,8 @@ pub struct ReserveRequest {
     pub fault: Option<BranchFaults>,
 }
 
-/// A gid from the TM (`newGid`), and the global transaction's options from the parameters.
+/// A gid from the TM (`newGid`, behind `gid_prefix` when given), and the global transaction's
+/// options from the parameters.
 async fn new_global_transaction<B>(
     scenario: Scenario,
     state: &AppState,
@@ -256,6 +257,10 @@ async fn new_global_transaction<B>(
 ) -> Result<(String, TransOptions), AppError> {
     let gid = (state.tcc.new_gid().await)
         .map_err(|source| AppError::Coordinator { gid: None, source })?;
+    let gid = match &p.gid_prefix {
+        Some(prefix) => format!("{prefix}-{gid}"),
+        None => gid,
+    };
     let scenario = scenario.name();
     log::info!("gid={gid} branch_id=- op=- scenario={scenario} starting");
     Ok((gid, p.trans_options()))
