@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage: scripts/demo.sh [scenario...]
+# Usage: scripts/demo.sh [scenario...] [--pause SECONDS | --step]
+#        scripts/demo.sh reset
 #        scripts/demo.sh --list
 #
 # With the system up (scripts/up.sh), runs TCC scenarios through the AP and prints, for each:
@@ -9,6 +10,19 @@
 # <coordinator>/admin renders it). Only `duplicates` has no diagram: its calls go straight to
 # the RM, outside any global transaction of the coordinator.
 # Without arguments it runs the default scenarios (success, then rollback); `all` runs every one.
+#
+# Step by step: with `--pause SECONDS` (or `--step`, waiting for Enter) the scenario's global
+# transaction really stops after each protocol step (each Try, submit or abort, each Confirm or
+# Cancel), held at an RM by a `pause` fault, and each stop prints what is true at that moment:
+# the coordinator's status, lease and next retry, both accounts, and the gid's holds and barrier
+# rows in each bank (scripts/lib/steps.sh). Available for success and rollback.
+#
+# `reset` returns every database to its seeded state: it stops the system started by
+# scripts/up.sh, drops its databases and starts it again (up.sh creates and seeds them; the
+# build is skipped unless SKIP_BUILD=0). Every transaction and balance of everyone is gone.
+#
+# A room sharing one system: PARTICIPANT=ana puts `ana-` in front of every gid a stepped run
+# makes, so each person finds their own transactions (the admin page filters by gid prefix).
 #
 # Scenarios (add one: a scenario_<name> function, a line in SCENARIOS, a case in run_scenario);
 # `scripts/demo.sh --list` prints them all. The failure cases use the AP's fault parameters
@@ -40,6 +54,8 @@ source "$SCRIPTS/lib/pg.sh"
 source "$SCRIPTS/lib/services.sh"
 # shellcheck source=scripts/lib/http.sh
 source "$SCRIPTS/lib/http.sh"
+# shellcheck source=scripts/lib/steps.sh
+source "$SCRIPTS/lib/steps.sh"
 svc_load
 
 url_of() { echo "http://127.0.0.1:$(svc_port "$1")"; }
@@ -754,7 +770,34 @@ scenario_nested_rollback() {
     "fireTccNested?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_try=failure" failed 0 0
 }
 
+# Every database back to its seeded state: stop, drop, start (scripts/up.sh creates and seeds).
+reset_system() {
+  local url name dbs=()
+  [[ -f $RUN_DIR/coordinator.pid || -f $RUN_DIR/app.pid ]] ||
+    die "no system started by scripts/up.sh in $RUN_DIR: nothing to reset"
+  echo "=== reset: stopping the system, dropping its databases, starting it again (seeded)"
+  "$SCRIPTS/down.sh" >/dev/null
+  url=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+  url=${url%/}
+  if ! pg_answers "$url"; then url=$(pg_private_url) || die "no Postgres answers at $url"; fi
+  for name in "${SVC_NAMES[@]}"; do
+    [[ -n $(svc_db "$name") ]] && dbs+=("$(svc_db "$name")")
+  done
+  PG_URL=$url pg_drop_databases "${dbs[@]}"
+  echo "dropped ${dbs[*]}"
+  SKIP_BUILD=${SKIP_BUILD:-1} "$SCRIPTS/up.sh" >/dev/null
+  echo "started again: bank A account $FROM = $(account "$TRANS_OUT_URL" "$FROM"), bank B account $TO = $(account "$TRANS_IN_URL" "$TO") (balance trading_balance)"
+}
+
 run_scenario() {
+  if [[ -n $STEP_PAUSE || $STEP_ENTER == 1 ]]; then
+    case "$1" in
+      success | fireTcc) step_success ;;
+      rollback | fireTccRollback) step_rollback ;;
+      *) die "$1 cannot be stepped through; these can: ${STEPPED_SCENARIOS[*]}" ;;
+    esac
+    return 0
+  fi
   case "$1" in
     success | fireTcc) scenario_success ;;
     rollback | fireTccRollback) scenario_rollback ;;
@@ -797,7 +840,22 @@ main() {
   fi
   command -v curl >/dev/null || die "curl is required"
   command -v python3 >/dev/null || command -v jq >/dev/null || die "python3 or jq is required"
-  local scenarios=("$@")
+  local scenarios=()
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --pause)
+        [[ ${2:-} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--pause needs a number of seconds"
+        STEP_PAUSE=$2
+        shift 2
+        ;;
+      --step) STEP_ENTER=1 && shift ;;
+      reset) reset_system && return 0 ;;
+      *) scenarios+=("$1") && shift ;;
+    esac
+  done
+  if [[ -n ${PARTICIPANT:-} && ! $PARTICIPANT =~ ^[A-Za-z0-9_]{1,20}$ ]]; then
+    die "PARTICIPANT may hold 1 to 20 letters, digits or _, got '$PARTICIPANT'"
+  fi
   [[ ${#scenarios[@]} -gt 0 ]] || scenarios=("${DEFAULT_SCENARIOS[@]}")
   FAILED=0
   for s in "${scenarios[@]}"; do run_scenario "$s"; done
