@@ -99,6 +99,8 @@
     const unit = Number(form.elements.unit.value) || 1;
     const query = new URLSearchParams();
     if (form.elements.status.value) query.set('status', form.elements.status.value);
+    const prefix = form.elements.gid_prefix.value.trim();
+    if (prefix) query.set('gid_prefix', prefix);
     for (const [field, param] of [['older_than', 'older_than_seconds'], ['newer_than', 'newer_than_seconds']]) {
       const raw = form.elements[field].value.trim();
       if (raw !== '') query.set(param, String(Math.round(Number(raw) * unit)));

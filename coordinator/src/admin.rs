@@ -4,7 +4,7 @@
 //!
 //! Routes (all JSON errors are `{"error": "<code>", "message": "..."}`):
 //!
-//! * `GET /api/admin/transactions?status=&older_than_seconds=&newer_than_seconds=&position=&limit=`:
+//! * `GET /api/admin/transactions?gid_prefix=&status=&older_than_seconds=&newer_than_seconds=&position=&limit=`:
 //!   `{"transactions": [<transaction>...], "next_position": "<id>" | "", "now": <time>}`, newest
 //!   first, keyset paged like DTM's `all` (pass `next_position` back as `position`; empty means
 //!   last page). `status` is one of the five statuses or `unfinished` (prepared, submitted or
@@ -161,6 +161,9 @@ impl utoipa::Modify for BearerToken {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only gids starting with this (a workshop participant's `ana-`): 1 to 64 ASCII letters,
+    /// digits and `-_.:`; empty: any.
+    pub gid_prefix: Option<String>,
     /// `prepared`, `submitted`, `aborting`, `succeed`, `failed`, or `unfinished` (the first
     /// three); empty: any.
     pub status: Option<String>,
@@ -205,6 +208,20 @@ fn parse_age(name: &str, value: &Option<String>) -> Result<Option<i64>> {
     }
 }
 
+fn parse_gid_prefix(value: &Option<String>) -> Result<Option<String>> {
+    let Some(prefix) = non_empty(value) else {
+        return Ok(None);
+    };
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
+    if prefix.len() > 64 || !prefix.bytes().all(allowed) {
+        return Err(CoordinatorError::bad_request(
+            "invalid_gid_prefix",
+            "gid_prefix must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'",
+        ));
+    }
+    Ok(Some(prefix.to_owned()))
+}
+
 fn parse_limit(value: &Option<String>) -> Result<i64> {
     match non_empty(value) {
         None => Ok(DEFAULT_PAGE),
@@ -233,7 +250,7 @@ fn parse_position(value: &Option<String>) -> Result<Option<i64>> {
 /// `GET /api/admin/transactions`: see the module docs.
 #[utoipa::path(get, path = "/api/admin/transactions", tag = "admin", params(ListParams), responses(
     (status = 200, description = "One page, newest first", body = AdminListAnswer),
-    (status = 400, description = "`invalid_status`, `invalid_age`, `invalid_position`, `invalid_limit` or a malformed query", body = ErrorBody),
+    (status = 400, description = "`invalid_gid_prefix`, `invalid_status`, `invalid_age`, `invalid_position`, `invalid_limit` or a malformed query", body = ErrorBody),
     (status = 503, description = "The database is unavailable; retry later", body = ErrorBody),
 ))]
 async fn list(params: web::Query<ListParams>, engine: web::Data<Engine>) -> Result<HttpResponse> {
@@ -242,6 +259,7 @@ async fn list(params: web::Query<ListParams>, engine: web::Data<Engine>) -> Resu
     let ago = |secs: i64| now - chrono::Duration::seconds(secs);
     let filter = TransFilter {
         statuses: parse_statuses(&params.status)?,
+        gid_prefix: parse_gid_prefix(&params.gid_prefix)?,
         created_before: parse_age("older_than_seconds", &params.older_than_seconds)?.map(ago),
         created_since: parse_age("newer_than_seconds", &params.newer_than_seconds)?.map(ago),
         before_id: parse_position(&params.position)?,

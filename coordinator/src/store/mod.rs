@@ -261,6 +261,8 @@ pub fn is_deleted(conn: &mut PgConnection, gid: &str) -> QueryResult<bool> {
 pub struct TransFilter {
     /// Only the transaction with this gid.
     pub gid: Option<String>,
+    /// Only gids starting with this.
+    pub gid_prefix: Option<String>,
     /// Only transactions of this type (`tcc`, the only one here).
     pub trans_type: Option<String>,
     /// Only these statuses; empty: any.
@@ -290,6 +292,14 @@ pub fn list(
         .into_boxed();
     if let Some(gid) = &filter.gid {
         query = query.filter(g::gid.eq(gid.clone()));
+    }
+    if let Some(prefix) = &filter.gid_prefix {
+        // LIKE's wildcards and its escape character taken literally.
+        let literal = prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        query = query.filter(g::gid.like(format!("{literal}%")));
     }
     if let Some(trans_type) = &filter.trans_type {
         query = query.filter(g::trans_type.eq(trans_type.clone()));

@@ -207,6 +207,37 @@ async fn the_list_filters_by_status_and_age_and_pages_newest_first() {
 }
 
 #[tokio::test]
+async fn the_list_filters_by_gid_prefix_so_each_participant_sees_their_own() {
+    let sys = spawn_system().await;
+    let ana = fire(&sys, "/api/fireTcc?gid_prefix=ana", 200).await;
+    let ana_b = fire(&sys, "/api/fireTccRollback?gid_prefix=ana", 409).await;
+    let bob = fire(&sys, "/api/fireTcc?gid_prefix=bob", 200).await;
+    assert!(
+        ana.starts_with("ana-") && bob.starts_with("bob-"),
+        "{ana} {bob}"
+    );
+
+    let (status, page) = admin_get(&sys.http, &sys.coordinator, "?gid_prefix=ana-").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(gids(&page), vec![ana_b, ana]);
+    let (_, page) = admin_get(
+        &sys.http,
+        &sys.coordinator,
+        "?gid_prefix=bob-&status=succeed",
+    )
+    .await;
+    assert_eq!(gids(&page), vec![bob]);
+    // `_` is a letter here, not LIKE's any-character.
+    let (_, page) = admin_get(&sys.http, &sys.coordinator, "?gid_prefix=an_").await;
+    assert_eq!(gids(&page), Vec::<String>::new());
+    let (status, body) = admin_get(&sys.http, &sys.coordinator, "?gid_prefix=a%25").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_gid_prefix"))
+    );
+}
+
+#[tokio::test]
 async fn the_detail_shows_each_branch_op_with_its_attempts_and_the_rollback_reason() {
     let sys = spawn_system().await;
     let rolled_back = fire(&sys, "/api/fireTccRollback", 409).await;
