@@ -17,6 +17,9 @@
 # the coordinator's status, lease and next retry, both accounts, and the gid's holds and barrier
 # rows in each bank (scripts/lib/steps.sh). Available for success and rollback.
 #
+# `race --cancel-first` (or `--try-first`) forces who wins the race: the Try is held at TransOut
+# (before its work, or after it with its answer held) while the abort's Cancel runs.
+#
 # `reset` returns every database to its seeded state: it stops the system started by
 # scripts/up.sh, drops its databases and starts it again (up.sh creates and seeds them; the
 # build is skipped unless SKIP_BUILD=0). Every transaction and balance of everyone is gone.
@@ -71,6 +74,8 @@ TO="${TO:-1}"
 AMOUNT="${AMOUNT:-30}"
 WAIT_FINAL="${WAIT_FINAL:-30}"
 LEASE_SECONDS="${LEASE_SECONDS:-30}"
+# race's forced order (--cancel-first, --try-first); empty: a real race.
+RACE_ORDER=""
 
 # name|description; the first column is what `scripts/demo.sh <name>` accepts.
 SCENARIOS=(
@@ -83,7 +88,7 @@ SCENARIOS=(
   "hanging-try|TransOut's Try takes 3 s: its Cancel arrives first, the late Try freezes nothing"
   "empty-compensation|TransIn's Try refused: its Cancel finds no Try and changes nothing"
   "duplicates|the same Try (then Cancel) sent twice at once straight to TransOut: applied once (no diagram)"
-  "race|TransOut's Try (from the AP) and its Cancel (from the TM) at the same moment: no frozen leftover"
+  "race|TransOut's Try (from the AP) and its Cancel (from the TM) at the same moment: no frozen leftover (--cancel-first, --try-first force an order)"
   "ap-crash|the AP dies after its Trys: the coordinator times the transaction out and cancels"
   "coordinator-crash|kill -9 the coordinator while TransIn's Confirm is in flight, restart it"
   "coordinator-crash-cancel|kill -9 the coordinator while TransOut's Cancel is in flight, restart it"
@@ -421,6 +426,11 @@ scenario_race() {
   gid=$(json_get gid <<<"${reply#* }")
   [[ -n $gid ]] || die "newGid answered ${reply%% *}: ${reply#* }"
   data="{\"account_id\":$FROM,\"amount\":$AMOUNT}"
+  # A forced order holds the Try at TransOut (a pause fault in its data) while the abort runs.
+  case "$RACE_ORDER" in
+    cancel-first) data="{\"account_id\":$FROM,\"amount\":$AMOUNT,\"fault\":{\"try\":\"pause\"}}" ;;
+    try-first) data="{\"account_id\":$FROM,\"amount\":$AMOUNT,\"fault\":{\"try\":\"pause-after\"}}" ;;
+  esac
   escaped=${data//\"/\\\"}
   reply=$(http POST "$DTM_URL/prepare" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\"}")
   [[ ${reply%% *} == 200 ]] || die "prepare answered $reply"
@@ -444,7 +454,18 @@ scenario_race() {
     # Reported to the coordinator as the AP client reports its Trys, so the diagram draws it.
     http POST "$DTM_URL/reportTry" "{\"gid\":\"$gid\",\"branch_id\":\"01\",\"url\":\"$TRANS_OUT_URL/TransOutTry\",\"outcome\":\"$(try_outcome "$code")\",\"http_status\":$([[ $code == 000 ]] && echo null || echo "$code"),\"latency_ms\":$((t1 - t0))}" >/dev/null
   ) &
-  http POST "$DTM_URL/abort" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\",\"rollback_reason\":\"demo: an abort racing the Try\",\"wait_result\":true}" >"$tmp/abort" &
+  local abort="{\"gid\":\"$gid\",\"trans_type\":\"tcc\",\"rollback_reason\":\"demo: an abort racing the Try\",\"wait_result\":true}"
+  if [[ -n $RACE_ORDER ]]; then
+    wait_held "$TRANS_OUT_URL" "$gid" >/dev/null
+    case "$RACE_ORDER" in
+      cancel-first) echo "  ($RACE_ORDER) TransOut holds the Try before its work; abort now, and the Cancel runs first" ;;
+      try-first) echo "  ($RACE_ORDER) the Try has committed, TransOut holds its answer; abort now, and the Cancel runs second" ;;
+    esac
+    http POST "$DTM_URL/abort" "$abort" >"$tmp/abort"
+    http POST "$TRANS_OUT_URL/paused/resume?gid=$gid" >/dev/null
+  else
+    http POST "$DTM_URL/abort" "$abort" >"$tmp/abort" &
+  fi
   wait
   echo "  TransOutTry -> $(cat "$tmp/try")"
   echo "  abort       -> $(cat "$tmp/abort")"
@@ -463,7 +484,7 @@ scenario_race() {
     /) echo "(TransOut's log is not in $RUN_DIR: its answers do not say which came first)" ;;
     *) echo "TransOut's barrier said: Try: $try_seen; Cancel: $cancel_seen" ;;
   esac
-  echo "(run it again: which one wins changes; the end state never does)"
+  [[ -n $RACE_ORDER ]] || echo "(run it again: which one wins changes; the end state never does; --cancel-first or --try-first forces an order)"
   [[ $status == failed && $bal1 == "$bal0" && $tb1 == "$tb0" ]] || ok=0
   if [[ $ok == 1 ]]; then
     echo "=> as expected: global failed, balance unchanged, nothing left frozen"
@@ -849,6 +870,7 @@ main() {
         shift 2
         ;;
       --step) STEP_ENTER=1 && shift ;;
+      --cancel-first | --try-first) RACE_ORDER=${1#--} && shift ;;
       reset) reset_system && return 0 ;;
       *) scenarios+=("$1") && shift ;;
     esac

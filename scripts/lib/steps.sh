@@ -80,7 +80,7 @@ except ValueError:
 for c in calls:
     if c["gid"].startswith(prefix):
         print(c["gid"], c["op"], c["stage"]); break
-' "$prefix-")
+' "$prefix")
     [[ -n $found ]] && { echo "$found"; return 0; }
     sleep 0.1
   done
@@ -126,7 +126,7 @@ stepped_fire() {
     rm_url=${stop%%|*}
     what=${stop#*|}
     n=$((n + 1))
-    read -r held _ <<<"$(wait_held "$rm_url" "$prefix")"
+    read -r held _ <<<"$(wait_held "$rm_url" "$prefix-")"
     if [[ -z $gid ]]; then
       gid=$held
       echo "gid: $gid"
