@@ -498,11 +498,15 @@ scenario_race() {
 scenario_ap_crash() {
   local reply gid status
   echo "=== ap-crash: the AP exits after its Trys (crash_after_try), timeout_to_fail=3"
-  reply=$(http GET "$APP_URL/fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&crash_after_try=true&timeout_to_fail=3")
+  local prefix
+  prefix=$(run_prefix)
+  reply=$(http GET "$APP_URL/fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&crash_after_try=true&timeout_to_fail=3&gid_prefix=$prefix")
   echo "AP: ${reply%% *} (000 = no answer: it died)"
-  gid=$(http GET "$DTM_URL/all?limit=1" | cut -d' ' -f2- | json_get transactions 0 gid)
-  echo "the coordinator holds $gid: prepared, with funds frozen by the Trys:"
-  echo "  bank A account $FROM balance trading_balance = $(account "$TRANS_OUT_URL" "$FROM")"
+  # The AP died before answering: this run's gid is the one starting with its own prefix.
+  gid=$(http GET "$TM_URL/api/admin/transactions?gid_prefix=$prefix-&limit=1" | cut -d' ' -f2- | json_get transactions 0 gid)
+  [[ -n $gid ]] || die "the coordinator holds no transaction starting with $prefix-"
+  echo "the coordinator holds $gid: prepared until its timeout_time, with funds frozen by the Trys:"
+  show_moment "$gid"
   status=$(wait_final "$gid")
   show_transaction "$gid"
   show_diagram "$gid"
@@ -529,6 +533,10 @@ crash_during_second_phase() {
   echo "AP: GET $APP_URL/$path -> ${reply%% *}"
   gid=$(json_get gid <<<"${reply#* }")
   sleep "$kill_after"
+  if [[ $name == coordinator ]]; then
+    echo "just before the kill: the pass holds the lease (owner, lease_expire) while its call is in flight"
+    show_moment "$gid"
+  fi
   crash "$name"
   sleep "$down_for"
   restart "$name"

@@ -431,8 +431,9 @@ pub enum Injected {
     Pause(PauseStage),
 }
 
-/// Runs the fault for this call, if any: waits its delay, counts the calls of the `:N` forms in
-/// the database.
+/// Runs the fault for this call, if any: counts the calls of the `:N` forms in the database,
+/// logs one line saying whether the fault fires (`fault error:3, call 4 of 3: spent, none
+/// injected`), waits its delay.
 ///
 /// Errors only when the database could not be reached for the count.
 pub async fn inject(
@@ -443,36 +444,46 @@ pub async fn inject(
     let Some(fault) = faults.and_then(|f| f.for_op(query.op)) else {
         return Ok(Injected::Proceed);
     };
-    log::info!(
-        "gid={} branch_id={} op={} injecting fault {fault}",
-        query.gid,
-        query.branch_id,
-        query.op
-    );
+    let (gid, branch_id, op) = (&query.gid, &query.branch_id, query.op);
+    // The `:N` forms count this call first, so that the one log line per call says whether the
+    // fault fires: a call past N runs normally, and its line says so.
+    let limit = match fault.action {
+        FaultAction::Ongoing(Some(n))
+        | FaultAction::Error(Some(n))
+        | FaultAction::Accepted(n)
+        | FaultAction::Redirect(n) => Some(n),
+        _ => None,
+    };
+    let fires = match limit {
+        Some(n) => {
+            let (g, b) = (gid.clone(), branch_id.clone());
+            let calls = blocking(pool, move |conn| count_call(conn, &g, &b, op)).await??;
+            let fires = calls <= i64::from(n);
+            let verdict = if fires {
+                "injected"
+            } else {
+                "spent, none injected"
+            };
+            log::info!("gid={gid} branch_id={branch_id} op={op} fault {fault}, call {calls} of {n}: {verdict}");
+            fires
+        }
+        None => {
+            log::info!("gid={gid} branch_id={branch_id} op={op} fault {fault}: injected");
+            true
+        }
+    };
     if fault.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
     }
     Ok(match fault.action {
+        _ if !fires => Injected::Proceed,
         FaultAction::None => Injected::Proceed,
         FaultAction::Pause(stage) => Injected::Pause(stage),
         FaultAction::Failure => Injected::Refuse,
-        FaultAction::Ongoing(None) => Injected::Ongoing,
-        FaultAction::Error(None) => Injected::Error,
-        FaultAction::Ongoing(Some(n))
-        | FaultAction::Error(Some(n))
-        | FaultAction::Accepted(n)
-        | FaultAction::Redirect(n) => {
-            let (gid, branch_id, op) = (query.gid.clone(), query.branch_id.clone(), query.op);
-            let calls =
-                blocking(pool, move |conn| count_call(conn, &gid, &branch_id, op)).await??;
-            match (calls <= i64::from(n), fault.action) {
-                (false, _) => Injected::Proceed,
-                (true, FaultAction::Ongoing(_)) => Injected::Ongoing,
-                (true, FaultAction::Accepted(_)) => Injected::Accepted,
-                (true, FaultAction::Redirect(_)) => Injected::Redirect,
-                (true, _) => Injected::Error,
-            }
-        }
+        FaultAction::Ongoing(_) => Injected::Ongoing,
+        FaultAction::Error(_) => Injected::Error,
+        FaultAction::Accepted(_) => Injected::Accepted,
+        FaultAction::Redirect(_) => Injected::Redirect,
     })
 }
 

@@ -392,7 +392,7 @@ impl ProcessSystem {
 
     /// Fires `path` on the AP (with `wait_result=false`, so that it answers at `submit`), checks
     /// its HTTP status is `expected`, and waits until `rm` logs that `op` of `branch_id` is in
-    /// flight (the `injecting fault` line of a delayed call); returns the gid.
+    /// flight (the `fault ...: injected` line of a delayed call); returns the gid.
     pub async fn fire_until_in_flight(
         &self,
         path: &str,
@@ -404,7 +404,7 @@ impl ProcessSystem {
         let (status, answer) = self.fire(path).await.expect("the AP answers");
         assert_eq!(status, expected, "{answer}");
         let gid = answer["gid"].as_str().expect("a gid").to_owned();
-        let needle = format!("gid={gid} branch_id={branch_id} op={op} injecting fault");
+        let needle = format!("gid={gid} branch_id={branch_id} op={op} fault ");
         wait_for_log(rm, &needle, Duration::from_secs(10)).await;
         gid
     }

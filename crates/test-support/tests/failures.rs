@@ -383,7 +383,7 @@ async fn error_n_counts_survive_a_restart_of_the_rm_so_confirm_is_called_exactly
     assert_eq!(confirm_in_attempts(&record), 4, "{record:#}");
     // TransIn saw exactly those 4 calls (3 injected 500s, then the real one) and applied once.
     let log = sys.trans_in.log();
-    let calls = format!("gid={gid} branch_id=02 op=confirm injecting fault");
+    let calls = format!("gid={gid} branch_id=02 op=confirm fault ");
     assert_eq!(count(&log, &calls), 4, "{log}");
     let applied = format!("gid={gid} branch_id=02 op=confirm TransInConfirm: applied");
     assert_eq!(count(&log, &applied), 1, "{log}");
@@ -435,7 +435,7 @@ async fn two_coordinator_replicas_never_call_one_branch_op_twice_and_one_finishe
         assert_eq!(
             count(
                 &log_in,
-                &format!("gid={gid} branch_id=02 op=confirm injecting fault")
+                &format!("gid={gid} branch_id=02 op=confirm fault ")
             ),
             2,
             "{gid}"
@@ -497,10 +497,7 @@ async fn two_coordinator_replicas_never_call_one_branch_op_twice_and_one_finishe
     }
     wait_for_log(
         &sys.trans_in,
-        &format!(
-            "gid={} branch_id=02 op=confirm injecting fault",
-            stranded[0]
-        ),
+        &format!("gid={} branch_id=02 op=confirm fault ", stranded[0]),
         Duration::from_secs(10),
     )
     .await;
