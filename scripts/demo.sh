@@ -377,15 +377,27 @@ rm_outcomes() {
   grep -F "gid=$2 " "$log" | grep -F " op=$3 " | sed -n 's/.*Trans[A-Za-z]*: \([a-z_]*\).*/\1/p' | paste -sd' ' -
 }
 
+# Prepares global transaction $1 at the coordinator and registers TransOut's branch 01 with data
+# $2, as an AP does before its Try: TransOut accepts a Try only for a branch its coordinator
+# knows (or one carrying the gid's token).
+prepare_trans_out_branch() {
+  local gid=$1 escaped=${2//\"/\\\"} reply
+  reply=$(http POST "$DTM_URL/prepare" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\"}")
+  [[ ${reply%% *} == 200 ]] || die "prepare answered $reply"
+  reply=$(http POST "$DTM_URL/registerBranch" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\",\"branch_id\":\"01\",\"data\":\"$escaped\",\"confirm\":\"$TRANS_OUT_URL/TransOutConfirm\",\"cancel\":\"$TRANS_OUT_URL/TransOutCancel\"}")
+  [[ ${reply%% *} == 200 ]] || die "registerBranch answered $reply"
+}
+
 scenario_duplicates() {
   local gid="demo-dup-$RANDOM$RANDOM" q body bal0 tb0 bal1 tb1 bal2 tb2 ok=1
   q="gid=$gid&trans_type=tcc&branch_id=01"
   body="{\"account_id\":$FROM,\"amount\":$AMOUNT}"
   echo "=== duplicates: TransOutTry twice at once, then TransOutCancel twice at once (gid $gid)"
-  echo "No coordinator diagram for this one: the calls go straight to TransOut, as a retrying AP"
-  echo "(the Trys) and a retrying TM (the Cancels, signed with the TM's secret) would send them;"
-  echo "no global transaction of the coordinator is involved. What happened is in TransOut's answers,"
-  echo "its balances and its log."
+  echo "The calls go straight to TransOut, as a retrying AP (the Trys) and a retrying TM (the"
+  echo "Cancels, signed with the TM's secret) would send them. The gid is prepared at the coordinator"
+  echo "and its branch registered first, as an AP does: TransOut accepts no Try of a branch its"
+  echo "coordinator does not know. What happened is in TransOut's answers, its balances and its log."
+  prepare_trans_out_branch "$gid" "$body"
   read -r bal0 tb0 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
   echo "bank A account $FROM before: balance=$bal0 trading_balance=$tb0"
   post_twice "$TRANS_OUT_URL/TransOutTry?$q&op=try" "$body"
@@ -398,6 +410,8 @@ scenario_duplicates() {
     echo "TransOut's barrier said: Try: $(rm_outcomes trans-out "$gid" try); Cancel: $(rm_outcomes trans-out "$gid" cancel)"
   fi
   show_log trans-out "$gid"
+  # The coordinator's own Cancel, after the abort, is one more duplicate.
+  http POST "$DTM_URL/abort" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\",\"rollback_reason\":\"demo: duplicates done\",\"wait_result\":true}" >/dev/null
   [[ $((tb1 - tb0)) == "$AMOUNT" && $tb2 == "$tb0" && $bal2 == "$bal0" ]] || ok=0
   if [[ $ok == 1 ]]; then
     echo "=> as expected: two Trys froze $AMOUNT once, two Cancels released it once; balance unchanged"
@@ -420,7 +434,7 @@ try_outcome() {
 }
 
 scenario_race() {
-  local reply gid data escaped tmp bal0 tb0 bal1 tb1 status try_seen cancel_seen token ok=1
+  local reply gid data tmp bal0 tb0 bal1 tb1 status try_seen cancel_seen token ok=1
   echo "=== race: TransOut's Try (sent as the AP sends it) and its Cancel (the TM's, after abort) at the same moment"
   reply=$(http GET "$DTM_URL/newGid")
   gid=$(json_get gid <<<"${reply#* }")
@@ -431,11 +445,7 @@ scenario_race() {
     cancel-first) data="{\"account_id\":$FROM,\"amount\":$AMOUNT,\"fault\":{\"try\":\"pause\"}}" ;;
     try-first) data="{\"account_id\":$FROM,\"amount\":$AMOUNT,\"fault\":{\"try\":\"pause-after\"}}" ;;
   esac
-  escaped=${data//\"/\\\"}
-  reply=$(http POST "$DTM_URL/prepare" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\"}")
-  [[ ${reply%% *} == 200 ]] || die "prepare answered $reply"
-  reply=$(http POST "$DTM_URL/registerBranch" "{\"gid\":\"$gid\",\"trans_type\":\"tcc\",\"branch_id\":\"01\",\"data\":\"$escaped\",\"confirm\":\"$TRANS_OUT_URL/TransOutConfirm\",\"cancel\":\"$TRANS_OUT_URL/TransOutCancel\"}")
-  [[ ${reply%% *} == 200 ]] || die "registerBranch answered $reply"
+  prepare_trans_out_branch "$gid" "$data"
   echo "prepared $gid and registered branch 01 (TransOut); now, at the same moment: TransOutTry, and abort"
   read -r bal0 tb0 <<<"$(account "$TRANS_OUT_URL" "$FROM")"
   tmp=$(mktemp -d)
@@ -576,7 +586,7 @@ scenario_coordinator_crash_cancel() {
 scenario_rm_down() {
   echo "=== rm-down: trans-in is killed during the second phase and comes back 3 s later"
   crash_during_second_phase trans-in \
-    "fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_out_confirm=delay:1000&retry_interval=1&wait_result=false" \
+    "fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=error:1&retry_interval=1&wait_result=false" \
     0.3 3 succeed "-$AMOUNT" "$AMOUNT"
 }
 

@@ -17,6 +17,10 @@
 #   2c. docs/ADOPTING.md followed from its code blocks alone (scripts/adoption_check.sh): a project
 #      outside the workspace with a copy of crates/tcc, two of its banks behind a private
 #      coordinator: a commit, a rollback, a Try refusing another op. TEST_ADOPTION=0 skips it.
+#   2d. docs/WORKSHOP.md run exercise by exercise against a private copy of the system
+#      (scripts/workshop_check.sh): each exercise's command blocks as written, and what its text
+#      says will be seen (stops, statuses, balances, log lines, barrier rows, diagram lines).
+#      TEST_WORKSHOP=0 skips it.
 #   3. the DTM-client compatibility check (scripts/dtmcli_check.sh: Python dtmcli 1.7.7.0
 #      from PyPI against a private copy of the system, debug build). TEST_DTMCLI=0 skips it.
 #   3b. the check behind another DTM-compatible coordinator (scripts/dtmrs_check.sh: the AP and
@@ -106,6 +110,11 @@ fi
 if [[ ${TEST_ADOPTION:-1} != 0 ]]; then
   step "scripts/adoption_check.sh (docs/ADOPTING.md's code, built outside the workspace, against the coordinator)"
   PROFILE=dev "$ROOT/scripts/adoption_check.sh"
+fi
+
+if [[ ${TEST_WORKSHOP:-1} != 0 ]]; then
+  step "scripts/workshop_check.sh (docs/WORKSHOP.md's exercises, run as written, against a private system)"
+  PROFILE=dev "$ROOT/scripts/workshop_check.sh"
 fi
 
 if [[ ${TEST_DTMCLI:-1} != 0 ]]; then
