@@ -6,9 +6,11 @@
 //! list, waits for the sequence diagram that the page renders to SVG with the vendored Mermaid,
 //! and checks that it names both RMs and the final status. The second force-stops a transaction
 //! from the page of a coordinator with an admin token: confirmation, 401, prompt for the token,
-//! retry. Screenshots are left in `target/test-artifacts/` (`admin-list.png`,
-//! `admin-transaction.png`, `admin-diagram.png`, `admin-force-stop.png`; `failure-<name>` when a
-//! step failed).
+//! retry. The third finds a transaction held `submitted` (a `pause` fault on its Confirm) through
+//! the list's gid-prefix filter, opens it, resumes it, and watches the same page, never reloaded,
+//! reach `succeed` with the diagram redrawn. Screenshots are left in `target/test-artifacts/`
+//! (`admin-list.png`, `admin-transaction.png`, `admin-diagram.png`, `admin-force-stop.png`,
+//! `admin-live-submitted.png`, `admin-live-succeed.png`; `failure-<name>` when a step failed).
 //!
 //! Without chromedriver or Chromium the test is skipped with a note on stderr, except in CI (`CI`
 //! set) or with `ADMIN_BROWSER_TEST=required`, where it fails: `.ci/run` installs both packages.
@@ -466,5 +468,134 @@ async fn force_stop_on_the_page_asks_for_the_admin_token_and_fails_the_transacti
     assert_eq!(
         record["transaction"]["rollback_reason"],
         "force-stopped by an operator (was prepared)"
+    );
+}
+
+/// The gid of the call `rm` holds (a `pause` fault), once it holds one.
+async fn held_gid(http: &reqwest::Client, rm: &Spawned) -> String {
+    for _ in 0..200 {
+        let held: Value = http
+            .get(rm.url("/api/paused"))
+            .send()
+            .await
+            .expect("GET /api/paused")
+            .json()
+            .await
+            .expect("JSON");
+        if let Some(gid) = held[0]["gid"].as_str() {
+            return gid.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never held a call", rm.name);
+}
+
+/// Polls `css`'s text until it contains `want`, without reloading the page.
+async fn wait_text(browser: &Client, css: &str, want: &str, within: Duration) -> Step<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = text_content(browser, css).await?.unwrap_or_default();
+        if text.contains(want) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{css} never showed {want:?} (last: {text:?})"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Finds `gid` through the list's gid-prefix filter, opens it while it is held `submitted`,
+/// resumes it, and watches the same page reach `succeed` on its own.
+async fn follow_a_live_transaction(browser: &Client, sys: &System, gid: &str) -> Step<()> {
+    step(
+        "opening /admin",
+        browser.goto(&sys.coordinator.url("/admin")).await,
+    )?;
+    let field = step(
+        "the gid prefix field",
+        browser
+            .find(Locator::Css("#filters input[name=gid_prefix]"))
+            .await,
+    )?;
+    step("typing the prefix", field.send_keys("live-").await)?;
+    let apply = step(
+        "the Apply button",
+        browser
+            .find(Locator::Css("#filters button[type=submit]"))
+            .await,
+    )?;
+    step("applying the filter", apply.click().await)?;
+    // The list reloads: wait until it shows this transaction alone (another one exists).
+    let ours = format!("a.gid-link[data-gid=\"{gid}\"]");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let link = loop {
+        let rows = step(
+            "the filtered list",
+            browser
+                .find_all(Locator::Css("#transactions tbody tr[data-gid]"))
+                .await,
+        )?;
+        match browser.find(Locator::Css(&ours)).await.ok() {
+            Some(link) if rows.len() == 1 => break link,
+            _ if Instant::now() >= deadline => {
+                return Err(format!(
+                    "the filter shows {} rows, want only {gid}",
+                    rows.len()
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    step("clicking the gid", link.click().await)?;
+    wait_detail_loaded(browser, gid).await?;
+    wait_text(
+        browser,
+        "#detail-status",
+        "submitted",
+        Duration::from_secs(10),
+    )
+    .await?;
+    save_screenshot(browser, "admin-live-submitted.png").await?;
+
+    let resume = sys.trans_in.url(&format!("/api/paused/resume?gid={gid}"));
+    let resumed = step("resuming", sys.http.post(resume).send().await)?;
+    if resumed.status() != 200 {
+        return Err(format!("resume answered {}", resumed.status()));
+    }
+    // No reload: the page refreshes an unfinished transaction by itself.
+    wait_text(
+        browser,
+        "#detail-status",
+        "succeed",
+        Duration::from_secs(20),
+    )
+    .await?;
+    wait_text(browser, "#diagram svg", "succeed", Duration::from_secs(20)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_detail_of_an_unfinished_transaction_follows_it_live_until_it_is_final() {
+    let Some(driver) = Chromedriver::start() else {
+        return;
+    };
+    let sys = spawn_system().await;
+    let (status, other) = sys.fire("/api/fireTcc").await;
+    assert_eq!(status, 200, "{other}");
+    let fire = sys.fire("/api/fireTcc?gid_prefix=live&request_timeout=60&trans_in_confirm=pause");
+    let watch = async {
+        let gid = held_gid(&sys.http, &sys.trans_in).await;
+        driver.wait_ready().await;
+        let browser = driver.browser().await;
+        let outcome = follow_a_live_transaction(&browser, &sys, &gid).await;
+        conclude(browser, outcome, "admin-live-succeed.png").await;
+        gid
+    };
+    let ((status, answer), gid) = tokio::join!(fire, watch);
+    assert_eq!(
+        (status, answer["gid"].as_str()),
+        (200, Some(gid.as_str())),
+        "{answer}"
     );
 }
