@@ -6,7 +6,9 @@
 # the `sh` blocks under its heading are run as written against a private copy of the system,
 # then what its text says will be seen is checked: statuses, balances moved (each demo's own
 # `=> as expected` line, and no `UNEXPECTED`), the states printed at the step-through stops, log
-# lines carrying the gid, barrier rows, diagram lines. With arguments, only those exercises.
+# lines carrying the gid, barrier rows, diagram lines. After them, `scripts/demo.sh reset` must
+# bring back the seeded state (balances, no transaction, no barrier row). With arguments, only
+# those exercises (`setup`, `1` ... `12`, `follow`).
 #
 # The private copy: scripts/up.sh with its own RUN_DIR (target/workshop-run), databases
 # (workshop_*) and ports (defaults + a free offset), started fresh and stopped and dropped on exit
@@ -28,7 +30,7 @@ source "$ROOT/scripts/lib/services.sh"
 source "$ROOT/scripts/lib/http.sh"
 
 DOC="$ROOT/docs/WORKSHOP.md"
-EXERCISES=(1 2 3 4 5 6 7 8 9 10 11 12 follow)
+EXERCISES=(setup 1 2 3 4 5 6 7 8 9 10 11 12 follow)
 say() { printf '[workshop] %s\n' "$*"; }
 FAILURES=0
 fail() {
@@ -36,10 +38,11 @@ fail() {
   FAILURES=$((FAILURES + 1))
 }
 
-# The `sh` blocks of exercise $1 (`## N.` up to the next `## `; `follow`: the section
-# "Following one transaction"), one after the other.
+# The `sh` blocks of exercise $1 (`## N.` up to the next `## `; `setup`: "Setup (once)";
+# `follow`: "Following one transaction"), one after the other.
 blocks_of() {
   local heading="## $1."
+  [[ $1 == setup ]] && heading="## Setup"
   [[ $1 == follow ]] && heading="## Following one transaction"
   awk -v heading="$heading" '
     index($0, heading) == 1 { seen = 1; next }
@@ -95,6 +98,32 @@ diagram_in_order() {
   done
 }
 svc_url() { echo "http://127.0.0.1:$(svc_port "$1")"; }
+
+# The seeded state, as the banks start it: account 1 with 1,000,000 minor units, nothing frozen.
+SEEDED="1000000 0"
+
+check_setup() {
+  seen "success "
+  seen "started again: bank A account 1 = $SEEDED, bank B account 1 = $SEEDED"
+}
+
+# After every exercise moved money and left transactions behind, `scripts/demo.sh reset` (the
+# setup's command) brings back the seeded state: balances, no transaction, no barrier row.
+check_reset_after_use() {
+  CURRENT=reset
+  OUT="$RUN_DIR/reset.out"
+  local used_gid
+  used_gid=$(grep -ohE '^gid: [A-Za-z0-9_.:-]+' "$RUN_DIR"/exercise-1.out | head -1 | cut -d' ' -f2)
+  "$ROOT/scripts/demo.sh" reset >"$OUT" 2>&1 || fail "scripts/demo.sh reset failed: $(tail -n 3 "$OUT")"
+  seen "started again: bank A account 1 = $SEEDED, bank B account 1 = $SEEDED"
+  local list view
+  list=$(http GET "$(svc_url coordinator)/api/admin/transactions")
+  [[ $list == *'"transactions":[]'* ]] || fail "transactions left after the reset: ${list:0:200}"
+  if [[ -n $used_gid ]]; then
+    view=$(http GET "$(svc_url trans-out)/api/branches/$used_gid")
+    [[ $view == *'"holds":[]'* && $view == *'"barrier":[]'* ]] || fail "TransOut still knows $used_gid: $view"
+  fi
+}
 
 check_1() {
   local gid
@@ -250,6 +279,10 @@ svc_start_private workshop
 export SKIP_BUILD=1 PORT_OFFSET
 TIMES=()
 for e in "${wanted[@]}"; do run_exercise "$e"; done
+if [[ " ${wanted[*]} " == *" 1 "* ]]; then
+  check_reset_after_use
+  say "reset after use: the seeded state is back"
+fi
 say "time per exercise (s): ${TIMES[*]}"
 if ((FAILURES > 0)); then
   say "$FAILURES check(s) failed"
