@@ -24,8 +24,9 @@
 # scripts/up.sh, drops its databases and starts it again (up.sh creates and seeds them; the
 # build is skipped unless SKIP_BUILD=0). Every transaction and balance of everyone is gone.
 #
-# A room sharing one system: PARTICIPANT=ana puts `ana-` in front of every gid a stepped run
-# makes, so each person finds their own transactions (the admin page filters by gid prefix).
+# A room sharing one system: PARTICIPANT=ana puts `ana-` in front of the gid of every transaction
+# the demos start through the AP (its gid_prefix parameter), so each person finds their own (the
+# admin page filters by gid prefix); FROM and TO give each person their own accounts.
 #
 # Scenarios (add one: a scenario_<name> function, a line in SCENARIOS, a case in run_scenario);
 # `scripts/demo.sh --list` prints them all. The failure cases use the AP's fault parameters
@@ -105,6 +106,12 @@ DEFAULT_SCENARIOS=(success rollback)
 die() {
   printf 'error: %s\n' "$*" >&2
   exit 1
+}
+
+# AP path $1 with `gid_prefix=$PARTICIPANT` added when PARTICIPANT is set, so that a participant
+# finds their transactions among the room's.
+with_participant() {
+  if [[ -n ${PARTICIPANT:-} ]]; then echo "$1&gid_prefix=$PARTICIPANT"; else echo "$1"; fi
 }
 
 # Milliseconds since some fixed point (bash's EPOCHREALTIME), for latencies.
@@ -196,6 +203,7 @@ fire_and_show() {
   snapshot a_before at_before b_before bt_before
   echo "before: bank A account $FROM balance=$a_before trading_balance=$at_before;" \
     "bank B account $TO balance=$b_before trading_balance=$bt_before"
+  path=$(with_participant "$path")
   reply=$(http GET "$APP_URL/$path")
   code=${reply%% *}
   body=${reply#* }
@@ -539,6 +547,7 @@ crash_during_second_phase() {
   local reply gid status a_before ta_before b_before
   read -r a_before ta_before <<<"$(account "$TRANS_OUT_URL" "$FROM")"
   b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
+  path=$(with_participant "$path")
   reply=$(http GET "$APP_URL/$path")
   echo "AP: GET $APP_URL/$path -> ${reply%% *}"
   gid=$(json_get gid <<<"${reply#* }")
@@ -618,6 +627,7 @@ scenario_confirm_failure() {
   a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
   b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
   path="fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=failure&retry_interval=1&wait_result=false"
+  path=$(with_participant "$path")
   reply=$(http GET "$APP_URL/$path")
   echo "AP: GET $APP_URL/$path -> $reply"
   gid=$(json_get gid <<<"${reply#* }")
@@ -662,6 +672,7 @@ scenario_wait_result() {
   b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
   path="fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=delay:2000&request_timeout=5&wait_result=false"
   t0=$(now_ms)
+  path=$(with_participant "$path")
   reply=$(http GET "$APP_URL/$path")
   t1=$(now_ms)
   echo "AP: GET $APP_URL/$path -> ${reply%% *} after $((t1 - t0)) ms"
@@ -700,6 +711,7 @@ scenario_replicas() {
   a_before=$(account "$TRANS_OUT_URL" "$FROM" | cut -d' ' -f1)
   b_before=$(account "$TRANS_IN_URL" "$TO" | cut -d' ' -f1)
   path="fireTcc?amount=$AMOUNT&from=$FROM&to=$TO&trans_in_confirm=delay:3000&request_timeout=5&retry_interval=1&wait_result=false"
+  path=$(with_participant "$path")
   reply=$(http GET "$APP_URL/$path")
   echo "AP (its coordinator is the first one, $TM_URL): GET $APP_URL/$path -> ${reply%% *}"
   gid=$(json_get gid <<<"${reply#* }")
