@@ -90,6 +90,18 @@ struct Held {
     release: Arc<tokio::sync::Notify>,
 }
 
+/// Removes a held call from the board when dropped.
+struct Listed<'a> {
+    board: &'a PauseBoard,
+    id: u64,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.board.lock().remove(&self.id);
+    }
+}
+
 /// Why a held call went on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resumed {
@@ -120,9 +132,11 @@ impl PauseBoard {
                 release: release.clone(),
             },
         );
+        // Off the board however the wait ends, also when its caller hangs up and actix drops
+        // this future mid-wait.
+        let _listed = Listed { board: self, id };
         // `notify_one` stores a permit when it comes before this wait starts: no lost resume.
         let resumed = tokio::time::timeout(MAX_PAUSE, release.notified()).await;
-        self.lock().remove(&id);
         match resumed {
             Ok(()) => Resumed::OnRequest,
             Err(_) => Resumed::ByItself,
@@ -262,6 +276,24 @@ mod tests {
         };
         assert_eq!(board.resume(&mine), 1);
         assert_eq!(held.await.unwrap(), Resumed::OnRequest);
+        assert!(board.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hold_whose_caller_hung_up_leaves_the_board() {
+        let board = Arc::new(PauseBoard::default());
+        let held = {
+            let board = board.clone();
+            tokio::spawn(async move {
+                let q = query("g1", "01", Op::Try);
+                board.hold(&q, PauseStage::BeforeWork).await
+            })
+        };
+        while board.list().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        held.abort();
+        assert!(held.await.unwrap_err().is_cancelled());
         assert!(board.list().is_empty());
     }
 
