@@ -35,6 +35,7 @@ use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, KnownFormat, Required, SchemaFormat};
 
 use crate::fault::Fault;
+use tcc::protocol::{FAILURE, ONGOING};
 
 /// The longest [`Kind::Label`].
 pub const MAX_LABEL_LEN: usize = 32;
@@ -52,7 +53,8 @@ pub enum Kind {
     /// A test-only flag, default `false`, refused while fault injection is off.
     TestFlag,
     /// A short label, or absent: 1 to [`MAX_LABEL_LEN`] ASCII letters, digits, `-` and `_`
-    /// (safe inside a gid, a URL and a log line).
+    /// (safe inside a gid, a URL and a log line), without the words `FAILURE` and `ONGOING`
+    /// (a gid travels in answers that DTM clients search for them).
     Label,
     /// A fault spec (`failure`, `error:3`, `delay:3000`, ...; see [`crate::fault`]) for this op
     /// of the RM its name starts with (`trans_in_confirm`: `trans_in`), or absent; refused while
@@ -69,7 +71,7 @@ impl Kind {
             Kind::Flag(_) | Kind::TestFlag => "true or false".into(),
             Kind::Fault(_) => "a fault spec string".into(),
             Kind::Label => {
-                format!("1 to {MAX_LABEL_LEN} ASCII letters, digits, '-' or '_'")
+                format!("1 to {MAX_LABEL_LEN} ASCII letters, digits, '-' or '_', without {FAILURE} or {ONGOING}")
             }
         }
     }
@@ -204,6 +206,9 @@ impl Given {
                     s.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
                 })
+                // A label ends up in answers (a gid), where DTM clients read these words in the
+                // raw body as a refusal or as "not finished".
+                .filter(|s| !s.contains(FAILURE) && !s.contains(ONGOING))
                 .map(|_| self.value.clone()),
             (Kind::Fault(_), Value::String(s)) => match s.parse::<Fault>() {
                 Ok(_) => Some(self.value.clone()),

@@ -154,7 +154,13 @@ async fn the_branches_view_refuses_a_malformed_gid_and_knows_nothing_of_an_unsee
 #[tokio::test]
 async fn a_gid_prefix_that_would_not_be_safe_in_a_gid_is_refused_before_any_transaction() {
     let sys = test_support::spawn::spawn_system().await;
-    for bad in ["has%20space", "a.b", &"x".repeat(33)] {
+    for bad in [
+        "has%20space",
+        "a.b",
+        &"x".repeat(33),
+        "xFAILUREx",
+        "ONGOING",
+    ] {
         let (status, answer) = sys.fire(&format!("/api/fireTcc?gid_prefix={bad}")).await;
         assert_eq!(status, 400, "{bad}: {answer}");
         assert_eq!(answer["parameter"], "gid_prefix", "{answer}");
