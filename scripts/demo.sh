@@ -220,8 +220,15 @@ fire_and_show() {
   show_diagram "$gid"
   [[ $status == "$expect" ]] || ok=0
   [[ $((a_after - a_before)) == "$delta_a" && $((b_after - b_before)) == "$delta_b" ]] || ok=0
+  verdict "$ok" "$expect" "$delta_a" "$delta_b"
+}
+
+# The last line of a transfer scenario, counting a miss in FAILED: $1 1 when it ended as expected,
+# $2 the expected global status, $3 and $4 the expected changes of bank A and B, $5 what else held.
+verdict() {
+  local ok=$1 expect=$2 delta_a=$3 delta_b=$4 also=${5:-}
   if [[ $ok == 1 ]]; then
-    echo "=> as expected: global $status, bank A $(signed "$delta_a"), bank B $(signed "$delta_b")"
+    echo "=> as expected: global $expect, bank A $(signed "$delta_a"), bank B $(signed "$delta_b")${also:+, $also}"
   else
     echo "=> UNEXPECTED: wanted global $expect, bank A $(signed "$delta_a"), bank B $(signed "$delta_b")" \
       "(other transfers running at the same time also move these balances)"

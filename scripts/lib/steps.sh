@@ -11,7 +11,8 @@
 # POST /api/paused/resume. A held call resumes by itself after 50 s, so the fire request sets
 # request_timeout=60 and no call times out while a room looks.
 #
-# Needs demo.sh's helpers (http, json_get, account URLs, FROM/TO/AMOUNT, TM_URL, die, signed).
+# Needs demo.sh's helpers (http, json_get, snapshot, wait_final, verdict, the URLs, FROM/TO/AMOUNT,
+# TM_URL, die).
 
 # STEP_PAUSE (seconds) or STEP_ENTER=1; set by demo.sh's --pause / --step.
 STEP_PAUSE=${STEP_PAUSE:-}
@@ -109,7 +110,7 @@ run_prefix() {
 # Fires AP path $2 with the pause faults in $3 and stops at each held call: $7... are
 # "RM_URL|what the stop shows" in the order the calls are held; $1 is the title; $4 the expected
 # final status, $5 and $6 the expected balance changes of bank A and B. Sets demo.sh's LAST_GID
-# and FAILED; prints the AP's answer and the settled state at the end.
+# and FAILED (verdict); prints the AP's answer and the settled state at the end.
 stepped_fire() {
   local title=$1 path=$2 faults=$3 expect=$4 delta_a=$5 delta_b=$6
   shift 6
@@ -147,15 +148,10 @@ stepped_fire() {
   echo "--- settled: $status"
   show_moment "$gid"
   snapshot a1 at1 b1 bt1
-  if [[ $status == "$expect" && $((a1 - a0)) == "$delta_a" && $((b1 - b0)) == "$delta_b" &&
-    $at1 == "$at0" && $bt1 == "$bt0" ]]; then
-    echo "=> as expected: global $status, bank A $(signed "$delta_a"), bank B $(signed "$delta_b"), nothing left frozen"
-  else
-    echo "=> UNEXPECTED: wanted global $expect, bank A $(signed "$delta_a"), bank B $(signed "$delta_b")" \
-      "(other transfers running at the same time also move these balances)"
-    FAILED=$((FAILED + 1))
-  fi
-  echo
+  local ok=0
+  [[ $status == "$expect" && $((a1 - a0)) == "$delta_a" && $((b1 - b0)) == "$delta_b" &&
+    $at1 == "$at0" && $bt1 == "$bt0" ]] && ok=1
+  verdict "$ok" "$expect" "$delta_a" "$delta_b" "nothing left frozen"
 }
 
 step_success() {
